@@ -1,0 +1,106 @@
+//! The two workflow actions, written against the [`Host`] trait.
+
+use crate::compose::{self, Context};
+use crate::filter::Compiled;
+use crate::host::{Host, invalid};
+use crate::mailbox::Cursor;
+use crate::parse;
+use crate::tokens::CredentialState;
+use crate::types::{Attachment, MailError, OutgoingMessage};
+use crate::wit_actions::{Filter, MailboxPage, Receipt, SkippedMessage};
+
+/// The largest batch one `read-mailbox` call may ask for.
+pub const MAX_BATCH: u32 = 1000;
+
+/// Validates, composes and sends `message` through `account`.
+pub fn send_mail(host: &impl Host, account: &str, message: &OutgoingMessage) -> Result<Receipt, MailError> {
+    let policy = host.policy(account)?;
+    let credential = host.credential(account)?;
+    if let CredentialState::NeedsAuthorization(why) = credential.state {
+        return Err(MailError::AuthFailed(format!("account `{account}` needs authorization: {why}")));
+    }
+    let sender = compose::sender_of(message, &policy)?;
+    compose::validate(message, &sender, &policy)?;
+    let forwarded = forwarded_attachments(host, message)?;
+    let composed = compose::compose(
+        message,
+        &sender,
+        Context { policy: &policy, forwarded, now: host.now(), random: host.random() },
+    )?;
+    let delivery = host.send(account, &composed.envelope, &composed.bytes)?;
+    Ok(Receipt {
+        message_id: composed.message_id,
+        accepted: delivery.accepted,
+        transport: delivery.transport,
+        status: delivery.status,
+        reference: delivery.reference,
+        size: composed.bytes.len() as u64,
+    })
+}
+
+/// Fetches the attachments that `message.forward-attachments` refers to.
+fn forwarded_attachments(host: &impl Host, message: &OutgoingMessage) -> Result<Vec<(String, Attachment)>, MailError> {
+    let mut out = Vec::new();
+    for (i, r) in message.forward_attachments.iter().enumerate() {
+        let field = format!("message.forward_attachments[{i}]");
+        let raw = host.fetch(&r.account, r.uid).map_err(|e| match e {
+            MailError::NotFound(why) => invalid(&field, format!("message {} of `{}` was not found: {why}", r.uid, r.account)),
+            other => other,
+        })?;
+        let all = parse::attachments(&raw)
+            .map_err(|why| invalid(&field, format!("message {} cannot be read: it {why}", r.uid)))?;
+        match r.index {
+            None => out.extend(all.into_iter().enumerate().map(|(j, a)| (format!("{field}[{j}]"), a))),
+            Some(index) => {
+                let count = all.len();
+                let a = all.into_iter().nth(index as usize).ok_or_else(|| {
+                    invalid(format!("{field}.index"), format!("message {} has {count} attachments; index {index} does not exist", r.uid))
+                })?;
+                out.push((field, a));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads, parses and filters the messages of `account` after `after`.
+pub fn read_mailbox(
+    host: &impl Host,
+    account: &str,
+    filter: &Filter,
+    after: Option<Cursor>,
+    limit: u32,
+) -> Result<MailboxPage, MailError> {
+    if limit == 0 || limit > MAX_BATCH {
+        return Err(invalid("limit", format!("must be between 1 and {MAX_BATCH}, not {limit}")));
+    }
+    let compiled = Compiled::new(filter)?;
+    let batch = host.fetch_after(account, after, limit)?;
+    let start = match after {
+        Some(c) if c.uid_validity == batch.uid_validity => c.last_uid,
+        _ => 0,
+    };
+    let mut page = MailboxPage {
+        messages: Vec::new(),
+        skipped: Vec::new(),
+        next_cursor: Cursor { uid_validity: batch.uid_validity, last_uid: start },
+        scanned: 0,
+        more: batch.more,
+    };
+    for raw in &batch.messages {
+        page.scanned += 1;
+        page.next_cursor.last_uid = page.next_cursor.last_uid.max(raw.uid);
+        match parse::parse(raw) {
+            Ok(m) if compiled.matches(&m) => page.messages.push(m),
+            Ok(_) => {}
+            Err(reason) => {
+                host.warn(&format!("message {} of `{account}` is skipped: it {reason}", raw.uid));
+                page.skipped.push(SkippedMessage { uid: raw.uid, reason });
+            }
+        }
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! Turns raw messages into `received-message`s, and refuses malformed ones with a reason.
+
+use mail_parser::{Addr, HeaderName, Message, MessageParser, MimeHeaders, PartType};
+
+use crate::mailbox::RawMessage;
+use crate::types::{Address, Attachment, AttachmentInfo, ReceivedMessage};
+
+/// Parses `raw`, or says why it is malformed.
+pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
+    let message = parse_checked(&raw.data)?;
+    let sender = message.from().and_then(|a| a.first()).and_then(to_address);
+    let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Address> {
+        a.map(|a| a.iter().filter_map(to_address).collect()).unwrap_or_default()
+    };
+    let date = message.date().map(|d| mail_parser::DateTime::from_timestamp(d.to_timestamp()).to_rfc3339());
+    let attachments = attachments_of(&message)
+        .enumerate()
+        .map(|(i, (name, content_type, data))| AttachmentInfo {
+            index: i as u32,
+            name,
+            content_type,
+            size: data.len() as u64,
+        })
+        .collect();
+    let html = message.body_html(0).map(|h| h.into_owned()).filter(|_| message.html_body_count() > 0);
+    Ok(ReceivedMessage {
+        uid: raw.uid,
+        message_id: message.message_id().map(str::to_owned),
+        sender,
+        to: list(message.to()),
+        cc: list(message.cc()),
+        date,
+        subject: message.subject().unwrap_or_default().to_owned(),
+        text: message.body_text(0).map(|t| t.into_owned()),
+        html: html.filter(|h| !h.is_empty()),
+        attachments,
+        flags: raw.flags.clone(),
+        size: raw.size,
+    })
+}
+
+/// The attachments of `raw`, with their decoded bytes, for forwarding.
+pub fn attachments(raw: &RawMessage) -> Result<Vec<Attachment>, String> {
+    let message = parse_checked(&raw.data)?;
+    Ok(attachments_of(&message)
+        .map(|(name, content_type, data)| Attachment { name, content_type, data: data.to_vec(), content_id: None })
+        .collect())
+}
+
+fn attachments_of<'m>(message: &'m Message<'m>) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
+    message.attachments().enumerate().map(|(i, part)| {
+        let name = part
+            .attachment_name()
+            .map(str::to_owned)
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| format!("attachment-{i}"));
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                None => ct.ctype().to_owned(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".to_owned())
+            .to_ascii_lowercase();
+        (name, content_type, part.contents())
+    })
+}
+
+fn to_address(a: &Addr<'_>) -> Option<Address> {
+    a.address().map(|email| Address { name: a.name().map(str::to_owned), email: email.to_owned() })
+}
+
+/// Parses and applies the checks that make a message usable: mail-parser itself accepts
+/// nearly any bytes, so these catch what would otherwise arrive silently mangled.
+fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
+    let first_line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+    let looks_like_header = first_line
+        .iter()
+        .position(|b| *b == b':')
+        .is_some_and(|colon| colon > 0 && first_line[..colon].iter().all(|b| (33..=126).contains(b)));
+    if !looks_like_header {
+        return Err("does not start with a header field; it is not an RFC 5322 message".into());
+    }
+    let message = MessageParser::default()
+        .parse(data)
+        .ok_or_else(|| "could not be parsed as an RFC 5322 message".to_owned())?;
+    if message.header(HeaderName::From).is_none() {
+        return Err("has no From header".into());
+    }
+    if message.from().and_then(|a| a.first()).and_then(|a| a.address()).is_none() {
+        return Err("has a From header without a valid address".into());
+    }
+    for part in &message.parts {
+        if part.is_encoding_problem {
+            return Err("has a body part whose transfer encoding is broken".into());
+        }
+        if let PartType::Multipart(_) = part.body {
+            let boundary = part.content_type().and_then(|ct| ct.attribute("boundary"));
+            let Some(boundary) = boundary else {
+                return Err("has a multipart body without a boundary".into());
+            };
+            let body = data.get(part.offset_body as usize..part.offset_end as usize).unwrap_or_default();
+            let closing = format!("--{boundary}--");
+            if !contains(body, closing.as_bytes()) {
+                return Err(format!("has a multipart body that is truncated: its closing boundary `{closing}` is missing"));
+            }
+        }
+    }
+    Ok(message)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(uid: u32, s: &str) -> RawMessage {
+        RawMessage { uid, flags: vec![], size: s.len() as u64, data: s.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn parses_a_multipart_with_attachment() {
+        let m = "From: Alert Bot <bot@example.com>\r\nTo: ops@example.com\r\nSubject: =?UTF-8?B?w6TDtsO8?=\r\n\
+                 Date: Tue, 3 Nov 2026 10:00:00 +0100\r\nMessage-ID: <a1@example.com>\r\n\
+                 Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+                 --b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"r.pdf\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b1--\r\n";
+        let r = parse(&raw(7, m)).unwrap();
+        assert_eq!(r.uid, 7);
+        assert_eq!(r.subject, "äöü");
+        assert_eq!(r.date.as_deref(), Some("2026-11-03T09:00:00Z"));
+        assert_eq!(r.message_id.as_deref(), Some("a1@example.com"));
+        assert_eq!(r.sender.as_ref().map(|a| a.email.as_str()), Some("bot@example.com"));
+        assert_eq!(r.text.as_deref().map(str::trim), Some("hello"));
+        assert_eq!(r.attachments.len(), 1);
+        assert_eq!(r.attachments[0].name, "r.pdf");
+        assert_eq!(r.attachments[0].content_type, "application/pdf");
+        let a = attachments(&raw(7, m)).unwrap();
+        assert_eq!(a[0].data, b"%PDF-");
+    }
+
+    #[test]
+    fn refuses_malformed_messages() {
+        for (m, needle) in [
+            ("just some text\r\nwithout headers\r\n", "header field"),
+            ("Subject: x\r\n\r\nbody\r\n", "no From"),
+            ("From: not an address\r\nSubject: x\r\n\r\nbody\r\n", "without a valid address"),
+            (
+                "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\ncut off",
+                "truncated",
+            ),
+        ] {
+            let err = parse(&raw(1, m)).unwrap_err();
+            assert!(err.contains(needle), "{m:?}: {err}");
+        }
+    }
+}
