@@ -1,1 +1,13 @@
+//! flowmail's host: loads the mail plugin component, serves it the smtp, mailbox, tokens
+//! and log capabilities, and runs workflows whose steps call the plugin's actions.
 
+pub mod bindings;
+pub mod caps;
+pub mod config;
+pub mod runtime;
+pub mod secret;
+pub mod store;
+pub mod workflow;
+
+/// The plugin built from `plugin/` by the build script, used unless `--plugin` says otherwise.
+pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(env!("FLOWMAIL_DEFAULT_PLUGIN"));

@@ -1,1 +1,117 @@
-fn main(){}
+//! The `flowmail` command: run or check workflows against the embedded or a given plugin.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flowmail::config::Config;
+use flowmail::runtime::{Runtime, engine, load_component};
+use flowmail::store::Store;
+use flowmail::workflow::{Runner, Workflow};
+
+/// Mail steps for workflows, run in a WebAssembly sandbox.
+#[derive(Parser)]
+#[command(name = "flowmail", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, default_value = "flowmail.toml")]
+    config: PathBuf,
+    /// A plugin component to use instead of the embedded one.
+    #[arg(long, global = true)]
+    plugin: Option<PathBuf>,
+    /// More log output: -v for debug, -vv for trace.
+    #[arg(short, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow once; a mailbox trigger processes what is new since its cursor.
+    Run { workflow: PathBuf },
+    /// Check a workflow against the config without running it.
+    Check { workflow: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "flowmail={level},{}",
+            if cli.verbose > 0 { "info" } else { "warn" }
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: &Path, workflow: &Path) -> anyhow::Result<(Config, Workflow)> {
+    let config = Config::load(config)?;
+    let wf = Workflow::load(workflow)?;
+    wf.check(&config)
+        .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
+    Ok((config, wf))
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Check { workflow } => {
+            let (_, wf) = load(&cli.config, workflow)?;
+            println!("workflow `{}` is valid ({} steps)", wf.name, wf.steps.len());
+            Ok(())
+        }
+        Command::Run { workflow } => {
+            let (config, wf) = load(&cli.config, workflow)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(run(&cli, &config, &wf))
+        }
+    }
+}
+
+async fn run(cli: &Cli, config: &Config, wf: &Workflow) -> anyhow::Result<()> {
+    let store = Arc::new(Store::open(&config.store_path())?);
+    let caps = Arc::new(config.capabilities(&store)?);
+    let wasm = match &cli.plugin {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("reading the plugin {}", path.display()))?
+        }
+        None => flowmail::DEFAULT_PLUGIN.to_vec(),
+    };
+    let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let component = load_component(&engine, &wasm, config.cache_dir().as_deref())
+        .map_err(|e| anyhow::anyhow!("loading the plugin: {e:#}"))?;
+    let runtime = Runtime::new(&engine, &component, caps, config.limits())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let report = Runner {
+        runtime: &runtime,
+        store: &store,
+    }
+    .run(wf)
+    .await
+    .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.sent.is_empty() {
+        println!("{}: nothing to send", wf.name);
+    }
+    Ok(())
+}

@@ -13,11 +13,17 @@ use crate::wit_actions::{Filter, MailboxPage, Receipt, SkippedMessage};
 pub const MAX_BATCH: u32 = 1000;
 
 /// Validates, composes and sends `message` through `account`.
-pub fn send_mail(host: &impl Host, account: &str, message: &OutgoingMessage) -> Result<Receipt, MailError> {
+pub fn send_mail(
+    host: &impl Host,
+    account: &str,
+    message: &OutgoingMessage,
+) -> Result<Receipt, MailError> {
     let policy = host.policy(account)?;
     let credential = host.credential(account)?;
     if let CredentialState::NeedsAuthorization(why) = credential.state {
-        return Err(MailError::AuthFailed(format!("account `{account}` needs authorization: {why}")));
+        return Err(MailError::AuthFailed(format!(
+            "account `{account}` needs authorization: {why}"
+        )));
     }
     let sender = compose::sender_of(message, &policy)?;
     compose::validate(message, &sender, &policy)?;
@@ -25,7 +31,12 @@ pub fn send_mail(host: &impl Host, account: &str, message: &OutgoingMessage) -> 
     let composed = compose::compose(
         message,
         &sender,
-        Context { policy: &policy, forwarded, now: host.now(), random: host.random() },
+        Context {
+            policy: &policy,
+            forwarded,
+            now: host.now(),
+            random: host.random(),
+        },
     )?;
     let delivery = host.send(account, &composed.envelope, &composed.bytes)?;
     Ok(Receipt {
@@ -39,22 +50,42 @@ pub fn send_mail(host: &impl Host, account: &str, message: &OutgoingMessage) -> 
 }
 
 /// Fetches the attachments that `message.forward-attachments` refers to.
-fn forwarded_attachments(host: &impl Host, message: &OutgoingMessage) -> Result<Vec<(String, Attachment)>, MailError> {
+fn forwarded_attachments(
+    host: &impl Host,
+    message: &OutgoingMessage,
+) -> Result<Vec<(String, Attachment)>, MailError> {
     let mut out = Vec::new();
     for (i, r) in message.forward_attachments.iter().enumerate() {
         let field = format!("message.forward_attachments[{i}]");
         let raw = host.fetch(&r.account, r.uid).map_err(|e| match e {
-            MailError::NotFound(why) => invalid(&field, format!("message {} of `{}` was not found: {why}", r.uid, r.account)),
+            MailError::NotFound(why) => invalid(
+                &field,
+                format!("message {} of `{}` was not found: {why}", r.uid, r.account),
+            ),
             other => other,
         })?;
-        let all = parse::attachments(&raw)
-            .map_err(|why| invalid(&field, format!("message {} cannot be read: it {why}", r.uid)))?;
+        let all = parse::attachments(&raw).map_err(|why| {
+            invalid(
+                &field,
+                format!("message {} cannot be read: it {why}", r.uid),
+            )
+        })?;
         match r.index {
-            None => out.extend(all.into_iter().enumerate().map(|(j, a)| (format!("{field}[{j}]"), a))),
+            None => out.extend(
+                all.into_iter()
+                    .enumerate()
+                    .map(|(j, a)| (format!("{field}[{j}]"), a)),
+            ),
             Some(index) => {
                 let count = all.len();
                 let a = all.into_iter().nth(index as usize).ok_or_else(|| {
-                    invalid(format!("{field}.index"), format!("message {} has {count} attachments; index {index} does not exist", r.uid))
+                    invalid(
+                        format!("{field}.index"),
+                        format!(
+                            "message {} has {count} attachments; index {index} does not exist",
+                            r.uid
+                        ),
+                    )
                 })?;
                 out.push((field, a));
             }
@@ -72,7 +103,10 @@ pub fn read_mailbox(
     limit: u32,
 ) -> Result<MailboxPage, MailError> {
     if limit == 0 || limit > MAX_BATCH {
-        return Err(invalid("limit", format!("must be between 1 and {MAX_BATCH}, not {limit}")));
+        return Err(invalid(
+            "limit",
+            format!("must be between 1 and {MAX_BATCH}, not {limit}"),
+        ));
     }
     let compiled = Compiled::new(filter)?;
     let batch = host.fetch_after(account, after, limit)?;
@@ -83,7 +117,10 @@ pub fn read_mailbox(
     let mut page = MailboxPage {
         messages: Vec::new(),
         skipped: Vec::new(),
-        next_cursor: Cursor { uid_validity: batch.uid_validity, last_uid: start },
+        next_cursor: Cursor {
+            uid_validity: batch.uid_validity,
+            last_uid: start,
+        },
         scanned: 0,
         more: batch.more,
     };
@@ -94,8 +131,14 @@ pub fn read_mailbox(
             Ok(m) if compiled.matches(&m) => page.messages.push(m),
             Ok(_) => {}
             Err(reason) => {
-                host.warn(&format!("message {} of `{account}` is skipped: it {reason}", raw.uid));
-                page.skipped.push(SkippedMessage { uid: raw.uid, reason });
+                host.warn(&format!(
+                    "message {} of `{account}` is skipped: it {reason}",
+                    raw.uid
+                ));
+                page.skipped.push(SkippedMessage {
+                    uid: raw.uid,
+                    reason,
+                });
             }
         }
     }

@@ -17,7 +17,10 @@ pub fn check_header_text(field: &str, value: &str) -> Result<(), MailError> {
     if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
         return Err(invalid(
             field,
-            format!("contains the control character U+{:04X}; remove it", c as u32),
+            format!(
+                "contains the control character U+{:04X}; remove it",
+                c as u32
+            ),
         ));
     }
     Ok(())
@@ -27,16 +30,28 @@ pub fn check_header_text(field: &str, value: &str) -> Result<(), MailError> {
 pub fn check_email(field: &str, email: &str) -> Result<(), MailError> {
     check_header_text(field, email)?;
     if email.is_empty() {
-        return Err(invalid(field, "is empty; give an address like name@example.com"));
+        return Err(invalid(
+            field,
+            "is empty; give an address like name@example.com",
+        ));
     }
     if email.trim() != email {
-        return Err(invalid(field, format!("`{email}` has leading or trailing spaces; remove them")));
+        return Err(invalid(
+            field,
+            format!("`{email}` has leading or trailing spaces; remove them"),
+        ));
     }
     if email.len() > 254 {
-        return Err(invalid(field, "is longer than 254 characters, the SMTP limit"));
+        return Err(invalid(
+            field,
+            "is longer than 254 characters, the SMTP limit",
+        ));
     }
     let Some(at) = email.rfind('@') else {
-        return Err(invalid(field, format!("`{email}` has no `@`; give an address like name@example.com")));
+        return Err(invalid(
+            field,
+            format!("`{email}` has no `@`; give an address like name@example.com"),
+        ));
     };
     let (local, domain) = (&email[..at], &email[at + 1..]);
     check_local_part(field, email, local)?;
@@ -45,34 +60,49 @@ pub fn check_email(field: &str, email: &str) -> Result<(), MailError> {
 
 fn check_local_part(field: &str, email: &str, local: &str) -> Result<(), MailError> {
     if local.is_empty() {
-        return Err(invalid(field, format!("`{email}` has nothing before the `@`")));
+        return Err(invalid(
+            field,
+            format!("`{email}` has nothing before the `@`"),
+        ));
     }
     if local.len() > 64 {
-        return Err(invalid(field, format!("`{email}`: the part before `@` is over 64 characters")));
+        return Err(invalid(
+            field,
+            format!("`{email}`: the part before `@` is over 64 characters"),
+        ));
     }
     if !local.is_ascii() {
         return Err(invalid(
             field,
-            format!("`{email}`: the part before `@` is not ASCII, which needs SMTPUTF8; use an ASCII address"),
+            format!(
+                "`{email}`: the part before `@` is not ASCII, which needs SMTPUTF8; use an ASCII address"
+            ),
         ));
     }
     if local.starts_with('"') {
-        let quoted_ok = local.len() >= 2
-            && local.ends_with('"')
-            && quoted_body_ok(&local[1..local.len() - 1]);
+        let quoted_ok =
+            local.len() >= 2 && local.ends_with('"') && quoted_body_ok(&local[1..local.len() - 1]);
         return if quoted_ok {
             Ok(())
         } else {
-            Err(invalid(field, format!("`{email}`: the quoted part before `@` is not well formed")))
+            Err(invalid(
+                field,
+                format!("`{email}`: the quoted part before `@` is not well formed"),
+            ))
         };
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return Err(invalid(
             field,
-            format!("`{email}`: dots may not start or end the part before `@`, nor follow each other"),
+            format!(
+                "`{email}`: dots may not start or end the part before `@`, nor follow each other"
+            ),
         ));
     }
-    if let Some(c) = local.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || ATEXT_SPECIALS.contains(*c))) {
+    if let Some(c) = local
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || ATEXT_SPECIALS.contains(*c)))
+    {
         return Err(invalid(
             field,
             format!("`{email}`: `{c}` is not allowed before `@` unless that part is quoted"),
@@ -100,7 +130,10 @@ fn quoted_body_ok(body: &str) -> bool {
 
 fn check_domain(field: &str, email: &str, domain: &str) -> Result<(), MailError> {
     if domain.is_empty() {
-        return Err(invalid(field, format!("`{email}` has no domain after the `@`")));
+        return Err(invalid(
+            field,
+            format!("`{email}` has no domain after the `@`"),
+        ));
     }
     if domain.starts_with('[') {
         let inner = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']'));
@@ -114,7 +147,10 @@ fn check_domain(field: &str, email: &str, domain: &str) -> Result<(), MailError>
         return if ok {
             Ok(())
         } else {
-            Err(invalid(field, format!("`{email}`: `{domain}` is not a valid address literal")))
+            Err(invalid(
+                field,
+                format!("`{email}`: `{domain}` is not a valid address literal"),
+            ))
         };
     }
     if !domain.is_ascii() {
@@ -124,7 +160,10 @@ fn check_domain(field: &str, email: &str, domain: &str) -> Result<(), MailError>
         ));
     }
     if domain.len() > 253 {
-        return Err(invalid(field, format!("`{email}`: the domain is over 253 characters")));
+        return Err(invalid(
+            field,
+            format!("`{email}`: the domain is over 253 characters"),
+        ));
     }
     for label in domain.split('.') {
         let ok = !label.is_empty()
@@ -150,7 +189,10 @@ pub fn check_address(field: &str, address: &Address) -> Result<(), MailError> {
     if let Some(name) = &address.name {
         check_header_text(&format!("{field}.name"), name)?;
         if name.chars().count() > 256 {
-            return Err(invalid(format!("{field}.name"), "is over 256 characters; shorten it"));
+            return Err(invalid(
+                format!("{field}.name"),
+                "is over 256 characters; shorten it",
+            ));
         }
     }
     check_email(&format!("{field}.email"), &address.email)
@@ -220,7 +262,10 @@ mod tests {
 
     #[test]
     fn checks_display_names() {
-        let a = Address { name: Some("Ops\r\nBcc: x@y.z".into()), email: "ops@example.com".into() };
+        let a = Address {
+            name: Some("Ops\r\nBcc: x@y.z".into()),
+            email: "ops@example.com".into(),
+        };
         let (field, _) = reason(check_address("message.sender", &a));
         assert_eq!(field, "message.sender.name");
     }

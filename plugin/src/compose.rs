@@ -16,8 +16,18 @@ use crate::types::{Address, Attachment, MailError, OutgoingMessage};
 
 /// Headers that the composer writes itself and a step may not set.
 const RESERVED_HEADERS: &[&str] = &[
-    "from", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id", "sender",
-    "mime-version", "return-path", "received",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "sender",
+    "mime-version",
+    "return-path",
+    "received",
 ];
 
 /// A message ready for the transport.
@@ -51,7 +61,11 @@ pub fn sender_of(message: &OutgoingMessage, policy: &AccountPolicy) -> Result<Ad
 }
 
 /// Validates every header-bound field of `message`, before anything is composed.
-pub fn validate(message: &OutgoingMessage, sender: &Address, policy: &AccountPolicy) -> Result<(), MailError> {
+pub fn validate(
+    message: &OutgoingMessage,
+    sender: &Address,
+    policy: &AccountPolicy,
+) -> Result<(), MailError> {
     check_address("message.sender", sender)?;
     if let Some(required) = &policy.required_sender
         && !sender.email.eq_ignore_ascii_case(required)
@@ -75,23 +89,33 @@ pub fn validate(message: &OutgoingMessage, sender: &Address, policy: &AccountPol
         }
     }
     if message.to.is_empty() && message.cc.is_empty() && message.bcc.is_empty() {
-        return Err(invalid("message.to", "no recipients: give at least one in to, cc or bcc"));
+        return Err(invalid(
+            "message.to",
+            "no recipients: give at least one in to, cc or bcc",
+        ));
     }
     check_header_text("message.subject", &message.subject)?;
     for (i, h) in message.extra_headers.iter().enumerate() {
         let field = format!("message.extra_headers[{i}]");
-        let name_ok = !h.name.is_empty() && h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+        let name_ok =
+            !h.name.is_empty() && h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
         if !name_ok {
             return Err(invalid(
                 format!("{field}.name"),
-                format!("`{}` is not a header name: use printable ASCII without spaces or `:`", h.name),
+                format!(
+                    "`{}` is not a header name: use printable ASCII without spaces or `:`",
+                    h.name
+                ),
             ));
         }
         let lower = h.name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
             return Err(invalid(
                 format!("{field}.name"),
-                format!("`{}` is written by flowmail itself; use the message field instead", h.name),
+                format!(
+                    "`{}` is written by flowmail itself; use the message field instead",
+                    h.name
+                ),
             ));
         }
         check_header_text(&format!("{field}.value"), &h.value)?;
@@ -103,28 +127,48 @@ pub fn validate(message: &OutgoingMessage, sender: &Address, policy: &AccountPol
 }
 
 /// Validates one attachment's metadata and size.
-pub fn check_attachment(field: &str, a: &Attachment, policy: &AccountPolicy) -> Result<(), MailError> {
+pub fn check_attachment(
+    field: &str,
+    a: &Attachment,
+    policy: &AccountPolicy,
+) -> Result<(), MailError> {
     check_header_text(&format!("{field}.name"), &a.name)?;
     if a.name.trim().is_empty() {
-        return Err(invalid(format!("{field}.name"), "is empty; give the file a name"));
+        return Err(invalid(
+            format!("{field}.name"),
+            "is empty; give the file a name",
+        ));
     }
     if a.name.contains(['/', '\\']) {
-        return Err(invalid(format!("{field}.name"), "contains a path separator; give only the file name"));
+        return Err(invalid(
+            format!("{field}.name"),
+            "contains a path separator; give only the file name",
+        ));
     }
     let ct_ok = a.content_type.split_once('/').is_some_and(|(t, s)| {
-        let token = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+        let token = |x: &str| {
+            !x.is_empty()
+                && x.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
         token(t) && token(s)
     });
     if !ct_ok {
         return Err(invalid(
             format!("{field}.content_type"),
-            format!("`{}` is not a MIME type like application/pdf", a.content_type),
+            format!(
+                "`{}` is not a MIME type like application/pdf",
+                a.content_type
+            ),
         ));
     }
     if let Some(cid) = &a.content_id {
         check_header_text(&format!("{field}.content_id"), cid)?;
         if cid.is_empty() || cid.contains(['<', '>', ' ']) {
-            return Err(invalid(format!("{field}.content_id"), "must be non-empty, without `<`, `>` or spaces"));
+            return Err(invalid(
+                format!("{field}.content_id"),
+                "must be non-empty, without `<`, `>` or spaces",
+            ));
         }
     }
     let size = a.data.len() as u64;
@@ -142,7 +186,10 @@ pub fn check_attachment(field: &str, a: &Attachment, policy: &AccountPolicy) -> 
 }
 
 fn mb_address(a: &Address) -> MbAddress<'_> {
-    MbAddress::new_address(a.name.as_deref().map(Cow::Borrowed), Cow::Borrowed(a.email.as_str()))
+    MbAddress::new_address(
+        a.name.as_deref().map(Cow::Borrowed),
+        Cow::Borrowed(a.email.as_str()),
+    )
 }
 
 fn mb_list(list: &[Address]) -> MbAddress<'_> {
@@ -150,7 +197,10 @@ fn mb_list(list: &[Address]) -> MbAddress<'_> {
 }
 
 fn domain_of(email: &str) -> &str {
-    email.rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost")
+    email
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("localhost")
 }
 
 /// Builds the envelope: the sender, and every recipient once, Bcc included.
@@ -161,15 +211,27 @@ fn envelope(sender: &Address, message: &OutgoingMessage) -> Envelope {
             recipients.push(a.email.clone());
         }
     }
-    Envelope { sender: sender.email.clone(), recipients }
+    Envelope {
+        sender: sender.email.clone(),
+        recipients,
+    }
 }
 
 /// Composes `message` (already validated) into RFC 5322 bytes.
-pub fn compose(message: &OutgoingMessage, sender: &Address, ctx: Context<'_>) -> Result<Composed, MailError> {
+pub fn compose(
+    message: &OutgoingMessage,
+    sender: &Address,
+    ctx: Context<'_>,
+) -> Result<Composed, MailError> {
     for (field, a) in &ctx.forwarded {
         check_attachment(field, a, ctx.policy)?;
     }
-    let message_id = format!("{:032x}.{}@{}", ctx.random, ctx.now, domain_of(&sender.email));
+    let message_id = format!(
+        "{:032x}.{}@{}",
+        ctx.random,
+        ctx.now,
+        domain_of(&sender.email)
+    );
 
     let mut builder = MessageBuilder::new()
         .from(mb_address(sender))
@@ -189,8 +251,11 @@ pub fn compose(message: &OutgoingMessage, sender: &Address, ctx: Context<'_>) ->
         builder = builder.header(h.name.as_str(), Text::new(h.value.as_str()));
     }
 
-    let all_attachments: Vec<&Attachment> =
-        message.attachments.iter().chain(ctx.forwarded.iter().map(|(_, a)| a)).collect();
+    let all_attachments: Vec<&Attachment> = message
+        .attachments
+        .iter()
+        .chain(ctx.forwarded.iter().map(|(_, a)| a))
+        .collect();
     builder = builder.body(body_tree(message, &all_attachments));
 
     let bytes = builder
@@ -207,13 +272,23 @@ pub fn compose(message: &OutgoingMessage, sender: &Address, ctx: Context<'_>) ->
             ),
         ));
     }
-    Ok(Composed { envelope: envelope(sender, message), bytes, message_id })
+    Ok(Composed {
+        envelope: envelope(sender, message),
+        bytes,
+        message_id,
+    })
 }
 
 /// text and html as alternatives, inline parts related to them, attachments mixed in.
 fn body_tree<'a>(message: &'a OutgoingMessage, attachments: &[&'a Attachment]) -> MimePart<'a> {
-    let text = message.text.as_deref().map(|t| MimePart::new("text/plain", BodyPart::Text(Cow::Borrowed(t))));
-    let html = message.html.as_deref().map(|h| MimePart::new("text/html", BodyPart::Text(Cow::Borrowed(h))));
+    let text = message
+        .text
+        .as_deref()
+        .map(|t| MimePart::new("text/plain", BodyPart::Text(Cow::Borrowed(t))));
+    let html = message
+        .html
+        .as_deref()
+        .map(|h| MimePart::new("text/html", BodyPart::Text(Cow::Borrowed(h))));
     let mut core = match (text, html) {
         (Some(t), Some(h)) => MimePart::new("multipart/alternative", vec![t, h]),
         (Some(t), None) => t,
@@ -221,7 +296,10 @@ fn body_tree<'a>(message: &'a OutgoingMessage, attachments: &[&'a Attachment]) -
         (None, None) => MimePart::new("text/plain", BodyPart::Text(Cow::Borrowed(""))),
     };
     let part = |a: &'a Attachment| {
-        MimePart::new(a.content_type.as_str(), BodyPart::Binary(Cow::Borrowed(a.data.as_slice())))
+        MimePart::new(
+            a.content_type.as_str(),
+            BodyPart::Binary(Cow::Borrowed(a.data.as_slice())),
+        )
     };
     let inline: Vec<MimePart<'a>> = attachments
         .iter()

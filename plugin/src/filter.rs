@@ -41,7 +41,10 @@ impl Compiled {
             let hay = m
                 .sender
                 .as_ref()
-                .map(|a| format!("{} <{}>", a.name.as_deref().unwrap_or_default(), a.email).to_lowercase())
+                .map(|a| {
+                    format!("{} <{}>", a.name.as_deref().unwrap_or_default(), a.email)
+                        .to_lowercase()
+                })
                 .unwrap_or_default();
             if !hay.contains(needle.as_str()) {
                 return false;
@@ -74,7 +77,9 @@ impl Compiled {
 pub fn parse_time(s: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
-        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     if s.len() < 10 || s.as_bytes().get(4) != Some(&b'-') || s.as_bytes().get(7) != Some(&b'-') {
         return None;
@@ -88,7 +93,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
         return Some(days * 86_400);
     }
     let b = s.as_bytes();
-    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+    if !matches!(b.get(10), Some(b'T' | b't' | b' '))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
         return None;
     }
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -105,7 +113,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
+        _ if rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':' =>
+        {
             let oh: i64 = rest.get(1..3)?.parse().ok()?;
             let om: i64 = rest.get(4..6)?.parse().ok()?;
             let sign = if rest.starts_with('-') { -1 } else { 1 };
@@ -145,21 +156,35 @@ mod tests {
         ReceivedMessage {
             uid: 1,
             message_id: None,
-            sender: Some(Address { name: Some("Grafana".into()), email: "alerts@grafana.example".into() }),
+            sender: Some(Address {
+                name: Some("Grafana".into()),
+                email: "alerts@grafana.example".into(),
+            }),
             to: vec![],
             cc: vec![],
             date: Some("2026-11-03T09:00:00Z".into()),
             subject: "[ALERT] Disk full on db-1".into(),
             text: None,
             html: None,
-            attachments: vec![AttachmentInfo { index: 0, name: "a.png".into(), content_type: "image/png".into(), size: 3 }],
+            attachments: vec![AttachmentInfo {
+                index: 0,
+                name: "a.png".into(),
+                content_type: "image/png".into(),
+                size: 3,
+            }],
             flags: vec!["\\Seen".into()],
             size: 10,
         }
     }
 
     fn filter() -> Filter {
-        Filter { sender_contains: None, subject_contains: None, has_attachment: None, since: None, unseen: None }
+        Filter {
+            sender_contains: None,
+            subject_contains: None,
+            has_attachment: None,
+            since: None,
+            unseen: None,
+        }
     }
 
     #[test]
@@ -168,7 +193,14 @@ mod tests {
         assert_eq!(parse_time("2026-11-03T09:00:00Z"), Some(1_793_696_400));
         assert_eq!(parse_time("2026-11-03T10:00:00+01:00"), Some(1_793_696_400));
         assert_eq!(parse_time("2026-11-03T09:00:00.250Z"), Some(1_793_696_400));
-        for bad in ["", "2026-13-01", "2026-02-30", "yesterday", "2026-11-03T25:00:00Z", "2026-11-03T09:00:00"] {
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-02-30",
+            "yesterday",
+            "2026-11-03T25:00:00Z",
+            "2026-11-03T09:00:00",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

@@ -1,6 +1,7 @@
 //! Binds the mail logic to the WIT world: imports become a [`Host`], the logic becomes
 //! the `actions` export.
 
+use crate::export;
 use crate::flowmail::mail::log::{Level, log};
 use crate::host::{CredentialInfo, Host};
 use crate::mailbox::{self, Batch, Cursor, RawMessage};
@@ -18,14 +19,28 @@ impl Host for Imports {
 
     fn credential(&self, account: &str) -> Result<CredentialInfo, MailError> {
         let c = tokens::credential_for(account)?;
-        Ok(CredentialInfo { kind: c.kind(), username: c.username(), state: c.state() })
+        Ok(CredentialInfo {
+            kind: c.kind(),
+            username: c.username(),
+            state: c.state(),
+        })
     }
 
-    fn send(&self, account: &str, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
+    fn send(
+        &self,
+        account: &str,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Delivery, MailError> {
         smtp::send(account, envelope, message)
     }
 
-    fn fetch_after(&self, account: &str, after: Option<Cursor>, limit: u32) -> Result<Batch, MailError> {
+    fn fetch_after(
+        &self,
+        account: &str,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Batch, MailError> {
         mailbox::fetch_after(account, after, limit)
     }
 
@@ -63,9 +78,14 @@ impl Guest for Component {
         crate::actions::send_mail(&Imports, &account, &message)
     }
 
-    fn read_mailbox(account: String, filter: Filter, after: Option<Cursor>, limit: u32) -> Result<MailboxPage, MailError> {
+    fn read_mailbox(
+        account: String,
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<MailboxPage, MailError> {
         crate::actions::read_mailbox(&Imports, &account, &filter, after, limit)
     }
 }
 
-export!(Component);
+export!(Component with_types_in crate);

@@ -18,8 +18,18 @@ pub struct CredentialInfo {
 pub trait Host {
     fn policy(&self, account: &str) -> Result<AccountPolicy, MailError>;
     fn credential(&self, account: &str) -> Result<CredentialInfo, MailError>;
-    fn send(&self, account: &str, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError>;
-    fn fetch_after(&self, account: &str, after: Option<Cursor>, limit: u32) -> Result<Batch, MailError>;
+    fn send(
+        &self,
+        account: &str,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Delivery, MailError>;
+    fn fetch_after(
+        &self,
+        account: &str,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Batch, MailError>;
     fn fetch(&self, account: &str, uid: u32) -> Result<RawMessage, MailError>;
     fn warn(&self, message: &str);
     /// Seconds since the Unix epoch.

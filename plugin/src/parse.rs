@@ -10,9 +10,12 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
     let message = parse_checked(&raw.data)?;
     let sender = message.from().and_then(|a| a.first()).and_then(to_address);
     let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Address> {
-        a.map(|a| a.iter().filter_map(to_address).collect()).unwrap_or_default()
+        a.map(|a| a.iter().filter_map(to_address).collect())
+            .unwrap_or_default()
     };
-    let date = message.date().map(|d| mail_parser::DateTime::from_timestamp(d.to_timestamp()).to_rfc3339());
+    let date = message
+        .date()
+        .map(|d| mail_parser::DateTime::from_timestamp(d.to_timestamp()).to_rfc3339());
     let attachments = attachments_of(&message)
         .enumerate()
         .map(|(i, (name, content_type, data))| AttachmentInfo {
@@ -22,7 +25,10 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
             size: data.len() as u64,
         })
         .collect();
-    let html = message.body_html(0).map(|h| h.into_owned()).filter(|_| message.html_body_count() > 0);
+    let html = message
+        .body_html(0)
+        .map(|h| h.into_owned())
+        .filter(|_| message.html_body_count() > 0);
     Ok(ReceivedMessage {
         uid: raw.uid,
         message_id: message.message_id().map(str::to_owned),
@@ -43,11 +49,18 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
 pub fn attachments(raw: &RawMessage) -> Result<Vec<Attachment>, String> {
     let message = parse_checked(&raw.data)?;
     Ok(attachments_of(&message)
-        .map(|(name, content_type, data)| Attachment { name, content_type, data: data.to_vec(), content_id: None })
+        .map(|(name, content_type, data)| Attachment {
+            name,
+            content_type,
+            data: data.to_vec(),
+            content_id: None,
+        })
         .collect())
 }
 
-fn attachments_of<'m>(message: &'m Message<'m>) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
+fn attachments_of<'m>(
+    message: &'m Message<'m>,
+) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
     message.attachments().enumerate().map(|(i, part)| {
         let name = part
             .attachment_name()
@@ -67,7 +80,10 @@ fn attachments_of<'m>(message: &'m Message<'m>) -> impl Iterator<Item = (String,
 }
 
 fn to_address(a: &Addr<'_>) -> Option<Address> {
-    a.address().map(|email| Address { name: a.name().map(str::to_owned), email: email.to_owned() })
+    a.address().map(|email| Address {
+        name: a.name().map(str::to_owned),
+        email: email.to_owned(),
+    })
 }
 
 /// Parses and applies the checks that make a message usable: mail-parser itself accepts
@@ -77,7 +93,9 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
     let looks_like_header = first_line
         .iter()
         .position(|b| *b == b':')
-        .is_some_and(|colon| colon > 0 && first_line[..colon].iter().all(|b| (33..=126).contains(b)));
+        .is_some_and(|colon| {
+            colon > 0 && first_line[..colon].iter().all(|b| (33..=126).contains(b))
+        });
     if !looks_like_header {
         return Err("does not start with a header field; it is not an RFC 5322 message".into());
     }
@@ -87,7 +105,12 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
     if message.header(HeaderName::From).is_none() {
         return Err("has no From header".into());
     }
-    if message.from().and_then(|a| a.first()).and_then(|a| a.address()).is_none() {
+    if message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .is_none()
+    {
         return Err("has a From header without a valid address".into());
     }
     for part in &message.parts {
@@ -99,10 +122,14 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
             let Some(boundary) = boundary else {
                 return Err("has a multipart body without a boundary".into());
             };
-            let body = data.get(part.offset_body as usize..part.offset_end as usize).unwrap_or_default();
+            let body = data
+                .get(part.offset_body as usize..part.offset_end as usize)
+                .unwrap_or_default();
             let closing = format!("--{boundary}--");
             if !contains(body, closing.as_bytes()) {
-                return Err(format!("has a multipart body that is truncated: its closing boundary `{closing}` is missing"));
+                return Err(format!(
+                    "has a multipart body that is truncated: its closing boundary `{closing}` is missing"
+                ));
             }
         }
     }
@@ -118,7 +145,12 @@ mod tests {
     use super::*;
 
     fn raw(uid: u32, s: &str) -> RawMessage {
-        RawMessage { uid, flags: vec![], size: s.len() as u64, data: s.as_bytes().to_vec() }
+        RawMessage {
+            uid,
+            flags: vec![],
+            size: s.len() as u64,
+            data: s.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -133,7 +165,10 @@ mod tests {
         assert_eq!(r.subject, "äöü");
         assert_eq!(r.date.as_deref(), Some("2026-11-03T09:00:00Z"));
         assert_eq!(r.message_id.as_deref(), Some("a1@example.com"));
-        assert_eq!(r.sender.as_ref().map(|a| a.email.as_str()), Some("bot@example.com"));
+        assert_eq!(
+            r.sender.as_ref().map(|a| a.email.as_str()),
+            Some("bot@example.com")
+        );
         assert_eq!(r.text.as_deref().map(str::trim), Some("hello"));
         assert_eq!(r.attachments.len(), 1);
         assert_eq!(r.attachments[0].name, "r.pdf");
@@ -147,7 +182,10 @@ mod tests {
         for (m, needle) in [
             ("just some text\r\nwithout headers\r\n", "header field"),
             ("Subject: x\r\n\r\nbody\r\n", "no From"),
-            ("From: not an address\r\nSubject: x\r\n\r\nbody\r\n", "without a valid address"),
+            (
+                "From: not an address\r\nSubject: x\r\n\r\nbody\r\n",
+                "without a valid address",
+            ),
             (
                 "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\ncut off",
                 "truncated",

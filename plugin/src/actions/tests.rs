@@ -36,23 +36,51 @@ impl Fake {
 
 impl Host for Fake {
     fn policy(&self, account: &str) -> Result<AccountPolicy, MailError> {
-        if account == "demo" { Ok(self.policy.clone()) } else { Err(MailError::NotFound(account.into())) }
+        if account == "demo" {
+            Ok(self.policy.clone())
+        } else {
+            Err(MailError::NotFound(account.into()))
+        }
     }
     fn credential(&self, _: &str) -> Result<CredentialInfo, MailError> {
-        Ok(CredentialInfo { kind: AuthKind::Basic, username: Some("u".into()), state: self.state.clone() })
+        Ok(CredentialInfo {
+            kind: AuthKind::Basic,
+            username: Some("u".into()),
+            state: self.state.clone(),
+        })
     }
     fn send(&self, _: &str, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
-        self.sent.borrow_mut().push((envelope.clone(), message.to_vec()));
-        Ok(Delivery { transport: "fake".into(), status: DeliveryStatus::Queued, accepted: envelope.recipients.clone(), reference: None })
+        self.sent
+            .borrow_mut()
+            .push((envelope.clone(), message.to_vec()));
+        Ok(Delivery {
+            transport: "fake".into(),
+            status: DeliveryStatus::Queued,
+            accepted: envelope.recipients.clone(),
+            reference: None,
+        })
     }
     fn fetch_after(&self, _: &str, after: Option<Cursor>, limit: u32) -> Result<Batch, MailError> {
         let from = after.map(|c| c.last_uid).unwrap_or(0);
-        let rest: Vec<_> = self.mailbox.iter().filter(|m| m.uid > from).cloned().collect();
+        let rest: Vec<_> = self
+            .mailbox
+            .iter()
+            .filter(|m| m.uid > from)
+            .cloned()
+            .collect();
         let more = rest.len() > limit as usize;
-        Ok(Batch { uid_validity: 42, messages: rest.into_iter().take(limit as usize).collect(), more })
+        Ok(Batch {
+            uid_validity: 42,
+            messages: rest.into_iter().take(limit as usize).collect(),
+            more,
+        })
     }
     fn fetch(&self, _: &str, uid: u32) -> Result<RawMessage, MailError> {
-        self.mailbox.iter().find(|m| m.uid == uid).cloned().ok_or(MailError::NotFound(format!("uid {uid}")))
+        self.mailbox
+            .iter()
+            .find(|m| m.uid == uid)
+            .cloned()
+            .ok_or(MailError::NotFound(format!("uid {uid}")))
     }
     fn warn(&self, message: &str) {
         self.warnings.borrow_mut().push(message.into());
@@ -66,7 +94,10 @@ impl Host for Fake {
 }
 
 fn addr(name: &str, email: &str) -> Address {
-    Address { name: Some(name.into()), email: email.into() }
+    Address {
+        name: Some(name.into()),
+        email: email.into(),
+    }
 }
 
 fn message() -> OutgoingMessage {
@@ -74,7 +105,10 @@ fn message() -> OutgoingMessage {
         sender: None,
         to: vec![addr("Ops", "ops@example.com")],
         cc: vec![addr("Lead", "lead@example.com")],
-        bcc: vec![Address { name: None, email: "audit@example.com".into() }],
+        bcc: vec![Address {
+            name: None,
+            email: "audit@example.com".into(),
+        }],
         reply_to: vec![],
         subject: "Störung: Datenbank überlastet".into(),
         text: Some("Plain body ✓".into()),
@@ -86,7 +120,10 @@ fn message() -> OutgoingMessage {
             content_id: None,
         }],
         forward_attachments: vec![],
-        extra_headers: vec![Header { name: "X-Ticket".into(), value: "T-1".into() }],
+        extra_headers: vec![Header {
+            name: "X-Ticket".into(),
+            value: "T-1".into(),
+        }],
     }
 }
 
@@ -101,14 +138,20 @@ fn field_of(r: Result<Receipt, MailError>) -> String {
 fn composes_what_was_asked_and_keeps_bcc_out_of_headers() {
     let host = Fake::new();
     let receipt = send_mail(&host, "demo", &message()).unwrap();
-    assert_eq!(receipt.accepted, ["ops@example.com", "lead@example.com", "audit@example.com"]);
+    assert_eq!(
+        receipt.accepted,
+        ["ops@example.com", "lead@example.com", "audit@example.com"]
+    );
     let sent = host.sent.borrow();
     let (envelope, bytes) = &sent[0];
     assert_eq!(envelope.sender, "flows@example.com");
     let parsed = MessageParser::default().parse(bytes).unwrap();
     assert_eq!(parsed.subject(), Some("Störung: Datenbank überlastet"));
     assert_eq!(parsed.message_id(), Some(receipt.message_id.as_str()));
-    assert_eq!(parsed.body_text(0).as_deref().map(str::trim), Some("Plain body ✓"));
+    assert_eq!(
+        parsed.body_text(0).as_deref().map(str::trim),
+        Some("Plain body ✓")
+    );
     assert!(parsed.body_html(0).unwrap().contains("HTML body ✓"));
     let att = parsed.attachment(0).unwrap();
     assert_eq!(att.attachment_name(), Some("bericht-ü.bin"));
@@ -121,21 +164,52 @@ fn composes_what_was_asked_and_keeps_bcc_out_of_headers() {
 #[test]
 fn bad_inputs_name_the_field_and_send_nothing() {
     let cases: Vec<(fn(&mut OutgoingMessage), &str)> = vec![
-        (|m| m.to[0].email = "not-an-address".into(), "message.to[0].email"),
-        (|m| m.subject = "hi\r\nBcc: evil@example.net".into(), "message.subject"),
-        (|m| m.attachments[0].data = vec![0; 1001], "message.attachments[0].data"),
-        (|m| m.extra_headers[0].name = "Content-Type".into(), "message.extra_headers[0].name"),
-        (|m| m.extra_headers[0].value = "x\ny".into(), "message.extra_headers[0].value"),
-        (|m| m.attachments[0].name = "../etc/passwd".into(), "message.attachments[0].name"),
-        (|m| m.cc[0].name = Some("Lead\nBcc: x@y.z".into()), "message.cc[0].name"),
-        (|m| { m.to.clear(); m.cc.clear(); m.bcc.clear(); }, "message.to"),
+        (
+            |m| m.to[0].email = "not-an-address".into(),
+            "message.to[0].email",
+        ),
+        (
+            |m| m.subject = "hi\r\nBcc: evil@example.net".into(),
+            "message.subject",
+        ),
+        (
+            |m| m.attachments[0].data = vec![0; 1001],
+            "message.attachments[0].data",
+        ),
+        (
+            |m| m.extra_headers[0].name = "Content-Type".into(),
+            "message.extra_headers[0].name",
+        ),
+        (
+            |m| m.extra_headers[0].value = "x\ny".into(),
+            "message.extra_headers[0].value",
+        ),
+        (
+            |m| m.attachments[0].name = "../etc/passwd".into(),
+            "message.attachments[0].name",
+        ),
+        (
+            |m| m.cc[0].name = Some("Lead\nBcc: x@y.z".into()),
+            "message.cc[0].name",
+        ),
+        (
+            |m| {
+                m.to.clear();
+                m.cc.clear();
+                m.bcc.clear();
+            },
+            "message.to",
+        ),
     ];
     for (edit, field) in cases {
         let host = Fake::new();
         let mut m = message();
         edit(&mut m);
         assert_eq!(field_of(send_mail(&host, "demo", &m)), field);
-        assert!(host.sent.borrow().is_empty(), "{field}: nothing may be sent");
+        assert!(
+            host.sent.borrow().is_empty(),
+            "{field}: nothing may be sent"
+        );
     }
 }
 
@@ -151,7 +225,10 @@ fn the_whole_message_has_a_limit_too() {
 fn oauth2_accounts_send_only_as_their_user() {
     let mut host = Fake::new();
     host.policy.required_sender = Some("owner@example.com".into());
-    assert_eq!(field_of(send_mail(&host, "demo", &message())), "message.sender");
+    assert_eq!(
+        field_of(send_mail(&host, "demo", &message())),
+        "message.sender"
+    );
     let mut m = message();
     m.sender = Some(addr("Owner", "Owner@Example.com"));
     assert!(send_mail(&host, "demo", &m).is_ok());
@@ -161,7 +238,9 @@ fn oauth2_accounts_send_only_as_their_user() {
 fn an_account_that_needs_authorization_fails_fast() {
     let mut host = Fake::new();
     host.state = CredentialState::NeedsAuthorization("refresh token revoked".into());
-    assert!(matches!(send_mail(&host, "demo", &message()), Err(MailError::AuthFailed(m)) if m.contains("revoked")));
+    assert!(
+        matches!(send_mail(&host, "demo", &message()), Err(MailError::AuthFailed(m)) if m.contains("revoked"))
+    );
     assert!(host.sent.borrow().is_empty());
 }
 
@@ -170,7 +249,12 @@ const WITH_ATTACHMENT: &str = "From: bot@example.com\r\nSubject: [ALERT] x\r\nCo
     Content-Disposition: attachment; filename=graph.png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b--\r\n";
 
 fn raw(uid: u32, s: &str) -> RawMessage {
-    RawMessage { uid, flags: vec![], size: s.len() as u64, data: s.as_bytes().to_vec() }
+    RawMessage {
+        uid,
+        flags: vec![],
+        size: s.len() as u64,
+        data: s.as_bytes().to_vec(),
+    }
 }
 
 #[test]
@@ -179,7 +263,11 @@ fn forwards_attachments_byte_for_byte() {
     host.mailbox.push(raw(5, WITH_ATTACHMENT));
     let mut m = message();
     m.attachments.clear();
-    m.forward_attachments = vec![AttachmentRef { account: "demo".into(), uid: 5, index: None }];
+    m.forward_attachments = vec![AttachmentRef {
+        account: "demo".into(),
+        uid: 5,
+        index: None,
+    }];
     send_mail(&host, "demo", &m).unwrap();
     let sent = host.sent.borrow();
     let parsed = MessageParser::default().parse(&sent[0].1).unwrap();
@@ -188,31 +276,62 @@ fn forwards_attachments_byte_for_byte() {
     assert_eq!(att.contents(), b"\x89PNG\r\n\x1a\n");
 
     m.forward_attachments[0].index = Some(3);
-    assert_eq!(field_of(send_mail(&host, "demo", &m)), "message.forward_attachments[0].index");
-    m.forward_attachments[0] = AttachmentRef { account: "demo".into(), uid: 99, index: None };
-    assert_eq!(field_of(send_mail(&host, "demo", &m)), "message.forward_attachments[0]");
+    assert_eq!(
+        field_of(send_mail(&host, "demo", &m)),
+        "message.forward_attachments[0].index"
+    );
+    m.forward_attachments[0] = AttachmentRef {
+        account: "demo".into(),
+        uid: 99,
+        index: None,
+    };
+    assert_eq!(
+        field_of(send_mail(&host, "demo", &m)),
+        "message.forward_attachments[0]"
+    );
 }
 
 #[test]
 fn reads_filters_skips_malformed_and_advances_the_cursor() {
     let mut host = Fake::new();
     host.mailbox.push(raw(1, WITH_ATTACHMENT));
-    host.mailbox.push(raw(2, "From: a@example.com\r\nSubject: weekly report\r\n\r\nhi\r\n"));
+    host.mailbox.push(raw(
+        2,
+        "From: a@example.com\r\nSubject: weekly report\r\n\r\nhi\r\n",
+    ));
     host.mailbox.push(raw(3, "garbage without headers"));
-    host.mailbox.push(raw(4, "From: b@example.com\r\nSubject: [ALERT] y\r\n\r\nhi\r\n"));
-    let filter = Filter { sender_contains: None, subject_contains: Some("[alert]".into()), has_attachment: None, since: None, unseen: None };
+    host.mailbox.push(raw(
+        4,
+        "From: b@example.com\r\nSubject: [ALERT] y\r\n\r\nhi\r\n",
+    ));
+    let filter = Filter {
+        sender_contains: None,
+        subject_contains: Some("[alert]".into()),
+        has_attachment: None,
+        since: None,
+        unseen: None,
+    };
     let page = read_mailbox(&host, "demo", &filter, None, 3).unwrap();
     assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1]);
     assert_eq!(page.skipped.len(), 1);
     assert_eq!(page.skipped[0].uid, 3);
     assert_eq!(host.warnings.borrow().len(), 1);
-    assert_eq!((page.next_cursor.uid_validity, page.next_cursor.last_uid), (42, 3));
+    assert_eq!(
+        (page.next_cursor.uid_validity, page.next_cursor.last_uid),
+        (42, 3)
+    );
     assert!(page.more);
     let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3).unwrap();
     assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [4]);
     assert!(!page.more);
     let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3).unwrap();
     assert!(page.messages.is_empty());
-    assert_eq!(page.next_cursor.last_uid, 4, "an empty read keeps the cursor");
-    assert!(matches!(read_mailbox(&host, "demo", &filter, None, 0), Err(MailError::InvalidInput(_))));
+    assert_eq!(
+        page.next_cursor.last_uid, 4,
+        "an empty read keeps the cursor"
+    );
+    assert!(matches!(
+        read_mailbox(&host, "demo", &filter, None, 0),
+        Err(MailError::InvalidInput(_))
+    ));
 }

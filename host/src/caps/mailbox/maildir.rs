@@ -1,0 +1,316 @@
+//! The embedded mailbox: a Maildir folder. UIDs are kept in the store, assigned in
+//! delivery order the first time a message is seen; flags follow the Maildir rules
+//! (`cur/NAME:2,FLAGS`, flags sorted).
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::Backend;
+use crate::bindings::MailError;
+use crate::bindings::mailbox::{Batch, Cursor, Flag, RawMessage};
+use crate::caps::BoxFuture;
+use crate::store::Store;
+
+/// A Maildir at `root`, with `new/`, `cur/` and `tmp/`.
+pub struct Maildir {
+    root: PathBuf,
+    store: Arc<Store>,
+}
+
+/// One message file.
+struct Entry {
+    path: PathBuf,
+    key: String,
+    flags: String,
+}
+
+impl Maildir {
+    pub fn new(root: impl Into<PathBuf>, store: Arc<Store>) -> Self {
+        Self {
+            root: root.into(),
+            store,
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<Entry>, MailError> {
+        let mut entries = Vec::new();
+        for sub in ["new", "cur"] {
+            let dir = self.root.join(sub);
+            let read = std::fs::read_dir(&dir).map_err(|e| classify(&dir, e))?;
+            for item in read {
+                let item = item.map_err(|e| classify(&dir, e))?;
+                let name = item.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !item.file_type().map(|t| t.is_file()).unwrap_or(false)
+                {
+                    continue;
+                }
+                let (key, flags) = match name.split_once(":2,") {
+                    Some((k, f)) => (k.to_owned(), f.to_owned()),
+                    None => (name.clone(), String::new()),
+                };
+                entries.push(Entry {
+                    path: item.path(),
+                    key,
+                    flags,
+                });
+            }
+        }
+        // Maildir unique names begin with the delivery time, so name order is arrival order.
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(entries)
+    }
+
+    /// Every message with its UID, in UID order, and the UIDVALIDITY.
+    fn indexed(&self) -> Result<(u32, Vec<(u32, Entry)>), MailError> {
+        let entries = self.entries()?;
+        let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
+        let (validity, uids) = self
+            .store
+            .maildir_uids(&self.root.display().to_string(), &keys)
+            .map_err(|e| MailError::Transient(e.to_string()))?;
+        let mut indexed: Vec<(u32, Entry)> = entries
+            .into_iter()
+            .filter_map(|e| uids.get(&e.key).map(|uid| (*uid, e)))
+            .collect();
+        indexed.sort_by_key(|(uid, _)| *uid);
+        Ok((validity, indexed))
+    }
+
+    fn read(&self, uid: u32, entry: &Entry) -> Result<RawMessage, MailError> {
+        let data = std::fs::read(&entry.path).map_err(|e| classify(&entry.path, e))?;
+        Ok(RawMessage {
+            uid,
+            flags: imap_flags(&entry.flags),
+            size: data.len() as u64,
+            data,
+        })
+    }
+
+    fn fetch_after_sync(&self, after: Option<Cursor>, limit: u32) -> Result<Batch, MailError> {
+        let (validity, indexed) = self.indexed()?;
+        let start = match after {
+            Some(c) if c.uid_validity == validity => c.last_uid,
+            _ => 0,
+        };
+        let mut rest = indexed.iter().filter(|(uid, _)| *uid > start);
+        let messages = rest
+            .by_ref()
+            .take(limit as usize)
+            .map(|(uid, e)| self.read(*uid, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch {
+            uid_validity: validity,
+            messages,
+            more: rest.next().is_some(),
+        })
+    }
+
+    fn fetch_sync(&self, uid: u32) -> Result<RawMessage, MailError> {
+        let (_, indexed) = self.indexed()?;
+        let (_, entry) = indexed.iter().find(|(u, _)| *u == uid).ok_or_else(|| {
+            MailError::NotFound(format!(
+                "no message with UID {uid} in {}",
+                self.root.display()
+            ))
+        })?;
+        self.read(uid, entry)
+    }
+
+    fn select(&self, uids: &[u32]) -> Result<Vec<Entry>, MailError> {
+        let (_, mut indexed) = self.indexed()?;
+        let mut chosen = Vec::with_capacity(uids.len());
+        for uid in uids {
+            let at = indexed.iter().position(|(u, _)| u == uid).ok_or_else(|| {
+                MailError::NotFound(format!(
+                    "no message with UID {uid} in {}",
+                    self.root.display()
+                ))
+            })?;
+            chosen.push(indexed.swap_remove(at).1);
+        }
+        Ok(chosen)
+    }
+
+    fn set_flags_sync(&self, uids: &[u32], add: &[Flag], remove: &[Flag]) -> Result<(), MailError> {
+        for entry in self.select(uids)? {
+            let mut flags: Vec<char> = entry.flags.chars().collect();
+            flags.retain(|c| !remove.iter().any(|f| letter(*f) == *c));
+            flags.extend(add.iter().map(|f| letter(*f)));
+            flags.sort_unstable();
+            flags.dedup();
+            let name = format!("{}:2,{}", entry.key, flags.into_iter().collect::<String>());
+            let target = self.root.join("cur").join(name);
+            std::fs::rename(&entry.path, &target).map_err(|e| classify(&entry.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn move_sync(&self, uids: &[u32], folder: &str) -> Result<(), MailError> {
+        if folder.is_empty() || folder.contains(['/', '\\']) || folder.starts_with('.') {
+            return Err(MailError::InvalidInput(
+                crate::bindings::types::FieldError {
+                    field: "folder".into(),
+                    reason: format!(
+                        "`{folder}` is not a Maildir++ folder name (use names like Archive or Archive.2026)"
+                    ),
+                },
+            ));
+        }
+        let target = self.root.join(format!(".{folder}")).join("cur");
+        if !target.is_dir() {
+            return Err(MailError::NotFound(format!(
+                "the folder `{folder}` does not exist in {}",
+                self.root.display()
+            )));
+        }
+        for entry in self.select(uids)? {
+            let name = entry
+                .path
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default();
+            std::fs::rename(&entry.path, target.join(name))
+                .map_err(|e| classify(&entry.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Maildir {
+    fn fetch_after(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Batch, MailError>> {
+        Box::pin(async move { self.fetch_after_sync(after, limit) })
+    }
+
+    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>> {
+        Box::pin(async move { self.fetch_sync(uid) })
+    }
+
+    fn set_flags(
+        &self,
+        uids: Vec<u32>,
+        add: Vec<Flag>,
+        remove: Vec<Flag>,
+    ) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async move { self.set_flags_sync(&uids, &add, &remove) })
+    }
+
+    fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async move { self.move_sync(&uids, &folder) })
+    }
+}
+
+fn letter(flag: Flag) -> char {
+    match flag {
+        Flag::Draft => 'D',
+        Flag::Flagged => 'F',
+        Flag::Answered => 'R',
+        Flag::Seen => 'S',
+        Flag::Deleted => 'T',
+    }
+}
+
+fn imap_flags(letters: &str) -> Vec<String> {
+    letters
+        .chars()
+        .filter_map(|c| match c {
+            'D' => Some("\\Draft"),
+            'F' => Some("\\Flagged"),
+            'R' => Some("\\Answered"),
+            'S' => Some("\\Seen"),
+            'T' => Some("\\Deleted"),
+            _ => None,
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The Maildir backend's one place of error classification.
+fn classify(path: &Path, e: std::io::Error) -> MailError {
+    let what = format!("maildir {}: {e}", path.display());
+    match e.kind() {
+        ErrorKind::NotFound => {
+            MailError::NotFound(format!("{what}; is it a Maildir with new/ and cur/?"))
+        }
+        ErrorKind::PermissionDenied => MailError::AccessDenied(what),
+        _ => MailError::Transient(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maildir() -> (tempfile::TempDir, Maildir) {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in [
+            "new",
+            "cur",
+            "tmp",
+            ".Archive/cur",
+            ".Archive/new",
+            ".Archive/tmp",
+        ] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("new/1000.a.host"),
+            "From: a@example.com\r\n\r\none",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("cur/1001.b.host:2,F"),
+            "From: b@example.com\r\n\r\ntwo",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("new/.hidden"), "x").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.db")).unwrap());
+        let m = Maildir::new(dir.path(), store);
+        (dir, m)
+    }
+
+    #[test]
+    fn reads_in_uid_order_and_pages() {
+        let (_dir, m) = maildir();
+        let b = m.fetch_after_sync(None, 1).unwrap();
+        assert_eq!(b.messages.len(), 1);
+        assert!(b.more);
+        assert_eq!(b.messages[0].uid, 1);
+        let c = Cursor {
+            uid_validity: b.uid_validity,
+            last_uid: 1,
+        };
+        let b = m.fetch_after_sync(Some(c), 10).unwrap();
+        assert_eq!(b.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+        assert_eq!(b.messages[0].flags, ["\\Flagged"]);
+        assert!(!b.more);
+    }
+
+    #[test]
+    fn sets_flags_and_moves_by_maildir_rules() {
+        let (dir, m) = maildir();
+        m.set_flags_sync(&[1, 2], &[Flag::Seen], &[Flag::Flagged])
+            .unwrap();
+        assert!(dir.path().join("cur/1000.a.host:2,S").is_file());
+        assert!(dir.path().join("cur/1001.b.host:2,S").is_file());
+        assert_eq!(
+            m.fetch_sync(1).unwrap().flags,
+            ["\\Seen"],
+            "UIDs survive flag changes"
+        );
+        m.move_sync(&[2], "Archive").unwrap();
+        assert!(dir.path().join(".Archive/cur/1001.b.host:2,S").is_file());
+        assert!(matches!(
+            m.move_sync(&[1], "Nope"),
+            Err(MailError::NotFound(_))
+        ));
+        assert!(matches!(
+            m.set_flags_sync(&[77], &[Flag::Seen], &[]),
+            Err(MailError::NotFound(_))
+        ));
+    }
+}

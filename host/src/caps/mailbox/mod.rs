@@ -1,0 +1,147 @@
+//! The `mailbox` capability: reads and changes an account's mailbox for the plugin.
+
+mod maildir;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::instrument;
+use wasmtime::component::{HasData, Linker};
+
+pub use self::maildir::Maildir;
+use super::{Audit, BoxFuture};
+use crate::bindings::MailError;
+use crate::bindings::mailbox::{self as generated, Batch, Cursor, Flag, RawMessage};
+
+/// A mailbox store. Implementations classify their own failures into [`MailError`].
+pub trait Backend: Send + Sync {
+    fn fetch_after(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Batch, MailError>>;
+    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>>;
+    fn set_flags(
+        &self,
+        uids: Vec<u32>,
+        add: Vec<Flag>,
+        remove: Vec<Flag>,
+    ) -> BoxFuture<'_, Result<(), MailError>>;
+    fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>>;
+}
+
+/// The accounts that have a mailbox, by name.
+#[derive(Default)]
+pub struct MailboxCtx {
+    pub accounts: HashMap<String, Arc<dyn Backend>>,
+}
+
+/// The view of [`MailboxCtx`] that serves one step.
+pub struct Mailbox<'a> {
+    pub ctx: &'a MailboxCtx,
+    pub audit: &'a Audit,
+}
+
+impl Mailbox<'_> {
+    fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, MailError> {
+        self.ctx.accounts.get(name).ok_or_else(|| {
+            MailError::NotFound(format!("no account `{name}` with a mailbox is configured"))
+        })
+    }
+}
+
+impl generated::Host for Mailbox<'_> {
+    #[instrument(name = "mailbox.fetch_after", skip(self))]
+    async fn fetch_after(
+        &mut self,
+        account: String,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Batch, MailError>> {
+        self.audit.record(|| {
+            format!("import mailbox.fetch-after account={account} after={after:?} limit={limit}")
+        });
+        let result = match self.backend(&account) {
+            Ok(b) => b.fetch_after(after, limit).await,
+            Err(e) => Err(e),
+        };
+        self.audit.record(|| match &result {
+            Ok(b) => format!(
+                "import mailbox.fetch-after -> {} messages: {}",
+                b.messages.len(),
+                b.messages
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(&m.data))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            Err(e) => format!("import mailbox.fetch-after -> {e:?}"),
+        });
+        Ok(result)
+    }
+
+    #[instrument(name = "mailbox.fetch", skip(self))]
+    async fn fetch(
+        &mut self,
+        account: String,
+        uid: u32,
+    ) -> wasmtime::Result<Result<RawMessage, MailError>> {
+        let result = match self.backend(&account) {
+            Ok(b) => b.fetch(uid).await,
+            Err(e) => Err(e),
+        };
+        self.audit.record(|| match &result {
+            Ok(m) => format!(
+                "import mailbox.fetch account={account} uid={uid} -> {}",
+                String::from_utf8_lossy(&m.data)
+            ),
+            Err(e) => format!("import mailbox.fetch account={account} uid={uid} -> {e:?}"),
+        });
+        Ok(result)
+    }
+
+    #[instrument(name = "mailbox.set_flags", skip(self))]
+    async fn set_flags(
+        &mut self,
+        account: String,
+        uids: Vec<u32>,
+        add: Vec<Flag>,
+        remove: Vec<Flag>,
+    ) -> wasmtime::Result<Result<(), MailError>> {
+        self.audit.record(|| format!("import mailbox.set-flags account={account} uids={uids:?} add={add:?} remove={remove:?}"));
+        Ok(match self.backend(&account) {
+            Ok(b) => b.set_flags(uids, add, remove).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    #[instrument(name = "mailbox.move_to", skip(self))]
+    async fn move_to(
+        &mut self,
+        account: String,
+        uids: Vec<u32>,
+        folder: String,
+    ) -> wasmtime::Result<Result<(), MailError>> {
+        self.audit.record(|| {
+            format!("import mailbox.move-to account={account} uids={uids:?} folder={folder}")
+        });
+        Ok(match self.backend(&account) {
+            Ok(b) => b.move_to(uids, folder).await,
+            Err(e) => Err(e),
+        })
+    }
+}
+
+struct HasMailbox;
+
+impl HasData for HasMailbox {
+    type Data<'a> = Mailbox<'a>;
+}
+
+/// Adds the `mailbox` interface to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    f: fn(&mut T) -> Mailbox<'_>,
+) -> wasmtime::Result<()> {
+    generated::add_to_linker::<T, HasMailbox>(linker, f)
+}

@@ -1,0 +1,345 @@
+//! `flowmail.toml`: named accounts with their transport, mailbox and credentials, the
+//! store and the runtime limits. Unknown keys are refused; secrets only by reference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::bindings::smtp::AccountPolicy;
+use crate::bindings::tokens::{AuthKind, CredentialState};
+use crate::bindings::types::Address;
+use crate::caps::Capabilities;
+use crate::caps::mailbox::{Backend, MailboxCtx, Maildir};
+use crate::caps::smtp::{Outbox, SmtpAccount, SmtpCtx};
+use crate::caps::tokens::{CredentialInfo, TokensCtx};
+use crate::runtime::Limits;
+use crate::secret::{Secret, SecretRef};
+use crate::store::Store;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+    /// The folder relative paths are resolved against: the config file's folder.
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite file.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    "var/flowmail.db".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Wall-clock limit of one plugin call, in milliseconds.
+    #[serde(default = "default_timeout")]
+    pub step_timeout_ms: u64,
+    /// Linear-memory limit of the plugin, in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_limit_mb: u64,
+    /// Where compiled components are cached; `""` turns the cache off.
+    #[serde(default = "default_cache")]
+    pub cache_dir: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout_ms: default_timeout(),
+            memory_limit_mb: default_memory(),
+            cache_dir: default_cache(),
+        }
+    }
+}
+
+fn default_timeout() -> u64 {
+    60_000
+}
+fn default_memory() -> u64 {
+    256
+}
+fn default_cache() -> PathBuf {
+    "var/cache".into()
+}
+
+/// One named account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The default From address, `Name <addr>` or `addr`.
+    pub from: Option<String>,
+    /// The largest message this account sends, in bytes (default 25 MiB).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: u64,
+    /// The largest single attachment, in bytes (default 10 MiB).
+    #[serde(default = "default_max_attachment")]
+    pub max_attachment_bytes: u64,
+    pub transport: Option<TransportConfig>,
+    pub mailbox: Option<MailboxConfig>,
+    pub auth: Option<AuthConfig>,
+}
+
+fn default_max_message() -> u64 {
+    25 << 20
+}
+fn default_max_attachment() -> u64 {
+    10 << 20
+}
+
+/// Where the account's outgoing mail goes.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TransportConfig {
+    /// Each message is written as an `.eml` file into `dir`.
+    Outbox { dir: PathBuf },
+}
+
+/// Where the account's incoming mail is read.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum MailboxConfig {
+    /// A Maildir folder with `new/`, `cur/` and `tmp/`.
+    Maildir { path: PathBuf },
+}
+
+/// How the account authenticates to its servers.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// No authentication.
+    None,
+    /// A username and a password given by reference.
+    Basic {
+        username: String,
+        password: SecretRef,
+    },
+}
+
+/// Credentials resolved from their references, held by the host only.
+#[derive(Debug)]
+pub enum Credentials {
+    None,
+    Basic { username: String, password: Secret },
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("in the config {}", path.display()))?;
+        config.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.runtime.step_timeout_ms == 0 || self.runtime.memory_limit_mb == 0 {
+            bail!("runtime.step_timeout_ms and runtime.memory_limit_mb must be above zero");
+        }
+        for (name, a) in &self.accounts {
+            if let Some(from) = &a.from
+                && !parse_address(from)?.email.contains('@')
+            {
+                bail!(
+                    "accounts.{name}.from: `{from}` is not an address like `Name <name@example.com>`"
+                );
+            }
+            if a.transport.is_none() && a.mailbox.is_none() {
+                bail!(
+                    "accounts.{name} has neither a transport nor a mailbox; give it at least one"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config against its folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base.join(path)
+    }
+
+    /// The store's path.
+    pub fn store_path(&self) -> PathBuf {
+        self.resolve(&self.store.path)
+    }
+
+    /// The compiled-component cache folder, if enabled.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        (!self.runtime.cache_dir.as_os_str().is_empty())
+            .then(|| self.resolve(&self.runtime.cache_dir))
+    }
+
+    /// The per-call limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: Duration::from_millis(self.runtime.step_timeout_ms),
+            memory_bytes: (self.runtime.memory_limit_mb as usize).saturating_mul(1 << 20),
+        }
+    }
+
+    /// Resolves `account`'s credentials from their references.
+    pub fn credentials(&self, account: &str) -> anyhow::Result<Credentials> {
+        let a = self
+            .accounts
+            .get(account)
+            .with_context(|| format!("no account `{account}`"))?;
+        Ok(match &a.auth {
+            None | Some(AuthConfig::None) => Credentials::None,
+            Some(AuthConfig::Basic { username, password }) => Credentials::Basic {
+                username: username.clone(),
+                password: password
+                    .resolve(&self.base)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("accounts.{account}.auth.password"))?,
+            },
+        })
+    }
+
+    /// Builds the capabilities that the plugin is served.
+    pub fn capabilities(&self, store: &Arc<Store>) -> anyhow::Result<Capabilities> {
+        let mut smtp = SmtpCtx::default();
+        let mut mailbox = MailboxCtx::default();
+        let mut tokens = TokensCtx::default();
+        for (name, a) in &self.accounts {
+            let credentials = self.credentials(name)?;
+            let (kind, username) = match &credentials {
+                Credentials::None => (AuthKind::None, None),
+                Credentials::Basic { username, .. } => (AuthKind::Basic, Some(username.clone())),
+            };
+            tokens.accounts.insert(
+                name.clone(),
+                CredentialInfo {
+                    kind,
+                    username,
+                    state: CredentialState::Ready,
+                },
+            );
+            if let Some(TransportConfig::Outbox { dir }) = &a.transport {
+                let policy = AccountPolicy {
+                    default_sender: a.from.as_deref().map(parse_address).transpose()?,
+                    required_sender: None,
+                    max_message_bytes: a.max_message_bytes,
+                    max_attachment_bytes: a.max_attachment_bytes,
+                };
+                smtp.accounts.insert(
+                    name.clone(),
+                    SmtpAccount {
+                        policy,
+                        transport: Arc::new(Outbox::new(self.resolve(dir))),
+                    },
+                );
+            }
+            if let Some(MailboxConfig::Maildir { path }) = &a.mailbox {
+                let backend: Arc<dyn Backend> =
+                    Arc::new(Maildir::new(self.resolve(path), store.clone()));
+                mailbox.accounts.insert(name.clone(), backend);
+            }
+        }
+        Ok(Capabilities {
+            smtp,
+            mailbox,
+            tokens,
+        })
+    }
+}
+
+/// Splits `Name <addr>` or `addr`; the plugin validates the address itself.
+pub fn parse_address(s: &str) -> anyhow::Result<Address> {
+    let s = s.trim();
+    if s.contains(['\r', '\n']) {
+        bail!("`{}` contains a line break", s.escape_debug());
+    }
+    let (name, email) = match (s.rfind('<'), s.ends_with('>')) {
+        (Some(open), true) => {
+            let name = s[..open].trim().trim_matches('"').trim();
+            (
+                Some(name).filter(|n| !n.is_empty()).map(str::to_owned),
+                s[open + 1..s.len() - 1].trim().to_owned(),
+            )
+        }
+        _ => (None, s.to_owned()),
+    };
+    Ok(Address { name, email })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("flowmail.toml");
+        std::fs::write(&path, text)?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn refuses_unknown_keys() {
+        let err = load("[accounts.a]\nfrom = \"a@example.com\"\ncolour = 1\n[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+        let err = load("[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\nhost = \"x\"\n")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("host"), "{err:#}");
+    }
+
+    #[test]
+    fn secrets_come_by_reference_and_stay_redacted() {
+        let err = load("[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n[accounts.a.auth]\nkind = \"basic\"\nusername = \"u\"\npassword = \"plain\"\n")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("password"), "{err:#}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret-value\n").unwrap();
+        std::fs::write(
+            dir.path().join("flowmail.toml"),
+            "[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n[accounts.a.auth]\nkind = \"basic\"\nusername = \"u\"\npassword = { file = \"pw\" }\n",
+        )
+        .unwrap();
+        let config = Config::load(&dir.path().join("flowmail.toml")).unwrap();
+        let creds = config.credentials("a").unwrap();
+        assert!(
+            matches!(&creds, Credentials::Basic { password, .. } if password.expose() == "s3cret-value")
+        );
+        assert!(!format!("{creds:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn parses_addresses() {
+        let a = parse_address("Ops Team <ops@example.com>").unwrap();
+        assert_eq!(
+            (a.name.as_deref(), a.email.as_str()),
+            (Some("Ops Team"), "ops@example.com")
+        );
+        assert!(parse_address("a\nb").is_err());
+        assert!(load("[accounts.a]\nfrom = \"nobody\"\n[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n").is_err());
+    }
+}

@@ -1,0 +1,330 @@
+//! Runs the plugin: one engine, a compiled-component cache on disk, an `InstancePre`
+//! reused for a fresh instance per step, and a deadline and memory cap per call.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::actions::{Filter, MailboxPage, Receipt};
+use crate::bindings::mailbox::Cursor;
+use crate::bindings::types::OutgoingMessage;
+use crate::bindings::{MailError, MailPlugin, MailPluginPre};
+use crate::caps::{self, Audit, Capabilities};
+
+const TICK: Duration = Duration::from_millis(10);
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock time one action call may take, host calls included.
+    pub timeout: Duration,
+    /// The most linear memory the plugin may hold.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why a call did not return normally.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(
+        "the plugin ran past its time limit of {0:?} and was stopped; raise runtime.step_timeout_ms if the step is legitimately slow"
+    )]
+    Timeout(Duration),
+    #[error(
+        "the plugin tried to grow its memory to {wanted} bytes, over its limit of {limit} bytes, and was stopped; raise runtime.memory_limit_mb if the step is legitimately large"
+    )]
+    Memory { wanted: usize, limit: usize },
+    #[error("the plugin failed: {0}")]
+    Trap(String),
+    #[error("{}", crate::bindings::describe(.0))]
+    Mail(#[from] MailError),
+}
+
+struct MemoryCap {
+    limit: usize,
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.refused = Some(desired);
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes reached",
+                self.limit
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of one step's store.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    caps: Arc<Capabilities>,
+    audit: Audit,
+    step: String,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A loaded plugin, ready to run steps.
+pub struct Runtime {
+    engine: Engine,
+    pre: MailPluginPre<StepState>,
+    caps: Arc<Capabilities>,
+    limits: Limits,
+    audit: Audit,
+}
+
+/// The engine flowmail runs plugins on. It ticks an epoch every 10 ms while it lives.
+pub fn engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    let engine = Engine::new(&config)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("flowmail-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+    Ok(engine)
+}
+
+/// Compiles `wasm`, or loads it from `cache_dir` if it was compiled before by a compatible
+/// engine. A damaged or stale cache entry is replaced.
+pub fn load_component(
+    engine: &Engine,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> wasmtime::Result<Component> {
+    let Some(dir) = cache_dir else {
+        return Component::new(engine, wasm);
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(wasm);
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut compat);
+    hasher.update(std::hash::Hasher::finish(&compat).to_le_bytes());
+    hasher.update(env!("CARGO_PKG_VERSION"));
+    let key: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(format!("{key}.cwasm"));
+    if path.is_file() {
+        // SAFETY: the file was written by `Component::serialize` below, into a cache
+        // folder of this host's own, under a name that hashes the source and the engine's
+        // compatibility; wasmtime checks its header on load.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(
+                "compiled-component cache {} is unusable ({e}); recompiling",
+                path.display()
+            ),
+        }
+    }
+    let component = Component::new(engine, wasm)?;
+    if let Err(e) = store_compiled(&component, dir, &path) {
+        tracing::warn!(
+            "could not write the compiled-component cache {}: {e}",
+            path.display()
+        );
+    }
+    Ok(component)
+}
+
+fn store_compiled(component: &Component, dir: &Path, path: &Path) -> wasmtime::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, component.serialize()?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Links WASI (no files, no environment, no network) and the four capabilities.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
+    let mut linker: Linker<StepState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    caps::smtp::add_to_linker(&mut linker, |s| caps::smtp::Smtp {
+        ctx: &s.caps.smtp,
+        audit: &s.audit,
+    })?;
+    caps::mailbox::add_to_linker(&mut linker, |s| caps::mailbox::Mailbox {
+        ctx: &s.caps.mailbox,
+        audit: &s.audit,
+    })?;
+    caps::tokens::add_to_linker(&mut linker, |s| caps::tokens::Tokens {
+        ctx: &s.caps.tokens,
+        table: &mut s.table,
+        audit: &s.audit,
+    })?;
+    caps::log::add_to_linker(&mut linker, |s| caps::log::Log {
+        step: &s.step,
+        audit: &s.audit,
+    })?;
+    Ok(linker)
+}
+
+impl Runtime {
+    /// Prepares `component` for running steps against `caps`.
+    pub fn new(
+        engine: &Engine,
+        component: &Component,
+        caps: Arc<Capabilities>,
+        limits: Limits,
+    ) -> wasmtime::Result<Self> {
+        let pre = MailPluginPre::new(linker(engine)?.instantiate_pre(component)?)?;
+        Ok(Self {
+            engine: engine.clone(),
+            pre,
+            caps,
+            limits,
+            audit: Audit::default(),
+        })
+    }
+
+    /// Sets the tap that sees every value crossing the boundary.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The engine this runtime runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn store(&self, step: &str) -> Store<StepState> {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StepState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: self.limits.memory_bytes,
+                refused: None,
+            },
+            caps: self.caps.clone(),
+            audit: self.audit.clone(),
+            step: step.to_owned(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        let ticks = (self.limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    async fn instantiate(&self, store: &mut Store<StepState>) -> Result<MailPlugin, StepError> {
+        match self.pre.instantiate_async(&mut *store).await {
+            Ok(plugin) => Ok(plugin),
+            Err(e) => Err(self.classify(store, e)),
+        }
+    }
+
+    fn classify(&self, store: &Store<StepState>, e: wasmtime::Error) -> StepError {
+        if let Some(wanted) = store.data().memory.refused {
+            return StepError::Memory {
+                wanted,
+                limit: self.limits.memory_bytes,
+            };
+        }
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return StepError::Timeout(self.limits.timeout);
+        }
+        StepError::Trap(format!("{e:#}"))
+    }
+
+    /// Runs the plugin's `send-mail` as step `step`.
+    pub async fn send_mail(
+        &self,
+        step: &str,
+        account: &str,
+        message: &OutgoingMessage,
+    ) -> Result<Receipt, StepError> {
+        let mut store = self.store(step);
+        let plugin = self.instantiate(&mut store).await?;
+        self.audit
+            .record(|| format!("export actions.send-mail account={account} message={message:?}"));
+        let result = plugin
+            .flowmail_mail_actions()
+            .call_send_mail(&mut store, account, message)
+            .await;
+        let result = result.map_err(|e| self.classify(&store, e))?;
+        self.audit
+            .record(|| format!("export actions.send-mail -> {result:?}"));
+        Ok(result?)
+    }
+
+    /// Runs the plugin's `read-mailbox` as step `step`.
+    pub async fn read_mailbox(
+        &self,
+        step: &str,
+        account: &str,
+        filter: &Filter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<MailboxPage, StepError> {
+        let mut store = self.store(step);
+        let plugin = self.instantiate(&mut store).await?;
+        self.audit.record(|| {
+            format!(
+                "export actions.read-mailbox account={account} filter={filter:?} after={after:?}"
+            )
+        });
+        let result = plugin
+            .flowmail_mail_actions()
+            .call_read_mailbox(&mut store, account, filter, after, limit)
+            .await;
+        let result = result.map_err(|e| self.classify(&store, e))?;
+        self.audit
+            .record(|| format!("export actions.read-mailbox -> {result:?}"));
+        Ok(result?)
+    }
+}

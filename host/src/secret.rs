@@ -1,0 +1,66 @@
+//! Secrets held by the host: given by reference in the config, redacted everywhere.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A secret value. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that sends it to a server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Where a secret comes from: never the config file itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretRef {
+    /// An environment variable's value.
+    Env(String),
+    /// A file's contents, without a trailing newline.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Reads the secret; `base` resolves a relative file path.
+    pub fn resolve(&self, base: &Path) -> Result<Secret, String> {
+        match self {
+            SecretRef::Env(var) => std::env::var(var).map(Secret).map_err(|_| {
+                format!("the environment variable `{var}` is not set; export it or use `file`")
+            }),
+            SecretRef::File(path) => {
+                let path = base.join(path);
+                std::fs::read_to_string(&path)
+                    .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
+                    .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret([redacted])");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

@@ -1,0 +1,306 @@
+//! The embedded SQLite store: mailbox cursors, Maildir UIDs and the run journal, with
+//! schema migrations.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Each entry migrates the schema from version N to N+1. Never edit one; append.
+const MIGRATIONS: &[&str] = &["CREATE TABLE cursors (
+        workflow TEXT NOT NULL,
+        account TEXT NOT NULL,
+        uid_validity INTEGER NOT NULL,
+        last_uid INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow, account)
+    );
+    CREATE TABLE maildirs (
+        path TEXT PRIMARY KEY,
+        uid_validity INTEGER NOT NULL,
+        next_uid INTEGER NOT NULL
+    );
+    CREATE TABLE maildir_uids (
+        path TEXT NOT NULL,
+        key TEXT NOT NULL,
+        uid INTEGER NOT NULL,
+        PRIMARY KEY (path, key)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );"];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store {path}: the schema is version {found}, newer than this flowmail knows ({known}); upgrade flowmail"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: usize,
+    },
+    #[error("store lock poisoned")]
+    Poisoned,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store, safe to share between steps.
+pub struct Store {
+    path: String,
+    conn: Mutex<Connection>,
+}
+
+/// A cursor as kept in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredCursor {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        migrate(&mut conn, &name)?;
+        Ok(Self {
+            path: name,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Where `workflow` stopped reading `account`.
+    pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<StoredCursor>> {
+        self.conn()?
+            .query_row(
+                "SELECT uid_validity, last_uid FROM cursors WHERE workflow = ?1 AND account = ?2",
+                params![workflow, account],
+                |r| {
+                    Ok(StoredCursor {
+                        uid_validity: r.get(0)?,
+                        last_uid: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Moves `workflow`'s cursor for `account`, after its run succeeded.
+    pub fn set_cursor(&self, workflow: &str, account: &str, cursor: StoredCursor) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO cursors (workflow, account, uid_validity, last_uid, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (workflow, account) DO UPDATE SET
+                   uid_validity = excluded.uid_validity, last_uid = excluded.last_uid,
+                   updated_at = excluded.updated_at",
+                params![
+                    workflow,
+                    account,
+                    cursor.uid_validity,
+                    cursor.last_uid,
+                    now()
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The UIDVALIDITY of the Maildir at `path` and the UIDs of `keys`, assigning new UIDs,
+    /// in the order given, to keys not seen before.
+    pub fn maildir_uids(&self, path: &str, keys: &[String]) -> Result<(u32, HashMap<String, u32>)> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let state: Option<(u32, u32)> = tx
+            .query_row(
+                "SELECT uid_validity, next_uid FROM maildirs WHERE path = ?1",
+                [path],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let (validity, mut next) = match state {
+            Some(s) => s,
+            None => {
+                let validity = (now() as u64 & 0x7fff_ffff) as u32;
+                tx.execute(
+                    "INSERT INTO maildirs (path, uid_validity, next_uid) VALUES (?1, ?2, 1)",
+                    params![path, validity],
+                )
+                .map_err(|e| self.err(e))?;
+                (validity, 1)
+            }
+        };
+        let mut uids = HashMap::with_capacity(keys.len());
+        {
+            let mut get = tx
+                .prepare_cached("SELECT uid FROM maildir_uids WHERE path = ?1 AND key = ?2")
+                .map_err(|e| self.err(e))?;
+            let mut put = tx
+                .prepare_cached("INSERT INTO maildir_uids (path, key, uid) VALUES (?1, ?2, ?3)")
+                .map_err(|e| self.err(e))?;
+            for key in keys {
+                let uid: Option<u32> = get
+                    .query_row(params![path, key], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| self.err(e))?;
+                let uid = match uid {
+                    Some(uid) => uid,
+                    None => {
+                        put.execute(params![path, key, next])
+                            .map_err(|e| self.err(e))?;
+                        next += 1;
+                        next - 1
+                    }
+                };
+                uids.insert(key.clone(), uid);
+            }
+        }
+        tx.execute(
+            "UPDATE maildirs SET next_uid = ?2 WHERE path = ?1",
+            params![path, next],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((validity, uids))
+    }
+
+    /// Records how a run ended.
+    pub fn record_run(
+        &self,
+        workflow: &str,
+        started_at: i64,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO runs (workflow, started_at, finished_at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![workflow, started_at, now(), outcome, detail],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_and_uids_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let keys = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (validity, uids) = {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.cursor("wf", "a").unwrap(), None);
+            s.set_cursor(
+                "wf",
+                "a",
+                StoredCursor {
+                    uid_validity: 9,
+                    last_uid: 3,
+                },
+            )
+            .unwrap();
+            s.maildir_uids("/m", &keys(&["x", "y"])).unwrap()
+        };
+        assert_eq!((uids["x"], uids["y"]), (1, 2));
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.cursor("wf", "a").unwrap(),
+            Some(StoredCursor {
+                uid_validity: 9,
+                last_uid: 3
+            })
+        );
+        let (v2, uids) = s.maildir_uids("/m", &keys(&["z", "y"])).unwrap();
+        assert_eq!(v2, validity);
+        assert_eq!((uids["z"], uids["y"]), (3, 2));
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,189 @@
+//! Workflows: YAML files with a trigger and steps that call the plugin's actions. Step
+//! outputs feed later inputs through `${{ ... }}` expressions.
+
+mod expr;
+mod inputs;
+mod runner;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+pub use self::runner::{RunError, RunReport, Runner};
+use crate::config::Config;
+
+/// A workflow file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// Names the workflow; mailbox cursors are kept per name.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub trigger: Trigger,
+    pub steps: Vec<Step>,
+    /// The workflow file's folder, for relative attachment paths.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// What starts a run. Without a trigger, a workflow is started by hand and runs once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// New messages in an account's mailbox; each batch of new messages is one run.
+    #[serde(default)]
+    pub mailbox: Option<MailboxTrigger>,
+}
+
+/// A mailbox trigger.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxTrigger {
+    pub account: String,
+    #[serde(default)]
+    pub filter: inputs::FilterInput,
+    /// Messages per run, at most.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+}
+
+fn default_batch() -> u32 {
+    100
+}
+
+/// The actions a step can call.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    SendMail,
+    ReadMailbox,
+}
+
+/// One step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Later steps refer to this step's output as `steps.<id>`.
+    pub id: String,
+    pub action: Action,
+    /// Runs the step only when this expression is true.
+    #[serde(rename = "if", default)]
+    pub condition: Option<String>,
+    /// Runs the step once per item of this list, as `item`.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// The action's inputs.
+    #[serde(default)]
+    pub with: serde_json::Value,
+}
+
+impl Workflow {
+    /// Reads and parses a workflow file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the workflow {}", path.display()))?;
+        let mut wf: Workflow = serde_norway::from_str(&text)
+            .with_context(|| format!("in the workflow {}", path.display()))?;
+        wf.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(wf)
+    }
+
+    /// Checks the workflow against `config` without running it: step ids, the steps and
+    /// accounts that expressions and inputs name, and the inputs' shapes.
+    pub fn check(&self, config: &Config) -> Result<(), RunError> {
+        let fail =
+            |step: &str, field: &str, reason: String| RunError::new(step, Some(field), reason);
+        if self.name.trim().is_empty() {
+            return Err(fail("workflow", "name", "is empty".into()));
+        }
+        if self.steps.is_empty() {
+            return Err(fail("workflow", "steps", "there are no steps".into()));
+        }
+        let account_has =
+            |step: &str, field: &str, name: &str, mailbox: bool| -> Result<(), RunError> {
+                let a = config.accounts.get(name).ok_or_else(|| {
+                    let known: Vec<&str> = config.accounts.keys().map(String::as_str).collect();
+                    fail(
+                        step,
+                        field,
+                        format!(
+                            "unknown account `{name}`; the config has: {}",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                match (mailbox, a.mailbox.is_some(), a.transport.is_some()) {
+                    (true, false, _) => Err(fail(
+                        step,
+                        field,
+                        format!("account `{name}` has no mailbox configured"),
+                    )),
+                    (false, _, false) => Err(fail(
+                        step,
+                        field,
+                        format!("account `{name}` has no transport configured"),
+                    )),
+                    _ => Ok(()),
+                }
+            };
+        let has_trigger = match &self.trigger.mailbox {
+            None => false,
+            Some(t) => {
+                account_has("trigger", "account", &t.account, true)?;
+                inputs::filter(&t.filter)
+                    .map_err(|(f, r)| fail("trigger", &format!("filter.{f}"), r))?;
+                if t.batch == 0 || t.batch > 1000 {
+                    return Err(fail(
+                        "trigger",
+                        "batch",
+                        "must be between 1 and 1000".into(),
+                    ));
+                }
+                true
+            }
+        };
+        let mut seen: HashSet<&str> = HashSet::new();
+        for step in &self.steps {
+            let id = step.id.as_str();
+            let id_ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !id_ok {
+                return Err(fail(id, "id", "use letters, digits and `_` only".into()));
+            }
+            if seen.contains(id) {
+                return Err(fail(id, "id", "another step has the same id".into()));
+            }
+            let scope = expr::Scope {
+                steps: &seen,
+                trigger: has_trigger,
+                item: step.for_each.is_some(),
+            };
+            for (field, text) in [("if", &step.condition), ("for_each", &step.for_each)] {
+                if let Some(text) = text {
+                    let outer = expr::Scope {
+                        item: false,
+                        ..scope
+                    };
+                    expr::check_expression(text, &outer).map_err(|r| fail(id, field, r))?;
+                }
+            }
+            expr::check_value(&step.with, "with", &scope).map_err(|(f, r)| fail(id, &f, r))?;
+            if let Some(account) = step.with.get("account").and_then(|a| a.as_str())
+                && !expr::is_template(account)
+            {
+                account_has(
+                    id,
+                    "with.account",
+                    account,
+                    step.action == Action::ReadMailbox,
+                )?;
+            }
+            inputs::check_shape(step.action, &step.with).map_err(|(f, r)| fail(id, &f, r))?;
+            seen.insert(id);
+        }
+        Ok(())
+    }
+}

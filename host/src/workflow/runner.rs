@@ -1,0 +1,263 @@
+//! Runs a workflow: the trigger's batches, then each step in order. A failing step stops
+//! the run, names the step, the field and the reason, and leaves the cursor where it was.
+
+use serde_json::{Map, Value, json};
+
+use super::inputs::{self, ReadMailboxInput, SendMailInput};
+use super::{Action, Step, Workflow, expr};
+use crate::bindings::MailError;
+use crate::bindings::mailbox::Cursor;
+use crate::runtime::{Runtime, StepError};
+use crate::store::{Store, StoredCursor};
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("step `{step}` failed{}: {reason}", field.as_deref().map(|f| format!(" at `{f}`")).unwrap_or_default())]
+pub struct RunError {
+    pub step: String,
+    pub field: Option<String>,
+    pub reason: String,
+    /// Whether retrying the run later can succeed.
+    pub retryable: bool,
+}
+
+impl RunError {
+    pub fn new(step: &str, field: Option<&str>, reason: impl Into<String>) -> Self {
+        Self {
+            step: step.to_owned(),
+            field: field.map(str::to_owned),
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+
+    fn from_step(step: &str, field_prefix: &str, e: StepError) -> Self {
+        match e {
+            StepError::Mail(MailError::InvalidInput(f)) => {
+                let field = if f.field.starts_with("message") || f.field.starts_with("filter") {
+                    format!("{field_prefix}.{}", f.field)
+                } else {
+                    f.field
+                };
+                Self::new(step, Some(&field), f.reason)
+            }
+            StepError::Mail(MailError::Transient(m)) => Self {
+                retryable: true,
+                ..Self::new(step, None, format!("temporary failure, retry later: {m}"))
+            },
+            other => Self::new(step, None, other.to_string()),
+        }
+    }
+}
+
+/// What a run did, for people and for tests.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// One line per thing that happened.
+    pub lines: Vec<String>,
+    /// Messages sent: their receipts.
+    pub sent: Vec<Value>,
+    /// Messages that could not be read, with the reason.
+    pub skipped: Vec<Value>,
+    /// Trigger batches that ran the steps.
+    pub runs: usize,
+}
+
+/// Runs workflows with one runtime and store.
+pub struct Runner<'a> {
+    pub runtime: &'a Runtime,
+    pub store: &'a Store,
+}
+
+impl Runner<'_> {
+    /// Runs `wf` once. With a mailbox trigger, processes everything new since its cursor,
+    /// batch by batch; each batch's cursor is saved only after its steps succeeded.
+    pub async fn run(&self, wf: &Workflow) -> Result<RunReport, RunError> {
+        let mut report = RunReport::default();
+        let started = now();
+        let result = self.run_inner(wf, &mut report).await;
+        let (outcome, detail) = match &result {
+            Ok(()) => ("ok", report.lines.join("\n")),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.store.record_run(&wf.name, started, outcome, &detail) {
+            tracing::warn!("could not record the run: {e}");
+        }
+        result.map(|()| report)
+    }
+
+    async fn run_inner(&self, wf: &Workflow, report: &mut RunReport) -> Result<(), RunError> {
+        let Some(trigger) = &wf.trigger.mailbox else {
+            report.runs += 1;
+            return self.steps(wf, Map::new(), report).await;
+        };
+        let filter = inputs::filter(&trigger.filter)
+            .map_err(|(f, r)| RunError::new("trigger", Some(&format!("filter.{f}")), r))?;
+        loop {
+            let stored = self
+                .store
+                .cursor(&wf.name, &trigger.account)
+                .map_err(|e| RunError {
+                    retryable: true,
+                    ..RunError::new("trigger", None, e.to_string())
+                })?;
+            let after = stored.map(|c| Cursor {
+                uid_validity: c.uid_validity,
+                last_uid: c.last_uid,
+            });
+            let page = self
+                .runtime
+                .read_mailbox("trigger", &trigger.account, &filter, after, trigger.batch)
+                .await
+                .map_err(|e| RunError::from_step("trigger", "trigger", e))?;
+            let page_json = inputs::page_json(&trigger.account, &page);
+            for s in page.skipped.iter() {
+                report.lines.push(format!(
+                    "skipped message {} of `{}`: it {}",
+                    s.uid, trigger.account, s.reason
+                ));
+            }
+            report
+                .skipped
+                .extend(page_json["skipped"].as_array().cloned().unwrap_or_default());
+            report.lines.push(format!(
+                "trigger: {} new message(s) in `{}`, {} matched",
+                page.scanned,
+                trigger.account,
+                page.messages.len()
+            ));
+            if !page.messages.is_empty() {
+                report.runs += 1;
+                let mut ctx = Map::new();
+                ctx.insert("trigger".into(), page_json);
+                self.steps(wf, ctx, report).await?;
+            }
+            let next = StoredCursor {
+                uid_validity: page.next_cursor.uid_validity,
+                last_uid: page.next_cursor.last_uid,
+            };
+            if stored != Some(next) {
+                self.store
+                    .set_cursor(&wf.name, &trigger.account, next)
+                    .map_err(|e| RunError {
+                        retryable: true,
+                        ..RunError::new("trigger", None, e.to_string())
+                    })?;
+            }
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn steps(
+        &self,
+        wf: &Workflow,
+        mut ctx: Map<String, Value>,
+        report: &mut RunReport,
+    ) -> Result<(), RunError> {
+        ctx.insert("workflow".into(), json!({ "name": wf.name }));
+        ctx.insert("steps".into(), Value::Object(Map::new()));
+        for step in &wf.steps {
+            let scope = minijinja::Value::from(minijinja::value::Serde(&ctx));
+            if let Some(cond) = &step.condition {
+                let v =
+                    expr::eval(cond, &scope).map_err(|e| RunError::new(&step.id, Some("if"), e))?;
+                if !v.is_true() {
+                    report
+                        .lines
+                        .push(format!("step {}: skipped, its `if` is false", step.id));
+                    continue;
+                }
+            }
+            let output = match &step.for_each {
+                None => self.step(wf, step, &ctx, report).await?,
+                Some(list) => {
+                    let items = expr::eval(list, &scope)
+                        .map_err(|e| RunError::new(&step.id, Some("for_each"), e))?;
+                    let items: Vec<Value> = serde_json::to_value(&items)
+                        .ok()
+                        .and_then(|v| v.as_array().cloned())
+                        .ok_or_else(|| {
+                            RunError::new(&step.id, Some("for_each"), "must be a list")
+                        })?;
+                    let mut outputs = Vec::with_capacity(items.len());
+                    for item in items {
+                        let mut item_ctx = ctx.clone();
+                        item_ctx.insert("item".into(), item);
+                        outputs.push(self.step(wf, step, &item_ctx, report).await?);
+                    }
+                    Value::Array(outputs)
+                }
+            };
+            if let Some(Value::Object(steps)) = ctx.get_mut("steps") {
+                steps.insert(step.id.clone(), output);
+            }
+        }
+        Ok(())
+    }
+
+    async fn step(
+        &self,
+        wf: &Workflow,
+        step: &Step,
+        ctx: &Map<String, Value>,
+        report: &mut RunReport,
+    ) -> Result<Value, RunError> {
+        let scope = minijinja::Value::from(minijinja::value::Serde(ctx));
+        let fail =
+            |(field, reason): (String, String)| RunError::new(&step.id, Some(&field), reason);
+        let with = expr::render(&step.with, &scope, "with").map_err(fail)?;
+        match step.action {
+            Action::SendMail => {
+                let input: SendMailInput = inputs::parse(&with, "with").map_err(fail)?;
+                let message = inputs::message(&input.message, &wf.dir).map_err(fail)?;
+                let receipt = self
+                    .runtime
+                    .send_mail(&step.id, &input.account, &message)
+                    .await
+                    .map_err(|e| RunError::from_step(&step.id, "with", e))?;
+                let json = inputs::receipt_json(&receipt);
+                report.lines.push(format!(
+                    "step {}: sent <{}> to {} recipient(s) via {}{}",
+                    step.id,
+                    receipt.message_id,
+                    receipt.accepted.len(),
+                    receipt.transport,
+                    receipt
+                        .reference
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ));
+                report.sent.push(json.clone());
+                Ok(json)
+            }
+            Action::ReadMailbox => {
+                let input: ReadMailboxInput = inputs::parse(&with, "with").map_err(fail)?;
+                let filter = inputs::filter(&input.filter).map_err(|(f, r)| {
+                    RunError::new(&step.id, Some(&format!("with.filter.{f}")), r)
+                })?;
+                let page = self
+                    .runtime
+                    .read_mailbox(&step.id, &input.account, &filter, None, input.limit)
+                    .await
+                    .map_err(|e| RunError::from_step(&step.id, "with", e))?;
+                report.lines.push(format!(
+                    "step {}: read {} message(s), {} matched",
+                    step.id,
+                    page.scanned,
+                    page.messages.len()
+                ));
+                Ok(inputs::page_json(&input.account, &page))
+            }
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
