@@ -10,8 +10,8 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::flowmail::mail::actions;
-pub use flowmail::mail::{log, mailbox, smtp, tokens, types};
+pub use self::exports::flowmail::mail::actions;
+pub use self::flowmail::mail::{log, mailbox, smtp, tokens, types};
 pub use types::MailError;
 
 /// A sentence for people: the case, whether retrying helps, and the text.

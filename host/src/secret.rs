@@ -28,12 +28,40 @@ impl std::fmt::Debug for Secret {
 
 /// Where a secret comes from: never the config file itself.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
+#[serde(try_from = "SecretRefRepr")]
 pub enum SecretRef {
     /// An environment variable's value.
     Env(String),
     /// A file's contents, without a trailing newline.
     File(PathBuf),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum ByReference {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecretRefRepr {
+    Reference(ByReference),
+    Inline(#[allow(dead_code)] String),
+}
+
+impl TryFrom<SecretRefRepr> for SecretRef {
+    type Error = String;
+
+    fn try_from(repr: SecretRefRepr) -> Result<Self, String> {
+        match repr {
+            SecretRefRepr::Reference(ByReference::Env(v)) => Ok(SecretRef::Env(v)),
+            SecretRefRepr::Reference(ByReference::File(p)) => Ok(SecretRef::File(p)),
+            SecretRefRepr::Inline(_) => Err("secrets are never written into the config: give \
+                 { env = \"VARIABLE\" } or { file = \"path\" }"
+                .into()),
+        }
+    }
 }
 
 impl SecretRef {

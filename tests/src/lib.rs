@@ -1,1 +1,95 @@
+//! Helpers for the end-to-end tests: a private copy of the demo workspace, and the real
+//! plugin or the misbehaving one on the real host.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flowmail::caps::Audit;
+use flowmail::config::Config;
+use flowmail::runtime::{Runtime, engine, load_component};
+use flowmail::store::Store;
+
+/// The misbehaving test plugin, built by this crate's build script.
+pub const MISBEHAVE_PLUGIN: &str = env!("MISBEHAVE_PLUGIN");
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A temporary copy of the demo: `flowmail.toml` (with `extra` appended) and `workflows/`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new(extra_config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        copy_tree(&repo().join("workflows"), &dir.path().join("workflows"))?;
+        let config = std::fs::read_to_string(repo().join("flowmail.toml"))?;
+        std::fs::write(
+            dir.path().join("flowmail.toml"),
+            format!("{config}\n{extra_config}"),
+        )?;
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> anyhow::Result<Config> {
+        Config::load(&self.path().join("flowmail.toml"))
+    }
+
+    /// The `.eml` files in the outbox.
+    pub fn outbox(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path().join("var/outbox"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// A runtime over this workspace's config, with `plugin` (the embedded one if `None`).
+    pub fn runtime(
+        &self,
+        plugin: Option<&str>,
+        audit: Audit,
+    ) -> anyhow::Result<(Runtime, Arc<Store>)> {
+        let config = self.config()?;
+        let store = Arc::new(Store::open(&config.store_path())?);
+        let caps = Arc::new(config.capabilities(&store)?);
+        let wasm = match plugin {
+            Some(path) => std::fs::read(path)?,
+            None => flowmail::DEFAULT_PLUGIN.to_vec(),
+        };
+        let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/flowmail-test-cache");
+        let component =
+            load_component(&engine, &wasm, Some(&cache)).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let runtime = Runtime::new(&engine, &component, caps, config.limits())
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok((runtime.with_audit(audit), store))
+    }
+}

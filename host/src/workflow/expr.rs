@@ -65,8 +65,15 @@ pub fn eval(text: &str, ctx: &Value) -> Result<Value, String> {
     let expr = env
         .compile_expression(inner)
         .map_err(|e| format!("`{inner}`: {}", describe(&e)))?;
-    expr.eval(ctx)
-        .map_err(|e| format!("`{inner}`: {}", describe(&e)))
+    let value = expr
+        .eval(ctx)
+        .map_err(|e| format!("`{inner}`: {}", describe(&e)))?;
+    if value.kind() == minijinja::value::ValueKind::Undefined {
+        return Err(format!(
+            "`{inner}` is undefined; check the step id and the field name"
+        ));
+    }
+    Ok(value)
 }
 
 /// Renders every string inside `value`.
