@@ -1,1 +1,100 @@
-fn main() {}
+//! What one step costs: instantiating from `InstancePre`, calling an action that makes a
+//! host import, and starting cold with and without the compiled-component cache.
+//!
+//! `cargo bench -p flowmail --bench step`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use flowmail::bindings::actions::Filter;
+use flowmail::bindings::types::{Address, OutgoingMessage};
+use flowmail::caps::Capabilities;
+use flowmail::config::Config;
+use flowmail::runtime::{Runtime, engine, load_component};
+use flowmail::store::Store;
+
+fn setup(dir: &std::path::Path) -> (Config, Arc<Store>, Arc<Capabilities>) {
+    for sub in ["mail/new", "mail/cur", "mail/tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("flowmail.toml"),
+        "[accounts.b]\nfrom = \"bench@example.com\"\n[accounts.b.transport]\nkind = \"outbox\"\ndir = \"out\"\n\
+         [accounts.b.mailbox]\nkind = \"maildir\"\npath = \"mail\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.join("flowmail.toml")).unwrap();
+    let store = Arc::new(Store::open(&config.store_path()).unwrap());
+    let caps = Arc::new(config.capabilities(&store).unwrap());
+    (config, store, caps)
+}
+
+fn step(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _store, caps) = setup(dir.path());
+    let engine = engine().unwrap();
+    let component = load_component(&engine, flowmail::DEFAULT_PLUGIN, None).unwrap();
+    let runtime = Runtime::new(&engine, &component, caps, config.limits()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let filter = Filter {
+        sender_contains: None,
+        subject_contains: None,
+        has_attachment: None,
+        since: None,
+        unseen: None,
+    };
+    c.bench_function("step/read-mailbox (instantiate + call + 1 import)", |b| {
+        b.iter(|| {
+            rt.block_on(runtime.read_mailbox("bench", "b", &filter, None, 10))
+                .unwrap()
+        })
+    });
+    let message = OutgoingMessage {
+        sender: None,
+        to: vec![Address {
+            name: None,
+            email: "to@example.com".into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: "bench".into(),
+        text: Some("one small message".into()),
+        html: None,
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    };
+    c.bench_function(
+        "step/send-mail to the outbox (validate + compose + 3 imports + file write)",
+        |b| {
+            b.iter(|| {
+                rt.block_on(runtime.send_mail("bench", "b", &message))
+                    .unwrap()
+            })
+        },
+    );
+}
+
+fn cold_start(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let engine = engine().unwrap();
+    let mut group = c.benchmark_group("cold-start");
+    group.sample_size(10);
+    group.bench_function("compile (no cache)", |b| {
+        b.iter(|| load_component(&engine, flowmail::DEFAULT_PLUGIN, None).unwrap())
+    });
+    load_component(&engine, flowmail::DEFAULT_PLUGIN, Some(cache.path())).unwrap();
+    group.bench_function("load from the compiled cache", |b| {
+        b.iter(|| load_component(&engine, flowmail::DEFAULT_PLUGIN, Some(cache.path())).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, step, cold_start);
+criterion_main!(benches);

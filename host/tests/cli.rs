@@ -1,5 +1,7 @@
 //! The `flowmail` binary as a user runs it: the demo, twice, and bad inputs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

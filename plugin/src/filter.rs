@@ -56,7 +56,7 @@ impl Compiled {
             return false;
         }
         if let Some(want) = self.has_attachment
-            && want != !m.attachments.is_empty()
+            && want == m.attachments.is_empty()
         {
             return false;
         }

@@ -1,5 +1,7 @@
 //! The real component on the real host: limits, and what crosses the boundary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

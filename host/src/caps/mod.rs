@@ -23,7 +23,10 @@ pub struct Capabilities {
 /// An optional tap on every value that crosses the component boundary, for audits and
 /// for tests that prove what the guest can see.
 #[derive(Clone, Default)]
-pub struct Audit(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+pub struct Audit(Option<Arc<Tap>>);
+
+/// What an [`Audit`] calls with each crossing.
+pub type Tap = dyn Fn(&str) + Send + Sync;
 
 impl Audit {
     /// A tap that hands each crossing, rendered as text, to `f`.

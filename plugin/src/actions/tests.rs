@@ -163,7 +163,8 @@ fn composes_what_was_asked_and_keeps_bcc_out_of_headers() {
 
 #[test]
 fn bad_inputs_name_the_field_and_send_nothing() {
-    let cases: Vec<(fn(&mut OutgoingMessage), &str)> = vec![
+    type Edit = fn(&mut OutgoingMessage);
+    let cases: Vec<(Edit, &str)> = vec![
         (
             |m| m.to[0].email = "not-an-address".into(),
             "message.to[0].email",
