@@ -85,7 +85,7 @@ impl Workspace {
             None => flowmail::DEFAULT_PLUGIN.to_vec(),
         };
         let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/flowmail-test-cache");
+        let cache = std::env::temp_dir().join("flowmail-test-cache");
         let component =
             load_component(&engine, &wasm, Some(&cache)).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let runtime = Runtime::new(&engine, &component, caps, config.limits())
