@@ -14,8 +14,10 @@ use crate::bindings::tokens::{AuthKind, CredentialState};
 use crate::bindings::types::Address;
 use crate::caps::Capabilities;
 use crate::caps::mailbox::{Backend, MailboxCtx, Maildir};
-use crate::caps::smtp::{Outbox, SmtpAccount, SmtpCtx};
-use crate::caps::tokens::{CredentialInfo, TokensCtx};
+use crate::caps::smtp::{
+    Auth, MinTls, Outbox, Relay, Security, Settings, SmtpAccount, SmtpCtx, Transport, tls_config,
+};
+use crate::caps::tokens::{CredentialInfo, ReferencedToken, TokensCtx};
 use crate::runtime::Limits;
 use crate::secret::{Secret, SecretRef};
 use crate::store::Store;
@@ -119,6 +121,47 @@ fn default_max_attachment() -> u64 {
 pub enum TransportConfig {
     /// Each message is written as an `.eml` file into `dir`.
     Outbox { dir: PathBuf },
+    /// An SMTP server.
+    Smtp(SmtpConfig),
+}
+
+/// The SMTP settings of an account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The SMTP host name.
+    pub host: String,
+    /// The port; 465 with `ssl`, else 587.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Enable SSL: implicit TLS. Off means STARTTLS, required.
+    #[serde(default)]
+    pub ssl: bool,
+    /// `"required"` (the default) or `"none"` for plaintext, which logs a warning.
+    #[serde(default = "default_tls")]
+    pub tls: String,
+    /// The minimum TLS version: `"1.2"` (the default) or `"1.3"`.
+    #[serde(default = "default_min_tls")]
+    pub min_tls: String,
+    /// A PEM file of the CA to trust instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Limit for each network step, in seconds.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+    /// The name given in EHLO.
+    #[serde(default)]
+    pub hello_name: Option<String>,
+}
+
+fn default_tls() -> String {
+    "required".into()
+}
+fn default_min_tls() -> String {
+    "1.2".into()
+}
+fn default_smtp_timeout() -> u64 {
+    30
 }
 
 /// Where the account's incoming mail is read.
@@ -140,6 +183,13 @@ pub enum AuthConfig {
         username: String,
         password: SecretRef,
     },
+    /// A username and an OAuth2 access token, sent as XOAUTH2. The token is given by
+    /// reference and read anew for each session, so a refresher can replace it.
+    #[serde(rename = "oauth2")]
+    OAuth2 {
+        username: String,
+        access_token: SecretRef,
+    },
 }
 
 /// Credentials resolved from their references, held by the host only.
@@ -147,6 +197,7 @@ pub enum AuthConfig {
 pub enum Credentials {
     None,
     Basic { username: String, password: Secret },
+    OAuth2 { username: String },
 }
 
 impl Config {
@@ -172,6 +223,16 @@ impl Config {
                 bail!(
                     "accounts.{name}.from: `{from}` is not an address like `Name <name@example.com>`"
                 );
+            }
+            if let (Some(AuthConfig::OAuth2 { username, .. }), Some(from)) = (&a.auth, &a.from)
+                && !parse_address(from)?.email.eq_ignore_ascii_case(username)
+            {
+                bail!(
+                    "accounts.{name}.from: an OAuth2 account may only send as its own user; set from to {username}"
+                );
+            }
+            if let Some(TransportConfig::Smtp(_)) = &a.transport {
+                self.relay(name)?;
             }
             if a.transport.is_none() && a.mailbox.is_none() {
                 bail!(
@@ -221,7 +282,93 @@ impl Config {
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("accounts.{account}.auth.password"))?,
             },
+            Some(AuthConfig::OAuth2 { username, .. }) => Credentials::OAuth2 {
+                username: username.clone(),
+            },
         })
+    }
+
+    /// The SMTP relay of `account`, if its transport is SMTP.
+    pub fn relay(&self, account: &str) -> anyhow::Result<Relay> {
+        let a = self
+            .accounts
+            .get(account)
+            .with_context(|| format!("no account `{account}` in the config"))?;
+        let Some(TransportConfig::Smtp(smtp)) = &a.transport else {
+            bail!("account `{account}` has no SMTP transport");
+        };
+        let field = |f: &str| format!("accounts.{account}.transport.{f}");
+        let min = match smtp.min_tls.as_str() {
+            "1.2" => MinTls::V12,
+            "1.3" => MinTls::V13,
+            "1.0" | "1.1" => bail!(
+                "{}: TLS {} is not allowed: it is broken and deprecated (RFC 8996), and no supported \
+                 server needs it. Use \"1.2\" or \"1.3\"",
+                field("min_tls"),
+                smtp.min_tls
+            ),
+            other => bail!(
+                "{}: `{other}` is not a TLS version; use \"1.2\" or \"1.3\"",
+                field("min_tls")
+            ),
+        };
+        let security = match (smtp.ssl, smtp.tls.as_str()) {
+            (true, "required") => Security::Implicit,
+            (false, "required") => Security::StartTls,
+            (false, "none") => {
+                tracing::warn!(
+                    "account `{account}` sends in plaintext (tls = \"none\"): use it only on a trusted network"
+                );
+                Security::None
+            }
+            (true, "none") => bail!(
+                "{}: ssl = true and tls = \"none\" contradict each other",
+                field("tls")
+            ),
+            (_, other) => bail!(
+                "{}: `{other}` is not a TLS policy; use \"required\" or \"none\"",
+                field("tls")
+            ),
+        };
+        let ca = match &smtp.ca_file {
+            Some(path) => Some(std::fs::read(self.resolve(path)).with_context(|| {
+                format!(
+                    "{}: cannot read {}",
+                    field("ca_file"),
+                    self.resolve(path).display()
+                )
+            })?),
+            None => None,
+        };
+        let tls = tls_config(ca.as_deref(), min)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", field("ca_file")))?;
+        let settings = Settings {
+            host: smtp.host.clone(),
+            port: smtp.port.unwrap_or(if smtp.ssl { 465 } else { 587 }),
+            security,
+            tls,
+            timeout: Duration::from_secs(smtp.timeout_secs.max(1)),
+            hello: smtp
+                .hello_name
+                .clone()
+                .unwrap_or_else(|| "localhost".into()),
+        };
+        let auth = match (&a.auth, self.credentials(account)?) {
+            (_, Credentials::None) => Auth::None,
+            (_, Credentials::Basic { username, password }) => Auth::Basic { username, password },
+            (Some(AuthConfig::OAuth2 { access_token, .. }), Credentials::OAuth2 { username }) => {
+                Auth::OAuth2 {
+                    username,
+                    token: Arc::new(ReferencedToken::new(
+                        access_token.clone(),
+                        self.base.clone(),
+                        account,
+                    )),
+                }
+            }
+            _ => Auth::None,
+        };
+        Ok(Relay::new(settings, auth))
     }
 
     /// Builds the capabilities that the plugin is served.
@@ -234,6 +381,7 @@ impl Config {
             let (kind, username) = match &credentials {
                 Credentials::None => (AuthKind::None, None),
                 Credentials::Basic { username, .. } => (AuthKind::Basic, Some(username.clone())),
+                Credentials::OAuth2 { username } => (AuthKind::Oauth2, Some(username.clone())),
             };
             tokens.accounts.insert(
                 name.clone(),
@@ -243,20 +391,23 @@ impl Config {
                     state: CredentialState::Ready,
                 },
             );
-            if let Some(TransportConfig::Outbox { dir }) = &a.transport {
+            if let Some(transport) = &a.transport {
+                let required_sender = match &credentials {
+                    Credentials::OAuth2 { username } => Some(username.clone()),
+                    _ => None,
+                };
                 let policy = AccountPolicy {
                     default_sender: a.from.as_deref().map(parse_address).transpose()?,
-                    required_sender: None,
+                    required_sender,
                     max_message_bytes: a.max_message_bytes,
                     max_attachment_bytes: a.max_attachment_bytes,
                 };
-                smtp.accounts.insert(
-                    name.clone(),
-                    SmtpAccount {
-                        policy,
-                        transport: Arc::new(Outbox::new(self.resolve(dir))),
-                    },
-                );
+                let transport: Arc<dyn Transport> = match transport {
+                    TransportConfig::Outbox { dir } => Arc::new(Outbox::new(self.resolve(dir))),
+                    TransportConfig::Smtp(_) => Arc::new(self.relay(name)?),
+                };
+                smtp.accounts
+                    .insert(name.clone(), SmtpAccount { policy, transport });
             }
             if let Some(MailboxConfig::Maildir { path }) = &a.mailbox {
                 let backend: Arc<dyn Backend> =

@@ -34,6 +34,18 @@ enum Command {
     Run { workflow: PathBuf },
     /// Check a workflow against the config without running it.
     Check { workflow: PathBuf },
+    /// Send a test message through an account's SMTP server, reporting every stage.
+    TestMail {
+        /// The account to test.
+        #[arg(long)]
+        account: String,
+        /// The recipient of the test message.
+        #[arg(long)]
+        to: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +89,34 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let (_, wf) = load(&cli.config, workflow)?;
             println!("workflow `{}` is valid ({} steps)", wf.name, wf.steps.len());
             Ok(())
+        }
+        Command::TestMail { account, to, json } => {
+            let config = Config::load(&cli.config)?;
+            let relay = config.relay(account)?;
+            let from = config
+                .accounts
+                .get(account)
+                .and_then(|a| a.from.as_deref())
+                .map(flowmail::config::parse_address)
+                .transpose()?
+                .map(|a| a.email)
+                .with_context(|| {
+                    format!("account `{account}` has no `from` address to send the test from")
+                })?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = rt.block_on(flowmail::caps::smtp::test_mail::run(
+                account, &relay, &from, to,
+            ));
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("Test Mail failed"))
+            }
         }
         Command::Run { workflow } => {
             let (config, wf) = load(&cli.config, workflow)?;

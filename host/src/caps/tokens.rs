@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::Audit;
+use super::smtp::TokenSource;
+use super::{Audit, BoxFuture};
 use crate::bindings::MailError;
 use crate::bindings::tokens::{self as generated, AuthKind, CredentialState};
+use crate::secret::{Secret, SecretRef};
 
 /// What the host tells the guest about one account's credential.
 #[derive(Debug, Clone)]
@@ -16,6 +18,37 @@ pub struct CredentialInfo {
     pub kind: AuthKind,
     pub username: Option<String>,
     pub state: CredentialState,
+}
+
+/// An access token given by reference (env var or file), read anew for each session so
+/// that whatever refreshes it can replace it in place.
+pub struct ReferencedToken {
+    source: SecretRef,
+    base: std::path::PathBuf,
+    account: String,
+}
+
+impl ReferencedToken {
+    pub fn new(source: SecretRef, base: std::path::PathBuf, account: &str) -> Self {
+        Self {
+            source,
+            base,
+            account: account.to_owned(),
+        }
+    }
+}
+
+impl TokenSource for ReferencedToken {
+    fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>> {
+        Box::pin(async move {
+            self.source.resolve(&self.base).map_err(|e| {
+                MailError::AuthFailed(format!(
+                    "account `{}` has no usable access token: {e}; authorize it again",
+                    self.account
+                ))
+            })
+        })
+    }
 }
 
 /// The guest's handle: the account it stands for, nothing secret.

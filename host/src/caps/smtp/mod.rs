@@ -1,6 +1,11 @@
 //! The `smtp` capability: hands composed messages to an account's transport.
 
+mod classify;
 mod outbox;
+mod relay;
+mod session;
+pub mod test_mail;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +14,9 @@ use tracing::instrument;
 use wasmtime::component::{HasData, Linker};
 
 pub use self::outbox::Outbox;
+pub use self::relay::Relay;
+pub use self::session::{Auth, Security, Settings, TokenSource};
+pub use self::wire::{MinTls, tls_config};
 use super::{Audit, BoxFuture};
 use crate::bindings::MailError;
 use crate::bindings::smtp::{self as generated, AccountPolicy, Delivery, Envelope};

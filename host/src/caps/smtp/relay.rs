@@ -1,0 +1,138 @@
+//! The SMTP transport: sessions pooled per account and reused across steps. A pooled
+//! session that turns out broken is replaced once, transparently.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+
+use super::Transport;
+use super::classify::classify;
+use super::session::{self, Auth, Failure, Settings, Stage};
+use crate::bindings::MailError;
+use crate::bindings::smtp::{Delivery, DeliveryStatus, Envelope};
+use crate::caps::BoxFuture;
+
+/// How long an idle session is kept.
+const IDLE: Duration = Duration::from_secs(60);
+/// How many idle sessions an account keeps.
+const MAX_IDLE: usize = 4;
+
+/// Sends through one account's SMTP server.
+pub struct Relay {
+    settings: Settings,
+    auth: Auth,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+impl Relay {
+    pub fn new(settings: Settings, auth: Auth) -> Self {
+        Self {
+            settings,
+            auth,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    fn server(&self) -> String {
+        format!("{}:{}", self.settings.host, self.settings.port)
+    }
+
+    fn secrets(&self) -> Vec<&str> {
+        match &self.auth {
+            Auth::Basic { password, .. } => vec![password.expose()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, conn: AsyncSmtpConnection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn fresh(&self) -> Result<AsyncSmtpConnection, Failure> {
+        session::open(&self.settings, &self.auth, &mut |_, _, _| {}).await
+    }
+
+    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
+        let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
+        let (mut conn, pooled) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.fresh().await.map_err(|f| classify(&f))?, false),
+        };
+        let mut result =
+            session::transaction(&mut conn, envelope, message, self.settings.timeout).await;
+        if pooled
+            && let Err(f) = &result
+            && broken_before_reply(f)
+        {
+            tracing::debug!(
+                "a pooled SMTP session to {} was broken; opening a new one",
+                self.server()
+            );
+            conn = self.fresh().await.map_err(|f| classify(&f))?;
+            result =
+                session::transaction(&mut conn, envelope, message, self.settings.timeout).await;
+        }
+        match result {
+            Ok(reply) => {
+                let reference = session::queue_id(&reply);
+                self.put_idle(conn);
+                Ok(Delivery {
+                    transport: "smtp".into(),
+                    status: DeliveryStatus::Queued,
+                    accepted: envelope.recipients.clone(),
+                    reference,
+                })
+            }
+            Err(f) => {
+                conn.abort().await;
+                Err(classify(&f))
+            }
+        }
+    }
+}
+
+/// A failure where the server never replied: the session died while idle, so sending
+/// again on a new one cannot duplicate the message.
+fn broken_before_reply(f: &Failure) -> bool {
+    match &f.cause {
+        session::Cause::Smtp(e) => {
+            f.stage == Stage::Transaction
+                && !e.is_permanent()
+                && (e.status().is_none() || e.status().is_some_and(|c| c.to_string() == "421"))
+        }
+        _ => false,
+    }
+}
+
+impl Transport for Relay {
+    fn send<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<Delivery, MailError>> {
+        Box::pin(self.deliver(envelope, message))
+    }
+}

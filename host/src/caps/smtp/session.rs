@@ -1,0 +1,343 @@
+//! One SMTP session, stage by stage: DNS, TCP, TLS, EHLO, AUTH, then transactions. Each
+//! stage reports its time to an observer, which is how Test Mail shows its report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use lettre::address::{Address as LettreAddress, Envelope as LettreEnvelope};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
+use rustls::ClientConfig;
+
+use super::wire::{self, TlsInfo, Wire, WireError};
+use crate::bindings::MailError;
+use crate::bindings::smtp::Envelope;
+use crate::caps::BoxFuture;
+use crate::secret::Secret;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// STARTTLS, required (usually port 587).
+    StartTls,
+    /// Plaintext, only when the config says `tls = "none"`.
+    None,
+}
+
+/// Where and how to connect.
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub tls: Arc<ClientConfig>,
+    pub timeout: Duration,
+    pub hello: String,
+}
+
+/// Gives the current OAuth2 access token of an account.
+pub trait TokenSource: Send + Sync {
+    fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>>;
+}
+
+/// How the session authenticates.
+pub enum Auth {
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    OAuth2 {
+        username: String,
+        token: Arc<dyn TokenSource>,
+    },
+}
+
+/// The stages of a session, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Dns,
+    Tcp,
+    Tls,
+    Ehlo,
+    Auth,
+    Transaction,
+    Queue,
+}
+
+impl Stage {
+    pub fn title(self) -> &'static str {
+        match self {
+            Stage::Dns => "DNS",
+            Stage::Tcp => "TCP connect",
+            Stage::Tls => "TLS handshake",
+            Stage::Ehlo => "EHLO",
+            Stage::Auth => "AUTH",
+            Stage::Transaction => "MAIL, RCPT, DATA",
+            Stage::Queue => "queue id",
+        }
+    }
+}
+
+/// What failed, and where.
+#[derive(Debug)]
+pub struct Failure {
+    pub stage: Stage,
+    pub cause: Cause,
+}
+
+#[derive(Debug)]
+pub enum Cause {
+    Wire(WireError),
+    Smtp(lettre::transport::smtp::Error),
+    Token(MailError),
+    Address(String),
+    TimedOut(Duration),
+}
+
+/// Receives each finished stage: its duration and what it found.
+pub type Observer<'a> = &'a mut (dyn FnMut(Stage, Duration, String) + Send);
+
+async fn timed<T, E>(
+    stage: Stage,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+    cause: impl FnOnce(E) -> Cause,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failure {
+            stage,
+            cause: cause(e),
+        }),
+        Err(_) => Err(Failure {
+            stage,
+            cause: Cause::TimedOut(limit),
+        }),
+    }
+}
+
+/// An SMTP command line that lettre does not have, such as XOAUTH2.
+struct Line(String);
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\r\n", self.0)
+    }
+}
+
+/// Opens a session up to and including AUTH.
+pub async fn open(
+    s: &Settings,
+    auth: &Auth,
+    observe: Observer<'_>,
+) -> Result<AsyncSmtpConnection, Failure> {
+    let t = Instant::now();
+    let addrs = timed(Stage::Dns, s.timeout, wire::resolve(&s.host, s.port), |e| {
+        Cause::Wire(e.into())
+    })
+    .await?;
+    observe(
+        Stage::Dns,
+        t.elapsed(),
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+
+    let t = Instant::now();
+    let mut tcp = timed(
+        Stage::Tcp,
+        s.timeout,
+        wire::connect(&addrs, s.timeout),
+        |e| Cause::Wire(e.into()),
+    )
+    .await?;
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    observe(Stage::Tcp, t.elapsed(), format!("connected to {peer}"));
+
+    let t = Instant::now();
+    let stream = match s.security {
+        Security::None => {
+            observe(
+                Stage::Tls,
+                t.elapsed(),
+                "none: plaintext, as the account's tls = \"none\" allows".into(),
+            );
+            Wire::plain(tcp)
+        }
+        Security::Implicit | Security::StartTls => {
+            if s.security == Security::StartTls {
+                timed(
+                    Stage::Tls,
+                    s.timeout,
+                    wire::starttls(&mut tcp, &s.hello),
+                    Cause::Wire,
+                )
+                .await?;
+            }
+            let tls = timed(
+                Stage::Tls,
+                s.timeout,
+                wire::handshake(tcp, &s.host, s.tls.clone()),
+                |e| Cause::Wire(e.into()),
+            )
+            .await?;
+            let info = TlsInfo::of(&tls);
+            observe(
+                Stage::Tls,
+                t.elapsed(),
+                format!(
+                    "{} {}, {}; certificate {} issued by {}, valid {} to {}",
+                    if s.security == Security::StartTls {
+                        "STARTTLS"
+                    } else {
+                        "implicit TLS"
+                    },
+                    info.version,
+                    info.cipher,
+                    info.subject,
+                    info.issuer,
+                    info.not_before,
+                    info.not_after
+                ),
+            );
+            let wire = Wire::tls(tls);
+            if s.security == Security::StartTls {
+                wire.replaying("flowmail after STARTTLS")
+            } else {
+                wire
+            }
+        }
+    };
+
+    let t = Instant::now();
+    let hello = ClientId::Domain(s.hello.clone());
+    let mut conn = timed(
+        Stage::Ehlo,
+        s.timeout,
+        AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello),
+        Cause::Smtp,
+    )
+    .await?;
+    observe(Stage::Ehlo, t.elapsed(), conn.server_info().to_string());
+
+    let t = Instant::now();
+    match auth {
+        Auth::None => observe(
+            Stage::Auth,
+            t.elapsed(),
+            "none: the account has no authentication".into(),
+        ),
+        Auth::Basic { username, password } => {
+            let credentials = Credentials::new(username.clone(), password.expose().to_owned());
+            let r = timed(
+                Stage::Auth,
+                s.timeout,
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
+                Cause::Smtp,
+            )
+            .await?;
+            observe(
+                Stage::Auth,
+                t.elapsed(),
+                format!("{} as {username}", reply_text(&r)),
+            );
+        }
+        Auth::OAuth2 { username, token } => {
+            let token = token.access_token().await.map_err(|e| Failure {
+                stage: Stage::Auth,
+                cause: Cause::Token(e),
+            })?;
+            let r = timed(
+                Stage::Auth,
+                s.timeout,
+                xoauth2(&mut conn, username, &token),
+                Cause::Smtp,
+            )
+            .await?;
+            observe(
+                Stage::Auth,
+                t.elapsed(),
+                format!("XOAUTH2 {} as {username}", reply_text(&r)),
+            );
+        }
+    }
+    Ok(conn)
+}
+
+/// XOAUTH2 done by hand, so that a refusal ends in the server's own 535 reply: after the
+/// error challenge (334) the client answers with an empty line.
+async fn xoauth2(
+    conn: &mut AsyncSmtpConnection,
+    username: &str,
+    token: &Secret,
+) -> Result<Response, lettre::transport::smtp::Error> {
+    let sasl = format!("user={username}\x01auth=Bearer {}\x01\x01", token.expose());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(sasl);
+    let r = conn
+        .command(Line(format!("AUTH XOAUTH2 {encoded}")))
+        .await?;
+    if r.has_code(334) {
+        return conn.command(Line(String::new())).await;
+    }
+    Ok(r)
+}
+
+/// The reply's code and text on one line.
+pub fn reply_text(r: &Response) -> String {
+    format!(
+        "{} {}",
+        r.code(),
+        r.message().collect::<Vec<_>>().join(" / ")
+    )
+}
+
+/// Sends one message over an open session; returns the final reply.
+pub async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    message: &[u8],
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    let parse = |a: &str| {
+        a.parse::<LettreAddress>()
+            .map_err(|e| format!("`{a}`: {e}"))
+    };
+    let addresses = (|| -> Result<LettreEnvelope, String> {
+        let to = envelope
+            .recipients
+            .iter()
+            .map(|r| parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        LettreEnvelope::new(Some(parse(&envelope.sender)?), to).map_err(|e| e.to_string())
+    })()
+    .map_err(|e| Failure {
+        stage: Stage::Transaction,
+        cause: Cause::Address(e),
+    })?;
+    // The DATA phase of a large message may take long; scale the limit with its size.
+    let limit = timeout + Duration::from_secs(message.len() as u64 / (256 * 1024));
+    timed(
+        Stage::Transaction,
+        limit,
+        conn.send(&addresses, message),
+        Cause::Smtp,
+    )
+    .await
+}
+
+/// The queue id in a final `250` reply, such as postfix's `Ok: queued as 4dQ5Yk0Qvf`.
+pub fn queue_id(r: &Response) -> Option<String> {
+    r.message().find_map(|line| {
+        let at = line.find("queued as ")?;
+        line[at + 10..].split_whitespace().next().map(str::to_owned)
+    })
+}

@@ -1,0 +1,198 @@
+//! Test Mail: one real message through an account's server, reported stage by stage
+//! with times, stopping at the first failure with the reason and the fix.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::classify::classify;
+use super::relay::Relay;
+use super::session::{self, Stage};
+use crate::bindings::MailError;
+use crate::bindings::smtp::Envelope;
+
+/// One stage's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: Stage,
+    pub title: &'static str,
+    pub ok: bool,
+    pub millis: f64,
+    pub detail: String,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub account: String,
+    pub server: String,
+    pub ok: bool,
+    pub stages: Vec<StageReport>,
+    /// The `mail-error` case of the failure, if any.
+    pub error_kind: Option<&'static str>,
+    pub queue_id: Option<String>,
+}
+
+fn kind(e: &MailError) -> (&'static str, String) {
+    match e {
+        MailError::InvalidInput(f) => ("invalid-input", format!("{}: {}", f.field, f.reason)),
+        MailError::AccessDenied(m) => ("access-denied", m.clone()),
+        MailError::AuthFailed(m) => ("auth-failed", m.clone()),
+        MailError::Transient(m) => ("transient", m.clone()),
+        MailError::Permanent(m) => ("permanent", m.clone()),
+        MailError::NotFound(m) => ("not-found", m.clone()),
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Sends a test message from `from` to `to` through `relay`'s server, in a session of its own.
+pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
+    let settings = relay.settings();
+    let server = format!("{}:{}", settings.host, settings.port);
+    let stages = Arc::new(Mutex::new(Vec::<StageReport>::new()));
+    let mut report = Report {
+        account: account.into(),
+        server: server.clone(),
+        ok: false,
+        stages: Vec::new(),
+        error_kind: None,
+        queue_id: None,
+    };
+    let secrets: Vec<&str> = match relay.auth() {
+        session::Auth::Basic { password, .. } => vec![password.expose()],
+        _ => Vec::new(),
+    };
+    let sink = stages.clone();
+    let mut observe = move |stage: Stage, took: Duration, detail: String| {
+        if let Ok(mut s) = sink.lock() {
+            s.push(StageReport {
+                stage,
+                title: stage.title(),
+                ok: true,
+                millis: millis(took),
+                detail,
+            });
+        }
+    };
+    let started = Instant::now();
+    let fail = |report: &mut Report, stage: Stage, e: MailError, took: Duration| {
+        let (k, text) = kind(&e);
+        report.error_kind = Some(k);
+        report.stages.push(StageReport {
+            stage,
+            title: stage.title(),
+            ok: false,
+            millis: millis(took),
+            detail: text,
+        });
+    };
+    let opened = session::open(settings, relay.auth(), &mut observe).await;
+    report.stages = stages.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut conn = match opened {
+        Ok(conn) => conn,
+        Err(f) => {
+            let took = started.elapsed()
+                - report
+                    .stages
+                    .iter()
+                    .map(|s| Duration::from_secs_f64(s.millis / 1e3))
+                    .sum::<Duration>();
+            fail(&mut report, f.stage, classify(&f, &server, &secrets), took);
+            return report;
+        }
+    };
+    let message = match test_message(from, to) {
+        Ok(m) => m,
+        Err(e) => {
+            fail(&mut report, Stage::Transaction, e, Duration::ZERO);
+            return report;
+        }
+    };
+    let envelope = Envelope {
+        sender: from.into(),
+        recipients: vec![to.into()],
+    };
+    let t = Instant::now();
+    match session::transaction(&mut conn, &envelope, &message, settings.timeout).await {
+        Ok(reply) => {
+            report.stages.push(StageReport {
+                stage: Stage::Transaction,
+                title: Stage::Transaction.title(),
+                ok: true,
+                millis: millis(t.elapsed()),
+                detail: format!("{} accepted, {}", to, session::reply_text(&reply)),
+            });
+            report.queue_id = session::queue_id(&reply);
+            report.stages.push(StageReport {
+                stage: Stage::Queue,
+                title: Stage::Queue.title(),
+                ok: true,
+                millis: 0.0,
+                detail: report
+                    .queue_id
+                    .clone()
+                    .unwrap_or_else(|| "the server named no queue id".into()),
+            });
+            report.ok = true;
+            let _ = conn.quit().await;
+        }
+        Err(f) => {
+            fail(
+                &mut report,
+                f.stage,
+                classify(&f, &server, &secrets),
+                t.elapsed(),
+            );
+            conn.abort().await;
+        }
+    }
+    report
+}
+
+fn test_message(from: &str, to: &str) -> Result<Vec<u8>, MailError> {
+    let invalid = |field: &str, e: String| {
+        MailError::InvalidInput(crate::bindings::types::FieldError {
+            field: field.into(),
+            reason: e,
+        })
+    };
+    let message = lettre::Message::builder()
+        .from(from.parse().map_err(|e| invalid("from", format!("{e}")))?)
+        .to(to.parse().map_err(|e| invalid("to", format!("{e}")))?)
+        .subject("flowmail Test Mail")
+        .body(String::from(
+            "This is a test message sent by flowmail's Test Mail.\r\n",
+        ))
+        .map_err(|e| invalid("message", e.to_string()))?;
+    Ok(message.formatted())
+}
+
+impl Report {
+    /// The report for people.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "Test Mail for account `{}` via {}\n",
+            self.account, self.server
+        );
+        for (i, s) in self.stages.iter().enumerate() {
+            out.push_str(&format!(
+                "{}. {:<17} {:>9.3} ms  {}  {}\n",
+                i + 1,
+                s.title,
+                s.millis,
+                if s.ok { "ok    " } else { "FAILED" },
+                s.detail
+            ));
+        }
+        out.push_str(if self.ok {
+            "Test Mail sent.\n"
+        } else {
+            "Test Mail failed; the failing stage says why and what to do.\n"
+        });
+        out
+    }
+}

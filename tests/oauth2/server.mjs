@@ -1,0 +1,77 @@
+// The OAuth2 server of the tests: oauth2-mock-server on 127.0.0.1, made strict where the
+// stock server is lenient. Only tokens it issued and that have not expired or been
+// revoked introspect as active, with the user's email for dovecot's oauth2 passdb.
+//
+//   node server.mjs PORT      prints "listening http://127.0.0.1:PORT" when ready
+//
+// Test routes: POST /test/revoke-all, POST /test/expire-all, GET /test/stats.
+import { OAuth2Server, Events } from 'oauth2-mock-server';
+
+
+const port = Number(process.argv[2] ?? 0);
+// The stock /introspect reads no body and says active for anything; move it aside and
+// serve a strict one.
+const server = new OAuth2Server(undefined, undefined, { endpoints: { introspect: '/introspect-stock' } });
+await server.issuer.keys.generate('RS256');
+
+const issued = new Map(); // access token -> { email, exp }
+const stats = { tokens: 0, introspections: 0 };
+const now = () => Math.floor(Date.now() / 1000);
+
+const json = (res, status, body) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+};
+
+function claims(jwt) {
+  const part = String(jwt).split('.')[1] ?? '';
+  return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+}
+
+server.service.on(Events.BeforeTokenSigning, (token, req) => {
+  const email = req.body?.email ?? req.body?.username ?? 'user@demo.example';
+  token.payload.email = email;
+  token.payload.sub = email;
+  token.payload.exp = now() + Number(req.body?.lifetime ?? 3600);
+});
+
+server.service.on(Events.BeforeResponse, (response) => {
+  const token = response.body?.access_token;
+  if (token) {
+    const c = claims(token);
+    issued.set(token, { email: c.email, exp: c.exp });
+    stats.tokens += 1;
+  }
+});
+
+server.service.addRoute('POST', '/introspect', (req, res) => {
+  stats.introspections += 1;
+  const token = req.body?.token;
+  const entry = token ? issued.get(token) : undefined;
+  json(res, 200, entry && entry.exp > now()
+    ? { active: true, email: entry.email, sub: entry.email, exp: entry.exp }
+    : { active: false });
+});
+
+server.service.addRoute('POST', '/test/revoke-all', (req, res) => {
+  issued.clear();
+  json(res, 200, { revoked: true });
+});
+
+server.service.addRoute('POST', '/test/expire-all', (req, res) => {
+  for (const entry of issued.values()) entry.exp = now() - 1;
+  json(res, 200, { expired: true });
+});
+
+server.service.addRoute('GET', '/test/stats', (req, res) => json(res, 200, stats));
+
+server.issuer.url = `http://127.0.0.1:${port}`;
+await server.start(port, '127.0.0.1');
+console.log(`listening http://127.0.0.1:${port}`);
+
+const stop = async () => {
+  await server.stop();
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
