@@ -12,6 +12,8 @@ use serde::Deserialize;
 use crate::bindings::smtp::AccountPolicy;
 use crate::bindings::tokens::{AuthKind, CredentialState};
 use crate::bindings::types::Address;
+use lettre::transport::smtp::authentication::Mechanism;
+
 use crate::caps::Capabilities;
 use crate::caps::mailbox::{Backend, MailboxCtx, Maildir};
 use crate::caps::smtp::{
@@ -182,6 +184,9 @@ pub enum AuthConfig {
     Basic {
         username: String,
         password: SecretRef,
+        /// `"plain"` or `"login"`; by default PLAIN, else LOGIN, as the server offers.
+        #[serde(default)]
+        mechanism: Option<String>,
     },
     /// A username and an OAuth2 access token, sent as XOAUTH2. The token is given by
     /// reference and read anew for each session, so a refresher can replace it.
@@ -275,7 +280,9 @@ impl Config {
             .with_context(|| format!("no account `{account}`"))?;
         Ok(match &a.auth {
             None | Some(AuthConfig::None) => Credentials::None,
-            Some(AuthConfig::Basic { username, password }) => Credentials::Basic {
+            Some(AuthConfig::Basic {
+                username, password, ..
+            }) => Credentials::Basic {
                 username: username.clone(),
                 password: password
                     .resolve(&self.base)
@@ -355,7 +362,24 @@ impl Config {
         };
         let auth = match (&a.auth, self.credentials(account)?) {
             (_, Credentials::None) => Auth::None,
-            (_, Credentials::Basic { username, password }) => Auth::Basic { username, password },
+            (
+                Some(AuthConfig::Basic { mechanism, .. }),
+                Credentials::Basic { username, password },
+            ) => {
+                let mechanisms = match mechanism.as_deref() {
+                    None => vec![Mechanism::Plain, Mechanism::Login],
+                    Some("plain") => vec![Mechanism::Plain],
+                    Some("login") => vec![Mechanism::Login],
+                    Some(other) => bail!(
+                        "accounts.{account}.auth.mechanism: `{other}` is not supported; use \"plain\" or \"login\""
+                    ),
+                };
+                Auth::Basic {
+                    username,
+                    password,
+                    mechanisms,
+                }
+            }
             (Some(AuthConfig::OAuth2 { access_token, .. }), Credentials::OAuth2 { username }) => {
                 Auth::OAuth2 {
                     username,
@@ -484,6 +508,69 @@ mod tests {
             matches!(&creds, Credentials::Basic { password, .. } if password.expose() == "s3cret-value")
         );
         assert!(!format!("{creds:?}").contains("s3cret"));
+    }
+
+    fn smtp(extra: &str) -> String {
+        format!(
+            "[accounts.m]\nfrom = \"me@example.com\"\n[accounts.m.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn smtp_tls_settings_are_checked() {
+        let err = load(&smtp("min_tls = \"1.0\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("RFC 8996"), "{err:#}");
+        let err = load(&smtp("min_tls = \"1.1\"\n")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("accounts.m.transport.min_tls"),
+            "{err:#}"
+        );
+        let err = load(&smtp("ssl = true\ntls = \"none\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("contradict"), "{err:#}");
+        let err = load(&smtp("tls = \"optional\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("not a TLS policy"), "{err:#}");
+        let config = load(&smtp("")).unwrap();
+        let relay = config.relay("m").unwrap();
+        assert_eq!(
+            relay.settings().security,
+            Security::StartTls,
+            "STARTTLS is required by default"
+        );
+        assert_eq!(relay.settings().port, 587);
+        let config = load(&smtp("ssl = true\n")).unwrap();
+        assert_eq!(
+            (
+                config.relay("m").unwrap().settings().security,
+                config.relay("m").unwrap().settings().port
+            ),
+            (Security::Implicit, 465)
+        );
+        assert_eq!(
+            load(&smtp("tls = \"none\"\n"))
+                .unwrap()
+                .relay("m")
+                .unwrap()
+                .settings()
+                .security,
+            Security::None
+        );
+    }
+
+    #[test]
+    fn an_oauth2_account_sends_only_as_its_user() {
+        let auth = "[accounts.m.auth]\nkind = \"oauth2\"\nusername = \"owner@example.com\"\naccess_token = { env = \"NOPE\" }\n";
+        let err = load(&format!("{}{auth}", smtp(""))).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("only send as its own user"),
+            "{err:#}"
+        );
+        assert!(
+            load(&format!(
+                "{}{auth}",
+                smtp("").replace("me@example.com", "owner@example.com")
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

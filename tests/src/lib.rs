@@ -9,6 +9,8 @@ use flowmail::config::Config;
 use flowmail::runtime::{Runtime, engine, load_component};
 use flowmail::store::Store;
 
+pub mod stack;
+
 /// The misbehaving test plugin, built by this crate's build script.
 pub const MISBEHAVE_PLUGIN: &str = env!("MISBEHAVE_PLUGIN");
 
@@ -46,6 +48,14 @@ impl Workspace {
             dir.path().join("flowmail.toml"),
             format!("{config}\n{extra_config}"),
         )?;
+        Ok(Self { dir })
+    }
+
+    /// A workspace with the demo's `workflows/` and `config` as its `flowmail.toml`.
+    pub fn with_config(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        copy_tree(&repo().join("workflows"), &dir.path().join("workflows"))?;
+        std::fs::write(dir.path().join("flowmail.toml"), config)?;
         Ok(Self { dir })
     }
 

@@ -50,6 +50,8 @@ pub enum Auth {
     Basic {
         username: String,
         password: Secret,
+        /// The mechanisms to try, in order of preference.
+        mechanisms: Vec<Mechanism>,
     },
     OAuth2 {
         username: String,
@@ -236,19 +238,30 @@ pub async fn open(
             t.elapsed(),
             "none: the account has no authentication".into(),
         ),
-        Auth::Basic { username, password } => {
+        Auth::Basic {
+            username,
+            password,
+            mechanisms,
+        } => {
             let credentials = Credentials::new(username.clone(), password.expose().to_owned());
             let r = timed(
                 Stage::Auth,
                 s.timeout,
-                conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials),
+                conn.auth(mechanisms, &credentials),
                 Cause::Smtp,
             )
             .await?;
             observe(
                 Stage::Auth,
                 t.elapsed(),
-                format!("{} as {username}", reply_text(&r)),
+                format!(
+                    "{} {} as {username}",
+                    conn.server_info()
+                        .get_auth_mechanism(mechanisms)
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    reply_text(&r)
+                ),
             );
         }
         Auth::OAuth2 { username, token } => {

@@ -1,0 +1,530 @@
+//! Real mail servers on 127.0.0.1 for the tests: dovecot (IMAP, LMTP, SASL, OAuth2
+//! introspection), postfix (submission with STARTTLS, SMTPS, and a listener capped at
+//! TLS 1.2, delivering into dovecot), and the OAuth2 server in `tests/oauth2`. Each test
+//! starts its own instances on free ports in a temporary folder; dropping them stops them.
+//! A missing program fails with the command that installs it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The password every dovecot user has.
+pub const PASSWORD: &str = "s3cret-testpass";
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn need(program: &str, install: &str) -> anyhow::Result<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin", "/bin"] {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("`{program}` is not installed; install it with: {install}")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Runs a command that leaves a daemon behind. The daemon inherits our standard streams,
+/// so they are not captured (waiting for them would never end); its log tells the rest.
+fn run_daemon(cmd: &mut Command, log: &Path) -> anyhow::Result<()> {
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!(
+            "{cmd:?} failed ({status}); its log says: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!(
+        "{what} did not listen on port {port}; its log says: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    )
+}
+
+/// A test CA and a server certificate for `localhost` and 127.0.0.1 signed by it.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certs {
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        let openssl = need("openssl", "apt-get install -y openssl")?;
+        let p = |n: &str| dir.join(n);
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=flowmail test CA",
+                "-keyout",
+            ])
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.pem")))?;
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.csr")))?;
+        std::fs::write(
+            p("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )?;
+        run(Command::new(&openssl)
+            .args(["x509", "-req", "-days", "2", "-set_serial", "2", "-in"])
+            .arg(p("server.csr"))
+            .arg("-CA")
+            .arg(p("ca.pem"))
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .arg("-extfile")
+            .arg(p("server.ext"))
+            .arg("-out")
+            .arg(p("server.pem")))?;
+        Ok(Self {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+        })
+    }
+}
+
+/// The OAuth2 server, a node process.
+pub struct OAuth {
+    child: Child,
+    pub port: u16,
+}
+
+impl OAuth {
+    pub fn start() -> anyhow::Result<Self> {
+        let node = need("node", "apt-get install -y nodejs")?;
+        let dir = crate::repo().join("tests/oauth2");
+        if !dir.join("node_modules/oauth2-mock-server").is_dir() {
+            bail!(
+                "the OAuth2 server's packages are missing; install them with: npm ci --prefix tests/oauth2"
+            );
+        }
+        let port = free_port()?;
+        let mut child = Command::new(node)
+            .arg("server.mjs")
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if !line.starts_with("listening") {
+            let _ = child.kill();
+            bail!("the OAuth2 server did not start: {line}");
+        }
+        Ok(Self { child, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain HTTP/1.1 request; returns the status and body.
+    pub fn http(&self, method: &str, path: &str, form: &str) -> anyhow::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let status = text
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .context("no HTTP status")?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// An access token for `email`, from the token endpoint.
+    pub fn token_for(&self, email: &str) -> anyhow::Result<String> {
+        let (status, body) = self.http(
+            "POST",
+            "/token",
+            &format!("grant_type=client_credentials&client_id=flowmail&client_secret=x&scope=smtp&email={email}"),
+        )?;
+        if status != 200 {
+            bail!("token endpoint said {status}: {body}");
+        }
+        let v: serde_json::Value = serde_json::from_str(body.trim())
+            .or_else(|_| serde_json::from_str(dechunk(&body).trim()))?;
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access_token")
+    }
+
+    /// Makes every issued token inactive.
+    pub fn revoke_all(&self) -> anyhow::Result<()> {
+        let (status, _) = self.http("POST", "/test/revoke-all", "")?;
+        anyhow::ensure!(status == 200, "revoke-all said {status}");
+        Ok(())
+    }
+}
+
+/// Undoes HTTP chunked encoding of a small body.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for OAuth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ports of a running mail stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Postfix submission, STARTTLS.
+    pub submission: u16,
+    /// Postfix SMTPS, implicit TLS.
+    pub smtps: u16,
+    /// Postfix submission with STARTTLS capped at TLS 1.2.
+    pub tls12: u16,
+    pub imap: u16,
+    pub imaps: u16,
+    pub lmtp: u16,
+    pub auth: u16,
+}
+
+/// dovecot and postfix, running.
+pub struct MailStack {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+    pub certs: Certs,
+    dovecot_conf: PathBuf,
+    postfix_dir: PathBuf,
+}
+
+impl MailStack {
+    /// Starts dovecot and postfix; with `oauth`, dovecot also accepts XOAUTH2 tokens that
+    /// the OAuth2 server introspects as active.
+    pub fn start(oauth: Option<&OAuth>) -> anyhow::Result<Self> {
+        let dovecot = need(
+            "dovecot",
+            "apt-get install -y --no-install-recommends dovecot-core dovecot-imapd dovecot-lmtpd",
+        )?;
+        let postfix = need(
+            "postfix",
+            "apt-get install -y --no-install-recommends postfix",
+        )?;
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_path_buf();
+        // dovecot delivers as `nobody`, and postfix runs as `postfix`: both must get in.
+        run(Command::new("chmod").arg("0755").arg(&root))?;
+        let certs = Certs::create(&root)?;
+        let ports = Ports {
+            submission: free_port()?,
+            smtps: free_port()?,
+            tls12: free_port()?,
+            imap: free_port()?,
+            imaps: free_port()?,
+            lmtp: free_port()?,
+            auth: free_port()?,
+        };
+        for d in [
+            "dovecot/run",
+            "dovecot/state",
+            "log",
+            "mail",
+            "postfix/etc",
+            "postfix/queue",
+            "postfix/data",
+        ] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        run(Command::new("chown")
+            .arg("nobody:nogroup")
+            .arg(root.join("mail")))?;
+        run(Command::new("chown")
+            .arg("postfix")
+            .arg(root.join("postfix/data")))?;
+
+        let oauth_passdb = match oauth {
+            Some(o) => {
+                let ext = root.join("dovecot/oauth2.conf.ext");
+                std::fs::write(
+                    &ext,
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {}/introspect\nusername_attribute = email\n\
+                         active_attribute = active\nactive_value = true\n",
+                        o.url()
+                    ),
+                )?;
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+                    ext.display()
+                )
+            }
+            None => String::new(),
+        };
+        let r = root.display();
+        let dovecot_conf = root.join("dovecot/dovecot.conf");
+        std::fs::write(
+            &dovecot_conf,
+            format!(
+                "base_dir = {r}/dovecot/run\nstate_dir = {r}/dovecot/state\nlog_path = {r}/log/dovecot.log\n\
+                 listen = 127.0.0.1\nprotocols = imap lmtp\nssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\n\
+                 disable_plaintext_auth = no\nauth_mechanisms = plain login xoauth2 oauthbearer\nauth_failure_delay = 0\n\
+                 mail_location = maildir:~/Maildir\nmail_uid = nobody\nmail_gid = nogroup\nfirst_valid_uid = 1\n\
+                 passdb {{\n  driver = static\n  args = password={PASSWORD}\n  mechanisms = plain login\n}}\n{oauth_passdb}\
+                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={r}/mail/%u allow_all_users=yes\n}}\n\
+                 service imap-login {{\n  inet_listener imap {{\n    port = {imap}\n  }}\n  inet_listener imaps {{\n    port = {imaps}\n    ssl = yes\n  }}\n}}\n\
+                 service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n}}\n\
+                 service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth}\n  }}\n}}\n",
+                cert = certs.cert.display(),
+                key = certs.key.display(),
+                imap = ports.imap,
+                imaps = ports.imaps,
+                lmtp = ports.lmtp,
+                auth = ports.auth,
+            ),
+        )?;
+        run_daemon(
+            Command::new(&dovecot).arg("-c").arg(&dovecot_conf),
+            &root.join("log/dovecot.log"),
+        )?;
+        wait_for_port(ports.lmtp, "dovecot", &root.join("log/dovecot.log"))?;
+        wait_for_port(ports.auth, "dovecot", &root.join("log/dovecot.log"))?;
+
+        let postfix_dir = root.join("postfix/etc");
+        std::fs::write(
+            postfix_dir.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {r}/postfix/queue\ndata_directory = {r}/postfix/data\n\
+                 maillog_file = {r}/log/postfix.log\nmaillog_file_prefixes = {r}/log\nmail_owner = postfix\n\
+                 setgid_group = postdrop\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmyhostname = mx.test.localhost\n\
+                 mydestination =\nmynetworks = 127.0.0.0/8\nalias_maps =\nalias_database =\nlocal_recipient_maps =\n\
+                 default_transport = lmtp:inet:127.0.0.1:{lmtp}\nrelay_transport = lmtp:inet:127.0.0.1:{lmtp}\n\
+                 smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{auth}\n\
+                 smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\nsmtpd_tls_security_level = may\n\
+                 smtpd_tls_auth_only = yes\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\n\
+                 smtpd_recipient_restrictions = permit_sasl_authenticated, reject\nmessage_size_limit = 52428800\n\
+                 smtpd_error_sleep_time = 0\nsmtpd_tls_loglevel = 1\nsmtputf8_enable = no\n",
+                lmtp = ports.lmtp,
+                auth = ports.auth,
+                cert = certs.cert.display(),
+                key = certs.key.display(),
+            ),
+        )?;
+        let services = [
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "tlsmgr unix - - n 1000? 1 tlsmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "proxywrite unix - - n - 1 proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "lmtp unix - - n - - lmtp",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ];
+        std::fs::write(
+            postfix_dir.join("master.cf"),
+            format!(
+                "127.0.0.1:{sub} inet n - n - - smtpd\n\
+                 127.0.0.1:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n\
+                 127.0.0.1:{tls12} inet n - n - - smtpd -o smtpd_tls_protocols=>=TLSv1.2,<=TLSv1.2 -o smtpd_tls_mandatory_protocols=>=TLSv1.2,<=TLSv1.2\n{}\n",
+                services.join("\n"),
+                sub = ports.submission,
+                smtps = ports.smtps,
+                tls12 = ports.tls12,
+            ),
+        )?;
+        run_daemon(
+            Command::new(&postfix)
+                .arg("-c")
+                .arg(&postfix_dir)
+                .arg("start"),
+            &root.join("log/postfix.log"),
+        )?;
+        let log = root.join("log/postfix.log");
+        wait_for_port(ports.submission, "postfix", &log)?;
+        wait_for_port(ports.smtps, "postfix", &log)?;
+        wait_for_port(ports.tls12, "postfix", &log)?;
+        Ok(Self {
+            dir,
+            ports,
+            certs,
+            dovecot_conf,
+            postfix_dir,
+        })
+    }
+
+    /// The files delivered to `user`'s Maildir, waiting up to `timeout` for `count` of them.
+    pub fn wait_for_mail(
+        &self,
+        user: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let maildir = self.dir.path().join("mail").join(user).join("Maildir");
+        let start = Instant::now();
+        loop {
+            let mut files: Vec<PathBuf> = ["new", "cur"]
+                .iter()
+                .filter_map(|d| std::fs::read_dir(maildir.join(d)).ok())
+                .flat_map(|rd| rd.flatten().map(|e| e.path()))
+                .collect();
+            files.sort();
+            if files.len() >= count {
+                return files.iter().map(|f| Ok(std::fs::read(f)?)).collect();
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{user} got {} of {count} messages; postfix log: {}",
+                    files.len(),
+                    std::fs::read_to_string(self.dir.path().join("log/postfix.log"))
+                        .unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for MailStack {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.postfix_dir)
+            .arg("abort")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("dovecot")
+            .arg("-c")
+            .arg(&self.dovecot_conf)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl MailStack {
+    /// Stops and starts postfix, breaking every open SMTP connection.
+    pub fn restart_postfix(&self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("log/postfix.log");
+        run_daemon(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(&self.postfix_dir)
+                .arg("stop"),
+            &log,
+        )?;
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.ports.submission)).is_ok()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        run_daemon(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(&self.postfix_dir)
+                .arg("start"),
+            &log,
+        )?;
+        wait_for_port(
+            self.ports.submission,
+            "postfix",
+            &self.dir.path().join("log/postfix.log"),
+        )
+    }
+
+    /// An account section for `flowmail.toml` that sends through this stack.
+    pub fn account(&self, name: &str, from: &str, port: u16, ssl: bool, auth: &str) -> String {
+        format!(
+            "[accounts.{name}]\nfrom = \"{from}\"\n[accounts.{name}.transport]\nkind = \"smtp\"\nhost = \"localhost\"\n\
+             port = {port}\nssl = {ssl}\nca_file = \"{ca}\"\ntimeout_secs = 10\n{auth}\n",
+            ca = self.certs.ca.display(),
+        )
+    }
+}

@@ -1,0 +1,581 @@
+//! The SMTP transport against real postfix and dovecot on 127.0.0.1: TLS modes and
+//! policy, PLAIN, LOGIN and XOAUTH2, refusals, a dead server, pooling, and what arrives.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use flowmail::bindings::MailError;
+use flowmail::bindings::types::{Address, Attachment, OutgoingMessage};
+use flowmail::caps::Audit;
+use flowmail::caps::smtp::test_mail;
+use flowmail::runtime::StepError;
+use flowmail::workflow::{Runner, Workflow};
+use flowmail_tests::Workspace;
+use flowmail_tests::stack::{MailStack, OAuth, PASSWORD, free_port};
+use mail_parser::{MessageParser, MimeHeaders};
+
+const HEAD: &str = "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n";
+
+fn basic(
+    ws_dir: &std::path::Path,
+    name: &str,
+    user: &str,
+    password: &str,
+    mechanism: Option<&str>,
+) -> String {
+    let file = ws_dir.join(format!("{name}.password"));
+    std::fs::write(&file, password).unwrap();
+    let mechanism = mechanism
+        .map(|m| format!("mechanism = \"{m}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[accounts.{name}.auth]\nkind = \"basic\"\nusername = \"{user}\"\npassword = {{ file = \"{}\" }}\n{mechanism}",
+        file.display()
+    )
+}
+
+fn message(to: &str, subject: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        sender: None,
+        to: vec![Address {
+            name: Some("Bob Empfänger".into()),
+            email: to.into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: subject.into(),
+        text: Some("Grüße aus flowmail — ✓ UTF-8 arrives intact.\n".into()),
+        html: Some("<p>Grüße — <b>✓</b></p>".into()),
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    }
+}
+
+/// A workspace whose config is `HEAD` plus `accounts`, and its runtime.
+fn runtime(
+    accounts: impl FnOnce(&std::path::Path) -> String,
+) -> (Workspace, flowmail::runtime::Runtime) {
+    let ws = Workspace::with_config("").unwrap();
+    let config = format!("{HEAD}{}", accounts(ws.path()));
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+    (ws, rt)
+}
+
+fn expect_mail_error(r: Result<impl std::fmt::Debug, StepError>) -> MailError {
+    match r {
+        Err(StepError::Mail(e)) => e,
+        other => panic!("expected a mail error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_plain_delivers_utf8_intact() {
+    let stack = MailStack::start(None).unwrap();
+    let (_ws, rt) = runtime(|dir| {
+        stack.account(
+            "ops",
+            "Ops <ops@demo.example>",
+            stack.ports.submission,
+            false,
+            &basic(dir, "ops", "ops@demo.example", PASSWORD, Some("plain")),
+        )
+    });
+    let receipt = rt
+        .send_mail(
+            "send",
+            "ops",
+            &message("bob@demo.example", "Prüfung: Lieferung ✓"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.transport, "smtp");
+    let queue_id = receipt.reference.clone().expect("postfix names a queue id");
+    let got = stack
+        .wait_for_mail("bob@demo.example", 1, Duration::from_secs(20))
+        .unwrap();
+    let m = MessageParser::default().parse(&got[0]).unwrap();
+    assert_eq!(m.subject(), Some("Prüfung: Lieferung ✓"));
+    assert_eq!(m.message_id(), Some(receipt.message_id.as_str()));
+    assert_eq!(
+        m.body_text(0).unwrap().trim_end(),
+        "Grüße aus flowmail — ✓ UTF-8 arrives intact."
+    );
+    assert!(m.body_html(0).unwrap().contains("<b>✓</b>"));
+    assert_eq!(
+        m.to().unwrap().first().unwrap().name(),
+        Some("Bob Empfänger")
+    );
+    let log = std::fs::read_to_string(stack.dir.path().join("log/postfix.log")).unwrap();
+    assert!(
+        log.contains(&format!("{queue_id}: client=localhost")),
+        "the queue id is postfix's"
+    );
+    assert!(log.contains("sasl_method=PLAIN"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_with_login_delivers_a_10_mb_attachment_intact() {
+    let stack = MailStack::start(None).unwrap();
+    let (_ws, rt) = runtime(|dir| {
+        stack.account(
+            "ops",
+            "ops@demo.example",
+            stack.ports.smtps,
+            true,
+            &basic(dir, "ops", "ops@demo.example", PASSWORD, Some("login")),
+        )
+    });
+    let mut data = Vec::with_capacity(10_000_000);
+    let mut x: u32 = 0x1234_5678;
+    while data.len() < 10_000_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(10_000_000);
+    let mut msg = message("carol@demo.example", "10 MB");
+    msg.attachments.push(Attachment {
+        name: "Messdaten-März.bin".into(),
+        content_type: "application/octet-stream".into(),
+        data: data.clone(),
+        content_id: None,
+    });
+    rt.send_mail("send", "ops", &msg).await.unwrap();
+    let got = stack
+        .wait_for_mail("carol@demo.example", 1, Duration::from_secs(60))
+        .unwrap();
+    let m = MessageParser::default().parse(&got[0]).unwrap();
+    let a = m.attachment(0).unwrap();
+    assert_eq!(a.attachment_name(), Some("Messdaten-März.bin"));
+    assert!(
+        a.contents() == data.as_slice(),
+        "the 10 MB attachment must arrive byte for byte"
+    );
+    let log = std::fs::read_to_string(stack.dir.path().join("log/postfix.log")).unwrap();
+    assert!(log.contains("sasl_method=LOGIN"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_auth_failed_and_never_echoed() {
+    let stack = MailStack::start(None).unwrap();
+    let (_ws, rt) = runtime(|dir| {
+        stack.account(
+            "ops",
+            "ops@demo.example",
+            stack.ports.submission,
+            false,
+            &basic(dir, "ops", "ops@demo.example", "wrong-password-1234", None),
+        )
+    });
+    let e = expect_mail_error(
+        rt.send_mail("send", "ops", &message("bob@demo.example", "x"))
+            .await,
+    );
+    let MailError::AuthFailed(text) = &e else {
+        panic!("expected auth-failed, got {e:?}")
+    };
+    assert!(text.contains("535"), "{text}");
+    assert!(!text.contains("wrong-password-1234"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_without_authentication_is_refused() {
+    let stack = MailStack::start(None).unwrap();
+    let (_ws, rt) = runtime(|_| {
+        stack.account(
+            "anon",
+            "ops@demo.example",
+            stack.ports.submission,
+            false,
+            "",
+        )
+    });
+    let e = expect_mail_error(
+        rt.send_mail("send", "anon", &message("bob@demo.example", "x"))
+            .await,
+    );
+    let MailError::Permanent(text) = &e else {
+        panic!("expected permanent, got {e:?}")
+    };
+    assert!(
+        text.contains("554") && text.contains("authentication"),
+        "{text}"
+    );
+    assert!(
+        stack
+            .wait_for_mail("bob@demo.example", 1, Duration::from_millis(500))
+            .is_err(),
+        "nothing was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_transient() {
+    let port = free_port().unwrap();
+    let (_ws, rt) = runtime(|_| {
+        format!(
+            "[accounts.down]\nfrom = \"ops@demo.example\"\n[accounts.down.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+        )
+    });
+    let e = expect_mail_error(
+        rt.send_mail("send", "down", &message("bob@demo.example", "x"))
+            .await,
+    );
+    let MailError::Transient(text) = &e else {
+        panic!("expected transient, got {e:?}")
+    };
+    assert!(text.contains("refused the connection"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_policy_is_enforced_at_the_tls_stage() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let auth = basic(ws.path(), "a", "ops@demo.example", PASSWORD, None);
+    let config = format!(
+        "{HEAD}{}\nmin_tls = \"1.3\"\n{auth}{}{}{}",
+        stack
+            .account("strict", "ops@demo.example", stack.ports.tls12, false, "")
+            .trim_end(),
+        stack.account(
+            "lenient",
+            "ops@demo.example",
+            stack.ports.tls12,
+            false,
+            &auth.replace("accounts.a.", "accounts.lenient.")
+        ),
+        stack
+            .account(
+                "untrusted",
+                "ops@demo.example",
+                stack.ports.submission,
+                false,
+                &auth.replace("accounts.a.", "accounts.untrusted.")
+            )
+            .replace(&format!("ca_file = \"{}\"\n", stack.certs.ca.display()), ""),
+        stack.account(
+            "trusted",
+            "ops@demo.example",
+            stack.ports.submission,
+            false,
+            &auth.replace("accounts.a.", "accounts.trusted.")
+        ),
+    )
+    .replace("[accounts.a.auth]", "[accounts.strict.auth]");
+    std::fs::write(ws.path().join("flowmail.toml"), &config).unwrap();
+    let config = ws.config().unwrap();
+    let report = |name: &'static str| {
+        let relay = config.relay(name).unwrap();
+        async move { test_mail::run(name, &relay, "ops@demo.example", "bob@demo.example").await }
+    };
+
+    let strict = report("strict").await;
+    assert!(!strict.ok);
+    let last = strict.stages.last().unwrap();
+    assert_eq!(last.title, "TLS handshake", "{}", strict.render());
+    assert!(last.detail.contains("min_tls"), "{}", last.detail);
+    assert_eq!(strict.error_kind, Some("permanent"));
+
+    let lenient = report("lenient").await;
+    assert!(lenient.ok, "{}", lenient.render());
+    let tls = lenient
+        .stages
+        .iter()
+        .find(|s| s.title == "TLS handshake")
+        .unwrap();
+    assert!(tls.detail.contains("TLSv1_2"), "{}", tls.detail);
+
+    let untrusted = report("untrusted").await;
+    let last = untrusted.stages.last().unwrap();
+    assert_eq!(last.title, "TLS handshake");
+    assert!(
+        last.detail.contains("not trusted") && last.detail.contains("ca_file"),
+        "{}",
+        last.detail
+    );
+
+    let trusted = report("trusted").await;
+    assert!(trusted.ok, "{}", trusted.render());
+    let titles: Vec<&str> = trusted.stages.iter().map(|s| s.title).collect();
+    assert_eq!(
+        titles,
+        [
+            "DNS",
+            "TCP connect",
+            "TLS handshake",
+            "EHLO",
+            "AUTH",
+            "MAIL, RCPT, DATA",
+            "queue id"
+        ]
+    );
+    let tls = &trusted.stages[2].detail;
+    assert!(
+        tls.contains("TLSv1_3") && tls.contains("CN=localhost") && tls.contains("flowmail test CA"),
+        "{tls}"
+    );
+    assert!(
+        trusted.stages[3].detail.contains("Plain"),
+        "EHLO lists the capabilities"
+    );
+    assert!(trusted.queue_id.is_some());
+    let json = serde_json::to_value(&trusted).unwrap();
+    assert_eq!(json["stages"][6]["stage"], "queue");
+    stack
+        .wait_for_mail("bob@demo.example", 2, Duration::from_secs(20))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_works_with_a_valid_token_and_fails_with_a_revoked_one() {
+    let oauth = OAuth::start().unwrap();
+    let stack = MailStack::start(Some(&oauth)).unwrap();
+    let (ws, rt) = runtime(|dir| {
+        let token = dir.join("token");
+        stack.account(
+            "o365",
+            "owner@demo.example",
+            stack.ports.submission,
+            false,
+            &format!(
+                "[accounts.o365.auth]\nkind = \"oauth2\"\nusername = \"owner@demo.example\"\naccess_token = {{ file = \"{}\" }}\n",
+                token.display()
+            ),
+        )
+    });
+    std::fs::write(
+        ws.path().join("token"),
+        oauth.token_for("owner@demo.example").unwrap(),
+    )
+    .unwrap();
+    rt.send_mail("send", "o365", &message("dave@demo.example", "via XOAUTH2"))
+        .await
+        .unwrap();
+    let got = stack
+        .wait_for_mail("dave@demo.example", 1, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(
+        MessageParser::default().parse(&got[0]).unwrap().subject(),
+        Some("via XOAUTH2")
+    );
+
+    // Another user's From is refused before anything is sent.
+    let mut other = message("dave@demo.example", "spoof");
+    other.sender = Some(Address {
+        name: None,
+        email: "ceo@demo.example".into(),
+    });
+    let e = expect_mail_error(rt.send_mail("send", "o365", &other).await);
+    assert!(
+        matches!(&e, MailError::InvalidInput(f) if f.field == "message.sender"),
+        "{e:?}"
+    );
+
+    oauth.revoke_all().unwrap();
+    // A new session is needed for the server to check the token again.
+    stack.restart_postfix().unwrap();
+    let e = expect_mail_error(
+        rt.send_mail("send", "o365", &message("dave@demo.example", "revoked"))
+            .await,
+    );
+    assert!(
+        matches!(&e, MailError::AuthFailed(t) if t.contains("535")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_is_reused_and_replaced_once_when_broken() {
+    let stack = MailStack::start(None).unwrap();
+    let (_ws, rt) = runtime(|dir| {
+        stack.account(
+            "ops",
+            "ops@demo.example",
+            stack.ports.submission,
+            false,
+            &basic(dir, "ops", "ops@demo.example", PASSWORD, None),
+        )
+    });
+    for i in 0..3 {
+        rt.send_mail(
+            "send",
+            "ops",
+            &message("erin@demo.example", &format!("pooled {i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let log = std::fs::read_to_string(stack.dir.path().join("log/postfix.log")).unwrap();
+    assert_eq!(
+        log.matches("sasl_method=PLAIN").count(),
+        3,
+        "three messages"
+    );
+    assert_eq!(
+        log.matches("TLS connection established from localhost")
+            .count(),
+        1,
+        "over one session:\n{log}"
+    );
+    stack.restart_postfix().unwrap();
+    rt.send_mail(
+        "send",
+        "ops",
+        &message("erin@demo.example", "after restart"),
+    )
+    .await
+    .unwrap();
+    stack
+        .wait_for_mail("erin@demo.example", 4, Duration::from_secs(20))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_workflow_delivers_through_postfix() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = Workspace::new("").unwrap();
+    let config = std::fs::read_to_string(ws.path().join("flowmail.toml")).unwrap();
+    let smtp = stack.account(
+        "demo",
+        "unused",
+        stack.ports.submission,
+        false,
+        &basic(ws.path(), "demo", "flowmail@demo.example", PASSWORD, None),
+    );
+    let transport = smtp.split_once("[accounts.demo.transport]").unwrap().1;
+    let config = config.replace(
+        "[accounts.demo.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n",
+        "",
+    ) + "\n[accounts.demo.transport]"
+        + transport;
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let wf = Workflow::load(&ws.path().join("workflows/alert-digest.yaml")).unwrap();
+    wf.check(&ws.config().unwrap()).unwrap();
+    let report = Runner {
+        runtime: &rt,
+        store: &store,
+    }
+    .run(&wf)
+    .await
+    .unwrap();
+    assert_eq!(report.sent.len(), 1);
+    let got = stack
+        .wait_for_mail("oncall@demo.example", 1, Duration::from_secs(20))
+        .unwrap();
+    let m = MessageParser::default().parse(&got[0]).unwrap();
+    assert_eq!(m.subject(), Some("Alert digest: 4 new alert(s)"));
+    let names: Vec<&str> = m
+        .attachments()
+        .filter_map(|a| a.attachment_name())
+        .collect();
+    assert_eq!(names, ["backup.log", "usage.png"]);
+    assert!(ws.outbox().is_empty());
+}
+
+/// A scripted SMTP peer for provider replies that no server here produces: it answers
+/// the one command named with the given reply, everything else as a plain server would.
+async fn scripted_peer(on: &'static str, reply: &'static str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 peer.test ESMTP\r\n").await.unwrap();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let verb = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                let answer = if verb == on {
+                    format!("{reply}\r\n")
+                } else {
+                    match verb.as_str() {
+                        "EHLO" => {
+                            "250-peer.test\r\n250-AUTH PLAIN LOGIN XOAUTH2\r\n250 8BITMIME\r\n"
+                                .into()
+                        }
+                        "AUTH" => "235 2.7.0 ok\r\n".into(),
+                        "QUIT" => "221 bye\r\n".into(),
+                        _ => "250 ok\r\n".into(),
+                    }
+                };
+                if write.write_all(answer.as_bytes()).await.is_err() || verb == "QUIT" {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_provider_replies_come_with_their_fix() {
+    let cases = [
+        (
+            "AUTH",
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.",
+            "auth-failed",
+            "use the Graph communication type",
+        ),
+        (
+            "AUTH",
+            "535 5.7.3 Authentication unsuccessful",
+            "auth-failed",
+            "another account than the username",
+        ),
+        (
+            "MAIL",
+            "530 5.7.57 Client not authenticated to send mail.",
+            "permanent",
+            "turn authentication on",
+        ),
+        (
+            "MAIL",
+            "530 5.7.0 Must issue a STARTTLS command first",
+            "permanent",
+            "use STARTTLS",
+        ),
+        (
+            "RCPT",
+            "451 4.3.0 Temporary local problem",
+            "transient",
+            "451",
+        ),
+    ];
+    for (on, reply, kind, fix) in cases {
+        let port = scripted_peer(on, reply).await;
+        let ws = Workspace::with_config("").unwrap();
+        let pw = ws.path().join("pw");
+        std::fs::write(&pw, PASSWORD).unwrap();
+        std::fs::write(
+            ws.path().join("flowmail.toml"),
+            format!(
+                "{HEAD}[accounts.p]\nfrom = \"ops@demo.example\"\n[accounts.p.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                 port = {port}\ntls = \"none\"\n[accounts.p.auth]\nkind = \"basic\"\nusername = \"ops@demo.example\"\n\
+                 password = {{ file = \"{}\" }}\n",
+                pw.display()
+            ),
+        )
+        .unwrap();
+        let relay = ws.config().unwrap().relay("p").unwrap();
+        let report = test_mail::run("p", &relay, "ops@demo.example", "bob@demo.example").await;
+        assert_eq!(
+            report.error_kind,
+            Some(kind),
+            "{reply}: {}",
+            report.render()
+        );
+        let last = report.stages.last().unwrap();
+        assert!(last.detail.contains(fix), "{reply}: {}", last.detail);
+        assert!(!last.detail.contains(PASSWORD));
+    }
+}
