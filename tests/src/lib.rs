@@ -9,6 +9,7 @@ use flowmail::config::Config;
 use flowmail::runtime::{Runtime, engine, load_component};
 use flowmail::store::Store;
 
+pub mod oauth;
 pub mod stack;
 
 /// The misbehaving test plugin, built by this crate's build script.

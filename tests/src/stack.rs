@@ -4,10 +4,9 @@
 //! starts its own instances on free ports in a temporary folder; dropping them stops them.
 //! A missing program fails with the command that installs it.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,7 +19,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn need(program: &str, install: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn need(program: &str, install: &str) -> anyhow::Result<PathBuf> {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/sbin", "/bin"] {
         let p = Path::new(dir).join(program);
         if p.is_file() {
@@ -137,115 +136,6 @@ impl Certs {
     }
 }
 
-/// The OAuth2 server, a node process.
-pub struct OAuth {
-    child: Child,
-    pub port: u16,
-}
-
-impl OAuth {
-    pub fn start() -> anyhow::Result<Self> {
-        let node = need("node", "apt-get install -y nodejs")?;
-        let dir = crate::repo().join("tests/oauth2");
-        if !dir.join("node_modules/oauth2-mock-server").is_dir() {
-            bail!(
-                "the OAuth2 server's packages are missing; install them with: npm ci --prefix tests/oauth2"
-            );
-        }
-        let port = free_port()?;
-        let mut child = Command::new(node)
-            .arg("server.mjs")
-            .arg(port.to_string())
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if !line.starts_with("listening") {
-            let _ = child.kill();
-            bail!("the OAuth2 server did not start: {line}");
-        }
-        Ok(Self { child, port })
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain HTTP/1.1 request; returns the status and body.
-    pub fn http(&self, method: &str, path: &str, form: &str) -> anyhow::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        )?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        let status = text
-            .get(9..12)
-            .and_then(|c| c.parse().ok())
-            .context("no HTTP status")?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
-    }
-
-    /// An access token for `email`, from the token endpoint.
-    pub fn token_for(&self, email: &str) -> anyhow::Result<String> {
-        let (status, body) = self.http(
-            "POST",
-            "/token",
-            &format!("grant_type=client_credentials&client_id=flowmail&client_secret=x&scope=smtp&email={email}"),
-        )?;
-        if status != 200 {
-            bail!("token endpoint said {status}: {body}");
-        }
-        let v: serde_json::Value = serde_json::from_str(body.trim())
-            .or_else(|_| serde_json::from_str(dechunk(&body).trim()))?;
-        v["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .context("no access_token")
-    }
-
-    /// Makes every issued token inactive.
-    pub fn revoke_all(&self) -> anyhow::Result<()> {
-        let (status, _) = self.http("POST", "/test/revoke-all", "")?;
-        anyhow::ensure!(status == 200, "revoke-all said {status}");
-        Ok(())
-    }
-}
-
-/// Undoes HTTP chunked encoding of a small body.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-impl Drop for OAuth {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The ports of a running mail stack.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -273,7 +163,7 @@ pub struct MailStack {
 impl MailStack {
     /// Starts dovecot and postfix; with `oauth`, dovecot also accepts XOAUTH2 tokens that
     /// the OAuth2 server introspects as active.
-    pub fn start(oauth: Option<&OAuth>) -> anyhow::Result<Self> {
+    pub fn start(oauth: Option<&crate::oauth::OAuth>) -> anyhow::Result<Self> {
         let dovecot = need(
             "dovecot",
             "apt-get install -y --no-install-recommends dovecot-core dovecot-imapd dovecot-lmtpd",

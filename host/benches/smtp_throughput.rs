@@ -1,0 +1,303 @@
+//! Messages per second to postfix's `smtp-sink` on loopback, side by side in one run:
+//! the plugin (sandboxed, a fresh instance per message), the same plugin logic compiled
+//! natively over a lettre connection with TCP_NODELAY, Python's smtplib, and postfix's
+//! `smtp-source`. Every client sends over one connection; every message is about 1 KB.
+//!
+//! `cargo bench -p flowmail --bench smtp_throughput` (FLOWMAIL_BENCH_MESSAGES=N to change
+//! the count from 10,000).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::cell::RefCell;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowmail::bindings::types::{Address, OutgoingMessage};
+use flowmail::config::Config;
+use flowmail::runtime::{Runtime, engine, load_component};
+use flowmail::store::Store;
+use flowmail_plugin as native;
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::extension::ClientId;
+
+const BODY_LINE: &str = "The quick brown fox jumps over the lazy dog, and flowmail measures it.\n";
+
+fn body() -> String {
+    BODY_LINE.repeat(1024 / BODY_LINE.len() + 1)[..1024].to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Sink(std::process::Child);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sink(port: u16) -> Sink {
+    let child = Command::new("smtp-sink")
+        .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "256"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("smtp-sink is missing; install it with: apt-get install -y postfix");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "smtp-sink did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Sink(child)
+}
+
+/// The plugin's own logic, natively, sending over one lettre connection.
+struct NativeHost {
+    rt: tokio::runtime::Runtime,
+    conn: RefCell<AsyncSmtpConnection>,
+}
+
+impl native::host::Host for NativeHost {
+    fn policy(&self, _: &str) -> Result<native::smtp::AccountPolicy, native::types::MailError> {
+        Ok(native::smtp::AccountPolicy {
+            default_sender: Some(native::types::Address {
+                name: None,
+                email: "bench@example.com".into(),
+            }),
+            required_sender: None,
+            max_message_bytes: 1 << 20,
+            max_attachment_bytes: 1 << 20,
+        })
+    }
+    fn credential(
+        &self,
+        _: &str,
+    ) -> Result<native::host::CredentialInfo, native::types::MailError> {
+        Ok(native::host::CredentialInfo {
+            kind: native::tokens::AuthKind::None,
+            username: None,
+            state: native::tokens::CredentialState::Ready,
+        })
+    }
+    fn send(
+        &self,
+        _: &str,
+        envelope: &native::smtp::Envelope,
+        message: &[u8],
+    ) -> Result<native::smtp::Delivery, native::types::MailError> {
+        let env = lettre::address::Envelope::new(
+            Some(envelope.sender.parse().unwrap()),
+            envelope
+                .recipients
+                .iter()
+                .map(|r| r.parse().unwrap())
+                .collect(),
+        )
+        .unwrap();
+        self.rt
+            .block_on(self.conn.borrow_mut().send(&env, message))
+            .unwrap();
+        Ok(native::smtp::Delivery {
+            transport: "smtp".into(),
+            status: native::smtp::DeliveryStatus::Queued,
+            accepted: envelope.recipients.clone(),
+            reference: None,
+        })
+    }
+    fn fetch_after(
+        &self,
+        _: &str,
+        _: Option<native::mailbox::Cursor>,
+        _: u32,
+    ) -> Result<native::mailbox::Batch, native::types::MailError> {
+        unreachable!()
+    }
+    fn fetch(
+        &self,
+        _: &str,
+        _: u32,
+    ) -> Result<native::mailbox::RawMessage, native::types::MailError> {
+        unreachable!()
+    }
+    fn warn(&self, _: &str) {}
+    fn now(&self) -> i64 {
+        1_800_000_000
+    }
+    fn random(&self) -> u128 {
+        7
+    }
+}
+
+fn rate(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("FLOWMAIL_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let port = free_port();
+    let _sink = start_sink(port);
+    let body = body();
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+
+    // The plugin, through the host's SMTP transport.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flowmail.toml"),
+        format!(
+            "[runtime]\ncache_dir = \"\"\n[accounts.sink]\nfrom = \"bench@example.com\"\n[accounts.sink.transport]\n\
+             kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("flowmail.toml")).unwrap();
+    let store = Arc::new(Store::open(&config.store_path()).unwrap());
+    let caps = Arc::new(config.capabilities(&store).unwrap());
+    let engine = engine().unwrap();
+    let component = load_component(&engine, flowmail::DEFAULT_PLUGIN, None).unwrap();
+    let runtime = Runtime::new(&engine, &component, caps, config.limits()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let message = OutgoingMessage {
+        sender: None,
+        to: vec![Address {
+            name: None,
+            email: "sink@example.com".into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: "throughput".into(),
+        text: Some(body.clone()),
+        html: None,
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    };
+    rt.block_on(runtime.send_mail("warm", "sink", &message))
+        .unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        rt.block_on(runtime.send_mail("bench", "sink", &message))
+            .unwrap();
+    }
+    rows.push((
+        "flowmail plugin (sandboxed, fresh instance per message)",
+        rate(n, t.elapsed()),
+    ));
+
+    // The same logic natively, with lettre over a nodelay socket.
+    let host = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conn = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            tcp.set_nodelay(true).unwrap();
+            AsyncSmtpConnection::connect_with_transport(
+                Box::new(tcp),
+                &ClientId::Domain("localhost".into()),
+            )
+            .await
+            .unwrap()
+        });
+        NativeHost {
+            rt,
+            conn: RefCell::new(conn),
+        }
+    };
+    let native_message = native::types::OutgoingMessage {
+        sender: None,
+        to: vec![native::types::Address {
+            name: None,
+            email: "sink@example.com".into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: "throughput".into(),
+        text: Some(body.clone()),
+        html: None,
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        native::actions::send_mail(&host, "sink", &native_message).unwrap();
+    }
+    rows.push((
+        "same logic natively, lettre with TCP_NODELAY",
+        rate(n, t.elapsed()),
+    ));
+
+    // Python's smtplib.
+    let script = format!(
+        "import smtplib,time\nmsg=('Subject: throughput\\r\\n\\r\\n'+{body:?}).encode()\ns=smtplib.SMTP('127.0.0.1',{port})\n\
+         t=time.perf_counter()\nfor _ in range({n}): s.sendmail('bench@example.com',['sink@example.com'],msg)\n\
+         print(time.perf_counter()-t)\ns.quit()\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python3");
+    let secs: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    rows.push(("Python smtplib", n as f64 / secs));
+
+    // postfix's C load generator.
+    let t = Instant::now();
+    let status = Command::new("smtp-source")
+        .args([
+            "-d",
+            "-s",
+            "1",
+            "-m",
+            &n.to_string(),
+            "-l",
+            "1024",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .status()
+        .expect("smtp-source is missing; install it with: apt-get install -y postfix");
+    assert!(status.success());
+    rows.push(("postfix smtp-source", rate(n, t.elapsed())));
+
+    let plugin = rows[0].1;
+    let native_rate = rows[1].1;
+    println!(
+        "\n{n} messages of about 1 KB to smtp-sink on 127.0.0.1, one connection each client\n"
+    );
+    println!("| client | msg/s | vs native |");
+    println!("|---|---:|---:|");
+    for (name, r) in &rows {
+        println!("| {name} | {r:.0} | {:.2} |", r / native_rate);
+    }
+    println!(
+        "\nplugin/native ratio (the sandbox's cost): {:.2}",
+        plugin / native_rate
+    );
+}

@@ -1,0 +1,115 @@
+use super::*;
+
+fn load(text: &str) -> anyhow::Result<Config> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("flowmail.toml");
+    std::fs::write(&path, text)?;
+    Config::load(&path)
+}
+
+#[test]
+fn refuses_unknown_keys() {
+    let err = load("[accounts.a]\nfrom = \"a@example.com\"\ncolour = 1\n[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n")
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    let err =
+        load("[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\nhost = \"x\"\n").unwrap_err();
+    assert!(format!("{err:#}").contains("host"), "{err:#}");
+}
+
+#[test]
+fn secrets_come_by_reference_and_stay_redacted() {
+    let err = load("[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n[accounts.a.auth]\nkind = \"basic\"\nusername = \"u\"\npassword = \"plain\"\n")
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("never written into the config"),
+        "{err:#}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret-value\n").unwrap();
+    std::fs::write(
+        dir.path().join("flowmail.toml"),
+        "[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n[accounts.a.auth]\nkind = \"basic\"\nusername = \"u\"\npassword = { file = \"pw\" }\n",
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("flowmail.toml")).unwrap();
+    let creds = config.credentials("a").unwrap();
+    assert!(
+        matches!(&creds, Credentials::Basic { password, .. } if password.expose() == "s3cret-value")
+    );
+    assert!(!format!("{creds:?}").contains("s3cret"));
+}
+
+fn smtp(extra: &str) -> String {
+    format!(
+        "[accounts.m]\nfrom = \"me@example.com\"\n[accounts.m.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n{extra}"
+    )
+}
+
+#[test]
+fn smtp_tls_settings_are_checked() {
+    let err = load(&smtp("min_tls = \"1.0\"\n")).unwrap_err();
+    assert!(format!("{err:#}").contains("RFC 8996"), "{err:#}");
+    let err = load(&smtp("min_tls = \"1.1\"\n")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("accounts.m.transport.min_tls"),
+        "{err:#}"
+    );
+    let err = load(&smtp("ssl = true\ntls = \"none\"\n")).unwrap_err();
+    assert!(format!("{err:#}").contains("contradict"), "{err:#}");
+    let err = load(&smtp("tls = \"optional\"\n")).unwrap_err();
+    assert!(format!("{err:#}").contains("not a TLS policy"), "{err:#}");
+    let config = load(&smtp("")).unwrap();
+    let relay = config.relay("m").unwrap();
+    assert_eq!(
+        relay.settings().security,
+        Security::StartTls,
+        "STARTTLS is required by default"
+    );
+    assert_eq!(relay.settings().port, 587);
+    let config = load(&smtp("ssl = true\n")).unwrap();
+    assert_eq!(
+        (
+            config.relay("m").unwrap().settings().security,
+            config.relay("m").unwrap().settings().port
+        ),
+        (Security::Implicit, 465)
+    );
+    assert_eq!(
+        load(&smtp("tls = \"none\"\n"))
+            .unwrap()
+            .relay("m")
+            .unwrap()
+            .settings()
+            .security,
+        Security::None
+    );
+}
+
+#[test]
+fn an_oauth2_account_sends_only_as_its_user() {
+    let auth = "[accounts.m.auth]\nkind = \"oauth2\"\nusername = \"owner@example.com\"\naccess_token = { env = \"NOPE\" }\n";
+    let err = load(&format!("{}{auth}", smtp(""))).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("only send as its own user"),
+        "{err:#}"
+    );
+    assert!(
+        load(&format!(
+            "{}{auth}",
+            smtp("").replace("me@example.com", "owner@example.com")
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn parses_addresses() {
+    let a = parse_address("Ops Team <ops@example.com>").unwrap();
+    assert_eq!(
+        (a.name.as_deref(), a.email.as_str()),
+        (Some("Ops Team"), "ops@example.com")
+    );
+    assert!(parse_address("a\nb").is_err());
+    assert!(load("[accounts.a]\nfrom = \"nobody\"\n[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n").is_err());
+}
