@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod caps;
 pub mod config;
+pub mod oauth;
 pub mod runtime;
 pub mod secret;
 pub mod store;

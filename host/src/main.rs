@@ -34,6 +34,15 @@ enum Command {
     Run { workflow: PathBuf },
     /// Check a workflow against the config without running it.
     Check { workflow: PathBuf },
+    /// Save & Authorize: run the OAuth2 authorization-code flow for an account.
+    Authorize {
+        /// The account to authorize.
+        #[arg(long)]
+        account: String,
+        /// How long to wait for the browser, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Send a test message through an account's SMTP server, reporting every stage.
     TestMail {
         /// The account to test.
@@ -92,7 +101,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::TestMail { account, to, json } => {
             let config = Config::load(&cli.config)?;
-            let relay = config.relay(account)?;
+            let store = Arc::new(Store::open(&config.store_path())?);
+            let relay = config.relay_with(account, &config.token_managers(&store)?)?;
             let from = config
                 .accounts
                 .get(account)
@@ -118,6 +128,26 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("Test Mail failed"))
             }
         }
+        Command::Authorize { account, timeout } => {
+            let config = Config::load(&cli.config)?;
+            let store = Arc::new(Store::open(&config.store_path())?);
+            let manager = config
+                .token_managers(&store)?
+                .remove(account)
+                .with_context(|| {
+                    format!(
+                        "account `{account}` has no OAuth2 settings with client_id and token_url"
+                    )
+                })?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let user = rt.block_on(flowmail::oauth::authorize::authorize(
+                manager,
+                |url| println!("Open this URL in a browser to authorize `{account}`:\n\n  {url}\n\nWaiting for the callback..."),
+                std::time::Duration::from_secs(*timeout),
+            ))?;
+            println!("Authorized as {user}");
+            Ok(())
+        }
         Command::Run { workflow } => {
             let (config, wf) = load(&cli.config, workflow)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -138,6 +168,15 @@ async fn run(cli: &Cli, config: &Config, wf: &Workflow) -> anyhow::Result<()> {
     let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let component = load_component(&engine, &wasm, config.cache_dir().as_deref())
         .map_err(|e| anyhow::anyhow!("loading the plugin: {e:#}"))?;
+    for (account, manager) in &caps.tokens.managers {
+        match manager.keep_alive().await {
+            Ok(true) => {
+                tracing::info!("refreshed the idle refresh token of `{account}` to keep it alive")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("keeping the tokens of `{account}` alive failed: {e:?}"),
+        }
+    }
     let runtime = Runtime::new(&engine, &component, caps, config.limits())
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let report = Runner {

@@ -5,17 +5,25 @@
 //   node server.mjs PORT      prints "listening http://127.0.0.1:PORT" when ready
 //
 // Test routes: POST /test/revoke-all, POST /test/expire-all, GET /test/stats.
+import { randomUUID } from 'node:crypto';
 import { OAuth2Server, Events } from 'oauth2-mock-server';
 
 
 const port = Number(process.argv[2] ?? 0);
 // The stock /introspect reads no body and says active for anything; move it aside and
 // serve a strict one.
-const server = new OAuth2Server(undefined, undefined, { endpoints: { introspect: '/introspect-stock' } });
+// The stock /token accepts any refresh token and replays codes with a non-OAuth2 error;
+// it moves aside too, behind a /token that rotates refresh tokens like Microsoft does.
+const server = new OAuth2Server(undefined, undefined, {
+  endpoints: { introspect: '/introspect-stock', token: '/token-stock' },
+});
 await server.issuer.keys.generate('RS256');
 
 const issued = new Map(); // access token -> { email, exp }
-const stats = { tokens: 0, introspections: 0 };
+const stats = { tokens: 0, introspections: 0, grants: {} };
+const refreshTokens = new Map(); // live refresh token -> email
+const usedCodes = new Set();
+const codeUser = new Map(); // authorization code -> login_hint
 const now = () => Math.floor(Date.now() / 1000);
 
 const json = (res, status, body) => {
@@ -32,7 +40,57 @@ server.service.on(Events.BeforeTokenSigning, (token, req) => {
   const email = req.body?.email ?? req.body?.username ?? 'user@demo.example';
   token.payload.email = email;
   token.payload.sub = email;
+  token.payload.jti = randomUUID();
   token.payload.exp = now() + Number(req.body?.lifetime ?? 3600);
+});
+
+server.service.on(Events.BeforeAuthorizeRedirect, (redirect, req) => {
+  const code = redirect.url.searchParams.get('code');
+  const hint = new URL(req.url, 'http://x').searchParams.get('login_hint');
+  if (code && hint) codeUser.set(code, hint);
+});
+
+const invalidGrant = (res, description) =>
+  json(res, 400, { error: 'invalid_grant', error_description: description });
+
+server.service.addRoute('POST', '/token', async (req, res) => {
+  const body = { ...(req.body ?? {}) };
+  const grant = body.grant_type;
+  stats.grants[grant] = (stats.grants[grant] ?? 0) + 1;
+  if (grant === 'authorization_code') {
+    if (usedCodes.has(body.code)) {
+      return invalidGrant(res, 'AADSTS54005: OAuth2 Authorization code was already redeemed.');
+    }
+    usedCodes.add(body.code);
+    if (codeUser.has(body.code)) body.email = codeUser.get(body.code);
+  }
+  if (grant === 'refresh_token') {
+    const email = refreshTokens.get(body.refresh_token);
+    if (email === undefined) {
+      return invalidGrant(res, 'AADSTS70008: The provided authorization code or refresh token has expired or was already used.');
+    }
+    refreshTokens.delete(body.refresh_token);
+    body.email = email;
+  }
+  const headers = { 'content-type': 'application/x-www-form-urlencoded' };
+  if (req.headers.authorization) headers.authorization = req.headers.authorization;
+  const upstream = await fetch(`http://127.0.0.1:${port}/token-stock`, {
+    method: 'POST',
+    headers,
+    body: new URLSearchParams(body).toString(),
+  });
+  const text = await upstream.text();
+  let parsed;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = { error: 'invalid_request', error_description: text };
+  }
+  if (upstream.status !== 200 && !parsed.error) {
+    parsed = { error: 'invalid_grant', error_description: parsed.detail ?? text };
+  }
+  if (parsed.refresh_token) refreshTokens.set(parsed.refresh_token, body.email ?? 'user@demo.example');
+  json(res, upstream.status === 200 ? 200 : 400, parsed);
 });
 
 server.service.on(Events.BeforeResponse, (response) => {

@@ -86,6 +86,29 @@ impl OAuth {
             .context("no access_token")
     }
 
+    /// How many token requests of `grant` type the server has had.
+    pub fn grants(&self, grant: &str) -> anyhow::Result<u64> {
+        let (_, body) = self.http("GET", "/test/stats", "")?;
+        let v: serde_json::Value = serde_json::from_str(body.trim())
+            .or_else(|_| serde_json::from_str(dechunk(&body).trim()))?;
+        Ok(v["grants"][grant].as_u64().unwrap_or(0))
+    }
+
+    /// Whether the server calls `token` active.
+    pub fn is_active(&self, token: &str) -> anyhow::Result<bool> {
+        let (_, body) = self.http("POST", "/introspect", &format!("token={token}"))?;
+        let v: serde_json::Value = serde_json::from_str(body.trim())
+            .or_else(|_| serde_json::from_str(dechunk(&body).trim()))?;
+        Ok(v["active"].as_bool().unwrap_or(false))
+    }
+
+    /// Makes every issued access token inactive at the server (introspection says so).
+    pub fn expire_all(&self) -> anyhow::Result<()> {
+        let (status, _) = self.http("POST", "/test/expire-all", "")?;
+        anyhow::ensure!(status == 200, "expire-all said {status}");
+        Ok(())
+    }
+
     /// Makes every issued token inactive.
     pub fn revoke_all(&self) -> anyhow::Result<()> {
         let (status, _) = self.http("POST", "/test/revoke-all", "")?;

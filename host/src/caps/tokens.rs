@@ -39,6 +39,15 @@ impl ReferencedToken {
 }
 
 impl TokenSource for ReferencedToken {
+    fn refresh_after_rejection(&self, _since: i64) -> BoxFuture<'_, Result<Secret, MailError>> {
+        Box::pin(async move {
+            Err(MailError::AuthFailed(format!(
+                "the server refused the access token of `{}`, and flowmail does not refresh a token given by reference",
+                self.account
+            )))
+        })
+    }
+
     fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>> {
         Box::pin(async move {
             self.source.resolve(&self.base).map_err(|e| {
@@ -61,6 +70,8 @@ pub struct Credential {
 #[derive(Default)]
 pub struct TokensCtx {
     pub accounts: HashMap<String, CredentialInfo>,
+    /// Accounts whose tokens come from the token store; their state is read from it.
+    pub managers: HashMap<String, std::sync::Arc<crate::oauth::TokenManager>>,
 }
 
 /// The view of [`TokensCtx`] that serves one step.
@@ -116,7 +127,11 @@ impl generated::HostCredential for Tokens<'_> {
     }
 
     async fn state(&mut self, handle: Resource<Credential>) -> wasmtime::Result<CredentialState> {
-        let state = self.info(&handle)?.state.clone();
+        let account = self.table.get(&handle)?.account.clone();
+        let state = match self.ctx.managers.get(&account) {
+            Some(manager) => manager.state(),
+            None => self.info(&handle)?.state.clone(),
+        };
         self.audit
             .record(|| format!("import tokens.credential.state -> {state:?}"));
         Ok(state)

@@ -20,6 +20,11 @@ use crate::caps::smtp::{
     Auth, MinTls, Outbox, Relay, Security, Settings, SmtpAccount, SmtpCtx, Transport, tls_config,
 };
 use crate::caps::tokens::{CredentialInfo, ReferencedToken, TokensCtx};
+use crate::oauth::crypt::Sealer;
+use crate::oauth::{OAuthSettings, TokenManager};
+
+/// The token managers of the accounts that use the token store, by account.
+pub type TokenManagers = std::collections::HashMap<String, Arc<TokenManager>>;
 use crate::runtime::Limits;
 use crate::secret::{Secret, SecretRef};
 use crate::store::Store;
@@ -45,12 +50,21 @@ pub struct StoreConfig {
     /// The SQLite file.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// The key that seals tokens at rest, created with mode 0600 on first use;
+    /// `FLOWMAIL_KEY` overrides it.
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+}
+
+fn default_key_file() -> PathBuf {
+    "var/flowmail.key".into()
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            key_file: default_key_file(),
         }
     }
 }
@@ -193,8 +207,38 @@ pub enum AuthConfig {
     #[serde(rename = "oauth2")]
     OAuth2 {
         username: String,
-        access_token: SecretRef,
+        /// A token kept up to date elsewhere, instead of flowmail's token store.
+        #[serde(default)]
+        access_token: Option<SecretRef>,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        client_secret: Option<SecretRef>,
+        /// The authorization endpoint; without it, the client-credentials grant is used.
+        #[serde(default)]
+        auth_url: Option<String>,
+        #[serde(default)]
+        token_url: Option<String>,
+        /// Where the provider sends the browser back, served by `flowmail authorize`.
+        #[serde(default)]
+        redirect_url: Option<String>,
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// Refresh this many seconds before the access token expires (default 300).
+        #[serde(default = "default_margin")]
+        refresh_margin_secs: u64,
+        /// Refresh an unused refresh token after this many days (default 30), well
+        /// before providers let it lapse (Microsoft: 90 days).
+        #[serde(default = "default_keep_alive")]
+        keep_alive_days: u64,
     },
+}
+
+fn default_margin() -> u64 {
+    300
+}
+fn default_keep_alive() -> u64 {
+    30
 }
 
 /// Credentials resolved from their references, held by the host only.
@@ -237,8 +281,9 @@ impl Config {
                 );
             }
             if let Some(TransportConfig::Smtp(_)) = &a.transport {
-                self.relay(name)?;
+                self.smtp_settings(name)?;
             }
+            self.oauth_settings(name)?;
             if a.transport.is_none() && a.mailbox.is_none() {
                 bail!(
                     "accounts.{name} has neither a transport nor a mailbox; give it at least one"
@@ -295,8 +340,68 @@ impl Config {
         })
     }
 
-    /// The SMTP relay of `account`, if its transport is SMTP.
+    /// The SMTP relay of `account`, for accounts whose credentials need no token store.
     pub fn relay(&self, account: &str) -> anyhow::Result<Relay> {
+        self.relay_with(account, &TokenManagers::new())
+    }
+
+    /// The SMTP relay of `account`, taking OAuth2 tokens from `managers`.
+    pub fn relay_with(&self, account: &str, managers: &TokenManagers) -> anyhow::Result<Relay> {
+        let settings = self.smtp_settings(account)?;
+        let a = self
+            .accounts
+            .get(account)
+            .with_context(|| format!("no account `{account}` in the config"))?;
+        let auth = match (&a.auth, self.credentials(account)?) {
+            (_, Credentials::None) => Auth::None,
+            (
+                Some(AuthConfig::Basic { mechanism, .. }),
+                Credentials::Basic { username, password },
+            ) => {
+                let mechanisms = match mechanism.as_deref() {
+                    None => vec![Mechanism::Plain, Mechanism::Login],
+                    Some("plain") => vec![Mechanism::Plain],
+                    Some("login") => vec![Mechanism::Login],
+                    Some(other) => bail!(
+                        "accounts.{account}.auth.mechanism: `{other}` is not supported; use \"plain\" or \"login\""
+                    ),
+                };
+                Auth::Basic {
+                    username,
+                    password,
+                    mechanisms,
+                }
+            }
+            (
+                Some(AuthConfig::OAuth2 {
+                    access_token: Some(reference),
+                    ..
+                }),
+                Credentials::OAuth2 { username },
+            ) => Auth::OAuth2 {
+                username,
+                token: Arc::new(ReferencedToken::new(
+                    reference.clone(),
+                    self.base.clone(),
+                    account,
+                )),
+            },
+            (Some(AuthConfig::OAuth2 { .. }), Credentials::OAuth2 { username }) => {
+                let manager = managers
+                    .get(account)
+                    .with_context(|| format!("account `{account}` takes its tokens from the token store, which is not open"))?;
+                Auth::OAuth2 {
+                    username,
+                    token: manager.clone(),
+                }
+            }
+            _ => Auth::None,
+        };
+        Ok(Relay::new(settings, auth))
+    }
+
+    /// The SMTP connection settings of `account`, checked.
+    pub fn smtp_settings(&self, account: &str) -> anyhow::Result<Settings> {
         let a = self
             .accounts
             .get(account)
@@ -349,7 +454,7 @@ impl Config {
         };
         let tls = tls_config(ca.as_deref(), min)
             .map_err(|e| anyhow::anyhow!("{}: {e}", field("ca_file")))?;
-        let settings = Settings {
+        Ok(Settings {
             host: smtp.host.clone(),
             port: smtp.port.unwrap_or(if smtp.ssl { 465 } else { 587 }),
             security,
@@ -359,47 +464,105 @@ impl Config {
                 .hello_name
                 .clone()
                 .unwrap_or_else(|| "localhost".into()),
+        })
+    }
+
+    /// The OAuth2 settings of `account` when it takes its tokens from the token store.
+    pub fn oauth_settings(&self, account: &str) -> anyhow::Result<Option<OAuthSettings>> {
+        let a = self
+            .accounts
+            .get(account)
+            .with_context(|| format!("no account `{account}` in the config"))?;
+        let Some(AuthConfig::OAuth2 {
+            username,
+            access_token,
+            client_id,
+            client_secret,
+            auth_url,
+            token_url,
+            redirect_url,
+            scopes,
+            refresh_margin_secs,
+            keep_alive_days,
+        }) = &a.auth
+        else {
+            return Ok(None);
         };
-        let auth = match (&a.auth, self.credentials(account)?) {
-            (_, Credentials::None) => Auth::None,
-            (
-                Some(AuthConfig::Basic { mechanism, .. }),
-                Credentials::Basic { username, password },
-            ) => {
-                let mechanisms = match mechanism.as_deref() {
-                    None => vec![Mechanism::Plain, Mechanism::Login],
-                    Some("plain") => vec![Mechanism::Plain],
-                    Some("login") => vec![Mechanism::Login],
-                    Some(other) => bail!(
-                        "accounts.{account}.auth.mechanism: `{other}` is not supported; use \"plain\" or \"login\""
-                    ),
-                };
-                Auth::Basic {
-                    username,
-                    password,
-                    mechanisms,
-                }
-            }
-            (Some(AuthConfig::OAuth2 { access_token, .. }), Credentials::OAuth2 { username }) => {
-                Auth::OAuth2 {
-                    username,
-                    token: Arc::new(ReferencedToken::new(
-                        access_token.clone(),
-                        self.base.clone(),
-                        account,
-                    )),
-                }
-            }
-            _ => Auth::None,
+        let field = |f: &str| format!("accounts.{account}.auth.{f}");
+        match (access_token, client_id, token_url) {
+            (Some(_), None, None) => return Ok(None),
+            (Some(_), _, _) => bail!(
+                "{}: give either access_token, or client_id and token_url, not both",
+                field("access_token")
+            ),
+            (None, Some(_), Some(_)) => {}
+            (None, _, _) => bail!(
+                "{}: an OAuth2 account needs client_id and token_url (and auth_url with redirect_url to authorize)",
+                field("client_id")
+            ),
+        }
+        if auth_url.is_some() != redirect_url.is_some() {
+            bail!(
+                "{}: auth_url and redirect_url go together",
+                field("redirect_url")
+            );
+        }
+        let client_secret = match client_secret {
+            Some(r) => Some(
+                r.resolve(&self.base)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| field("client_secret"))?,
+            ),
+            None => None,
         };
-        Ok(Relay::new(settings, auth))
+        Ok(Some(OAuthSettings {
+            account: account.to_owned(),
+            username: username.clone(),
+            client_id: client_id.clone().unwrap_or_default(),
+            client_secret,
+            auth_url: auth_url.clone(),
+            token_url: token_url.clone().unwrap_or_default(),
+            redirect_url: redirect_url.clone(),
+            scopes: scopes.clone(),
+            margin: Duration::from_secs(*refresh_margin_secs),
+            keep_alive: Duration::from_secs(keep_alive_days.saturating_mul(86_400)),
+        }))
+    }
+
+    /// Opens the token store: the managers of every account that uses it, with the key
+    /// that seals its tokens.
+    pub fn token_managers(&self, store: &Arc<Store>) -> anyhow::Result<TokenManagers> {
+        let mut managers = TokenManagers::new();
+        let mut sealer: Option<Arc<Sealer>> = None;
+        for name in self.accounts.keys() {
+            let Some(settings) = self.oauth_settings(name)? else {
+                continue;
+            };
+            let sealer = match &sealer {
+                Some(s) => s.clone(),
+                None => {
+                    let key_file = self.resolve(&self.store.key_file);
+                    let s = Arc::new(Sealer::load(&key_file, store.has_sealed_tokens()?)?);
+                    sealer = Some(s.clone());
+                    s
+                }
+            };
+            let manager =
+                TokenManager::new(settings, store.clone(), sealer).map_err(anyhow::Error::msg)?;
+            managers.insert(name.clone(), Arc::new(manager));
+        }
+        Ok(managers)
     }
 
     /// Builds the capabilities that the plugin is served.
     pub fn capabilities(&self, store: &Arc<Store>) -> anyhow::Result<Capabilities> {
         let mut smtp = SmtpCtx::default();
         let mut mailbox = MailboxCtx::default();
-        let mut tokens = TokensCtx::default();
+        let managers = self.token_managers(store)?;
+        let mut tokens = TokensCtx {
+            managers: managers.clone(),
+            ..TokensCtx::default()
+        };
         for (name, a) in &self.accounts {
             let credentials = self.credentials(name)?;
             let (kind, username) = match &credentials {
@@ -428,7 +591,7 @@ impl Config {
                 };
                 let transport: Arc<dyn Transport> = match transport {
                     TransportConfig::Outbox { dir } => Arc::new(Outbox::new(self.resolve(dir))),
-                    TransportConfig::Smtp(_) => Arc::new(self.relay(name)?),
+                    TransportConfig::Smtp(_) => Arc::new(self.relay_with(name, &managers)?),
                 };
                 smtp.accounts
                     .insert(name.clone(), SmtpAccount { policy, transport });

@@ -71,15 +71,43 @@ impl Relay {
         }
     }
 
-    async fn fresh(&self) -> Result<AsyncSmtpConnection, Failure> {
-        session::open(&self.settings, &self.auth, &mut |_, _, _| {}).await
+    /// A new session. When the server refuses an OAuth2 token, the token is refreshed
+    /// and the session opened once more.
+    async fn fresh(&self) -> Result<AsyncSmtpConnection, MailError> {
+        let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let failure = match session::open(&self.settings, &self.auth, &mut |_, _, _| {}).await {
+            Ok(conn) => return Ok(conn),
+            Err(f) => f,
+        };
+        let error = classify(&failure);
+        if let (
+            MailError::AuthFailed(_),
+            Auth::OAuth2 { token, .. },
+            Stage::Auth,
+            session::Cause::Smtp(_),
+        ) = (&error, &self.auth, failure.stage, &failure.cause)
+        {
+            tracing::info!(
+                "{} refused the access token; refreshing it once",
+                self.server()
+            );
+            token.refresh_after_rejection(started).await?;
+            return session::open(&self.settings, &self.auth, &mut |_, _, _| {})
+                .await
+                .map_err(|f| classify(&f));
+        }
+        Err(error)
     }
 
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
         let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
         let (mut conn, pooled) = match self.take_idle() {
             Some(conn) => (conn, true),
-            None => (self.fresh().await.map_err(|f| classify(&f))?, false),
+            None => (self.fresh().await?, false),
         };
         let mut result =
             session::transaction(&mut conn, envelope, message, self.settings.timeout).await;
@@ -91,7 +119,7 @@ impl Relay {
                 "a pooled SMTP session to {} was broken; opening a new one",
                 self.server()
             );
-            conn = self.fresh().await.map_err(|f| classify(&f))?;
+            conn = self.fresh().await?;
             result =
                 session::transaction(&mut conn, envelope, message, self.settings.timeout).await;
         }

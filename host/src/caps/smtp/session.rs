@@ -42,6 +42,9 @@ pub struct Settings {
 /// Gives the current OAuth2 access token of an account.
 pub trait TokenSource: Send + Sync {
     fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>>;
+    /// A new token after the server refused one obtained at or before `since` (Unix
+    /// seconds); an error when no new one can be had.
+    fn refresh_after_rejection(&self, since: i64) -> BoxFuture<'_, Result<Secret, MailError>>;
 }
 
 /// How the session authenticates.

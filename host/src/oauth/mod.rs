@@ -1,0 +1,512 @@
+//! OAuth2 for accounts: the authorization-code flow with PKCE ("Save & Authorize"),
+//! client credentials, and refresh that never races. Tokens live sealed in the store; a
+//! refresh is single-flight per account and writes with compare-and-swap, so a rotated
+//! refresh token is never lost.
+
+pub mod authorize;
+pub mod crypt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::{
+    AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, StandardErrorResponse, TokenResponse, TokenUrl,
+};
+
+use self::crypt::Sealer;
+use crate::bindings::MailError;
+use crate::bindings::tokens::CredentialState;
+use crate::caps::BoxFuture;
+use crate::caps::smtp::TokenSource;
+use crate::secret::Secret;
+use crate::store::{Store, TokenRow};
+
+type Client =
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// An account's OAuth2 settings, secrets resolved.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub account: String,
+    pub username: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub auth_url: Option<String>,
+    pub token_url: String,
+    pub redirect_url: Option<String>,
+    pub scopes: Vec<String>,
+    /// Refresh this long before the access token expires.
+    pub margin: Duration,
+    /// Refresh an unused refresh token after this long, before the provider lets it lapse.
+    pub keep_alive: Duration,
+}
+
+/// Known provider errors and what fixes them.
+const KNOWN_ERRORS: &[(&str, &str)] = &[
+    (
+        "AADSTS7000222",
+        "the client secret expired: create a new one in the app registration and update client_secret",
+    ),
+    (
+        "AADSTS700082",
+        "the refresh token expired after 90 days unused: authorize the account again",
+    ),
+    (
+        "AADSTS54005",
+        "the authorization code was already redeemed: start the authorization again, each code works once",
+    ),
+    (
+        "AADSTS50011",
+        "the redirect URI does not match the app registration: register exactly the configured redirect_url",
+    ),
+    (
+        "AADSTS900971",
+        "no reply address is registered: add the configured redirect_url to the app registration",
+    ),
+];
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// What a token endpoint said, as text with the fix for known errors.
+fn describe<RE: std::error::Error + 'static>(
+    e: &RequestTokenError<RE, StandardErrorResponse<BasicErrorResponseType>>,
+) -> (bool, String) {
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let mut text = r.error().to_string();
+            if let Some(d) = r.error_description() {
+                text.push_str(&format!(": {d}"));
+            }
+            if let Some((_, fix)) = KNOWN_ERRORS.iter().find(|(code, _)| text.contains(code)) {
+                text.push_str(&format!(". Fix: {fix}"));
+            }
+            let final_ = matches!(
+                r.error(),
+                BasicErrorResponseType::InvalidGrant
+                    | BasicErrorResponseType::InvalidClient
+                    | BasicErrorResponseType::UnauthorizedClient
+            );
+            (final_, text)
+        }
+        RequestTokenError::Request(e) => (
+            false,
+            format!("the token endpoint could not be reached: {e}"),
+        ),
+        RequestTokenError::Parse(e, _) => (
+            false,
+            format!("the token endpoint's answer is not OAuth2: {e}"),
+        ),
+        RequestTokenError::Other(e) => (false, e.clone()),
+    }
+}
+
+/// Obtains, stores, refreshes and hands out one account's access tokens.
+pub struct TokenManager {
+    settings: OAuthSettings,
+    client: Client,
+    http: reqwest::Client,
+    store: Arc<Store>,
+    sealer: Arc<Sealer>,
+    single_flight: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("account", &self.settings.account)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    pub fn new(
+        settings: OAuthSettings,
+        store: Arc<Store>,
+        sealer: Arc<Sealer>,
+    ) -> Result<Self, String> {
+        let token_url =
+            TokenUrl::new(settings.token_url.clone()).map_err(|e| format!("token_url: {e}"))?;
+        let mut client =
+            BasicClient::new(ClientId::new(settings.client_id.clone())).set_token_uri(token_url);
+        if let Some(secret) = &settings.client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+        }
+        let http = reqwest::ClientBuilder::new()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            settings,
+            client,
+            http,
+            store,
+            sealer,
+            single_flight: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn settings(&self) -> &OAuthSettings {
+        &self.settings
+    }
+
+    fn account(&self) -> &str {
+        &self.settings.account
+    }
+
+    fn authorize_hint(&self) -> String {
+        format!("run `flowmail authorize --account {}`", self.account())
+    }
+
+    fn row(&self) -> Result<Option<TokenRow>, MailError> {
+        self.store
+            .tokens(self.account())
+            .map_err(|e| MailError::Transient(e.to_string()))
+    }
+
+    fn open(&self, row: &TokenRow) -> Result<(Secret, Option<Secret>), MailError> {
+        let account = self.account();
+        let fail = |e: crypt::KeyError| MailError::AuthFailed(e.to_string());
+        let access = self
+            .sealer
+            .open(account, &format!("{account}/access"), &row.access_token)
+            .map_err(fail)?;
+        let refresh = match &row.refresh_token {
+            Some(r) => Some(Secret::new(
+                self.sealer
+                    .open(account, &format!("{account}/refresh"), r)
+                    .map_err(fail)?,
+            )),
+            None => None,
+        };
+        Ok((Secret::new(access), refresh))
+    }
+
+    fn sealed_row(
+        &self,
+        version: i64,
+        response: &BasicTokenResponse,
+        previous_refresh: Option<&Secret>,
+        username: &str,
+    ) -> TokenRow {
+        let account = self.account();
+        let refresh = response
+            .refresh_token()
+            .map(|r| r.secret().clone())
+            .or_else(|| previous_refresh.map(|s| s.expose().to_owned()));
+        let lifetime = response
+            .expires_in()
+            .unwrap_or(Duration::from_secs(3600))
+            .as_secs() as i64;
+        TokenRow {
+            version,
+            access_token: self.sealer.seal(
+                &format!("{account}/access"),
+                response.access_token().secret(),
+            ),
+            refresh_token: refresh.map(|r| self.sealer.seal(&format!("{account}/refresh"), &r)),
+            expires_at: now() + lifetime,
+            scope: response
+                .scopes()
+                .map(|s| {
+                    s.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|| self.settings.scopes.join(" ")),
+            username: username.to_owned(),
+            needs_reauth: None,
+            refreshed_at: now(),
+        }
+    }
+
+    /// Stores the tokens of a new authorization, replacing whatever was there.
+    pub fn store_authorization(
+        &self,
+        response: &BasicTokenResponse,
+        username: &str,
+    ) -> Result<(), MailError> {
+        let version = self.row()?.map(|r| r.version + 1).unwrap_or(1);
+        let row = self.sealed_row(version, response, None, username);
+        self.store
+            .put_tokens(self.account(), None, &row)
+            .map_err(|e| MailError::Transient(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The state the guest sees.
+    pub fn state(&self) -> CredentialState {
+        match self.row() {
+            Ok(Some(row)) => match row.needs_reauth {
+                Some(why) => CredentialState::NeedsAuthorization(why),
+                None => CredentialState::Ready,
+            },
+            Ok(None) if self.settings.auth_url.is_none() => CredentialState::Ready,
+            Ok(None) => CredentialState::NeedsAuthorization(format!(
+                "the account is not authorized yet; {}",
+                self.authorize_hint()
+            )),
+            Err(e) => CredentialState::NeedsAuthorization(format!("{e:?}")),
+        }
+    }
+
+    /// A valid access token: the stored one while it is fresh, else a refreshed one.
+    pub async fn access_token(&self) -> Result<Secret, MailError> {
+        self.token(|row| row.expires_at - self.settings.margin.as_secs() as i64 > now())
+            .await
+    }
+
+    /// A new access token after a server refused one obtained at or before `since`,
+    /// unless another caller refreshed after that already.
+    pub async fn refresh_after_rejection(&self, since: i64) -> Result<Secret, MailError> {
+        self.token(|row| row.refreshed_at > since).await
+    }
+
+    /// Refreshes when the refresh token has not been used for the keep-alive period.
+    pub async fn keep_alive(&self) -> Result<bool, MailError> {
+        let Some(row) = self.row()? else {
+            return Ok(false);
+        };
+        if row.needs_reauth.is_some()
+            || row.refresh_token.is_none()
+            || now() - row.refreshed_at < self.settings.keep_alive.as_secs() as i64
+        {
+            return Ok(false);
+        }
+        let keep = self.settings.keep_alive.as_secs() as i64;
+        self.token(|row| now() - row.refreshed_at < keep)
+            .await
+            .map(|_| true)
+    }
+
+    /// Returns the stored token if `fresh` says so; else refreshes, one caller at a time.
+    async fn token(&self, fresh: impl Fn(&TokenRow) -> bool) -> Result<Secret, MailError> {
+        let seen = self.row()?;
+        if let Some(row) = &seen {
+            if let Some(why) = &row.needs_reauth {
+                return Err(MailError::AuthFailed(format!(
+                    "account `{}` needs authorization: {why}",
+                    self.account()
+                )));
+            }
+            if fresh(row) {
+                return Ok(self.open(row)?.0);
+            }
+        }
+        let _flight = self.single_flight.lock().await;
+        let row = match self.row()? {
+            // Whoever held the lock before refreshed (or re-authorized) meanwhile: use theirs.
+            Some(row)
+                if seen.as_ref().is_some_and(|s| s.version != row.version)
+                    && row.needs_reauth.is_none() =>
+            {
+                return Ok(self.open(&row)?.0);
+            }
+            Some(row) => row,
+            None if self.settings.auth_url.is_none() => return self.client_credentials().await,
+            None => {
+                return Err(MailError::AuthFailed(format!(
+                    "account `{}` is not authorized yet; {}",
+                    self.account(),
+                    self.authorize_hint()
+                )));
+            }
+        };
+        if let Some(why) = &row.needs_reauth {
+            return Err(MailError::AuthFailed(format!(
+                "account `{}` needs authorization: {why}",
+                self.account()
+            )));
+        }
+        if fresh(&row) {
+            return Ok(self.open(&row)?.0);
+        }
+        let (_, refresh) = self.open(&row)?;
+        let Some(refresh) = refresh else {
+            return if self.settings.auth_url.is_none() {
+                self.client_credentials().await
+            } else {
+                Err(self.mark(&row, "no refresh token was issued".into()))
+            };
+        };
+        tracing::debug!(account = self.account(), "refreshing the access token");
+        let result = self
+            .client
+            .exchange_refresh_token(&RefreshToken::new(refresh.expose().to_owned()))
+            .request_async(&self.http)
+            .await;
+        match result {
+            Ok(response) => {
+                let next =
+                    self.sealed_row(row.version + 1, &response, Some(&refresh), &row.username);
+                let written = self
+                    .store
+                    .put_tokens(self.account(), Some(row.version), &next)
+                    .map_err(|e| MailError::Transient(e.to_string()))?;
+                if !written {
+                    // Another process refreshed meanwhile; its tokens stand, ours are dropped.
+                    let current = self.row()?.ok_or_else(|| {
+                        MailError::Transient("tokens vanished during a refresh".into())
+                    })?;
+                    return Ok(self.open(&current)?.0);
+                }
+                Ok(Secret::new(response.access_token().secret().clone()))
+            }
+            Err(e) => {
+                let (final_, text) = describe(&e);
+                if final_ {
+                    Err(self.mark(&row, text))
+                } else {
+                    Err(MailError::Transient(format!(
+                        "refreshing the token of `{}` failed: {text}",
+                        self.account()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Marks the account as needing authorization, so later calls fail fast.
+    fn mark(&self, row: &TokenRow, why: String) -> MailError {
+        let reason = format!(
+            "the provider refused the refresh token ({why}); {}",
+            self.authorize_hint()
+        );
+        let next = TokenRow {
+            version: row.version + 1,
+            needs_reauth: Some(reason.clone()),
+            ..row.clone()
+        };
+        if let Err(e) = self
+            .store
+            .put_tokens(self.account(), Some(row.version), &next)
+        {
+            tracing::warn!(
+                "could not mark `{}` as needing authorization: {e}",
+                self.account()
+            );
+        }
+        tracing::warn!(account = self.account(), "{reason}");
+        MailError::AuthFailed(format!(
+            "account `{}` needs authorization: {reason}",
+            self.account()
+        ))
+    }
+
+    /// The client-credentials grant, for application permissions (Graph).
+    async fn client_credentials(&self) -> Result<Secret, MailError> {
+        let mut request = self.client.exchange_client_credentials();
+        for scope in &self.settings.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let response = request.request_async(&self.http).await.map_err(|e| {
+            let (final_, text) = describe(&e);
+            if final_ {
+                MailError::AuthFailed(text)
+            } else {
+                MailError::Transient(text)
+            }
+        })?;
+        let version = self.row()?.map(|r| r.version + 1).unwrap_or(1);
+        let row = self.sealed_row(version, &response, None, &self.settings.username);
+        self.store
+            .put_tokens(self.account(), None, &row)
+            .map_err(|e| MailError::Transient(e.to_string()))?;
+        Ok(Secret::new(response.access_token().secret().clone()))
+    }
+
+    fn auth_client(
+        &self,
+    ) -> Result<
+        BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>,
+        String,
+    > {
+        let auth = self
+            .settings
+            .auth_url
+            .clone()
+            .ok_or("the account has no auth_url")?;
+        let redirect = self
+            .settings
+            .redirect_url
+            .clone()
+            .ok_or("the account has no redirect_url")?;
+        Ok(self
+            .client
+            .clone()
+            .set_auth_uri(AuthUrl::new(auth).map_err(|e| format!("auth_url: {e}"))?)
+            .set_redirect_uri(
+                RedirectUrl::new(redirect).map_err(|e| format!("redirect_url: {e}"))?,
+            ))
+    }
+}
+
+impl TokenSource for TokenManager {
+    fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>> {
+        Box::pin(TokenManager::access_token(self))
+    }
+
+    fn refresh_after_rejection(&self, since: i64) -> BoxFuture<'_, Result<Secret, MailError>> {
+        Box::pin(TokenManager::refresh_after_rejection(self, since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oauth2::HttpClientError;
+
+    use super::*;
+
+    fn server_error(kind: BasicErrorResponseType, text: &str) -> (bool, String) {
+        let e: RequestTokenError<HttpClientError<reqwest::Error>, _> =
+            RequestTokenError::ServerResponse(StandardErrorResponse::new(
+                kind,
+                Some(text.into()),
+                None,
+            ));
+        describe(&e)
+    }
+
+    #[test]
+    fn known_provider_errors_get_their_fix() {
+        let (final_, text) = server_error(
+            BasicErrorResponseType::InvalidClient,
+            "AADSTS7000222: The provided client secret keys are expired.",
+        );
+        assert!(final_ && text.contains("create a new one"), "{text}");
+        let (final_, text) = server_error(
+            BasicErrorResponseType::InvalidGrant,
+            "AADSTS700082: The refresh token has expired due to inactivity.",
+        );
+        assert!(
+            final_ && text.contains("authorize the account again"),
+            "{text}"
+        );
+        let (_, text) = server_error(
+            BasicErrorResponseType::InvalidGrant,
+            "AADSTS54005: OAuth2 Authorization code was already redeemed",
+        );
+        assert!(text.contains("each code works once"), "{text}");
+        let (_, text) = server_error(
+            BasicErrorResponseType::InvalidRequest,
+            "AADSTS50011: The redirect URI specified in the request does not match",
+        );
+        assert!(
+            text.contains("register exactly the configured redirect_url"),
+            "{text}"
+        );
+        let (final_, _) = server_error(
+            BasicErrorResponseType::Extension("temporarily_unavailable".into()),
+            "busy",
+        );
+        assert!(!final_, "only refusals of the grant or client are final");
+    }
+}
