@@ -1,4 +1,5 @@
 use super::*;
+use crate::caps::smtp::Security;
 
 fn load(text: &str) -> anyhow::Result<Config> {
     let dir = tempfile::tempdir()?;

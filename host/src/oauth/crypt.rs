@@ -24,6 +24,8 @@ pub enum KeyError {
     Malformed(String),
     #[error("cannot read or create the key file {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("sealing a token failed")]
+    Seal,
     #[error(
         "stored tokens of account `{0}` cannot be decrypted: the key is not the one they were sealed with; \
          restore the right key file or {KEY_ENV}, or authorize the account again"
@@ -74,7 +76,7 @@ impl Sealer {
     }
 
     /// Seals `plain`; `context` (account and field) is bound to it as associated data.
-    pub fn seal(&self, context: &str, plain: &str) -> Vec<u8> {
+    pub fn seal(&self, context: &str, plain: &str) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; 12];
         fill_random(&mut nonce);
         let sealed = self
@@ -86,10 +88,10 @@ impl Sealer {
                     aad: context.as_bytes(),
                 },
             )
-            .unwrap_or_default();
+            .map_err(|_| KeyError::Seal)?;
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        out
+        Ok(out)
     }
 
     /// Opens what `seal` produced for the same `context`.
@@ -157,7 +159,7 @@ mod tests {
                 0o600
             );
         }
-        let sealed = a.seal("acct/refresh", "r-token");
+        let sealed = a.seal("acct/refresh", "r-token").unwrap();
         assert!(!sealed.windows(7).any(|w| w == b"r-token"));
         assert_eq!(a.open("acct", "acct/refresh", &sealed).unwrap(), "r-token");
         assert!(matches!(

@@ -195,8 +195,13 @@ impl TokenManager {
         response: &BasicTokenResponse,
         previous_refresh: Option<&Secret>,
         username: &str,
-    ) -> TokenRow {
+    ) -> Result<TokenRow, MailError> {
         let account = self.account();
+        let seal = |field: &str, value: &str| {
+            self.sealer
+                .seal(&format!("{account}/{field}"), value)
+                .map_err(|e| MailError::Transient(e.to_string()))
+        };
         let refresh = response
             .refresh_token()
             .map(|r| r.secret().clone())
@@ -205,13 +210,10 @@ impl TokenManager {
             .expires_in()
             .unwrap_or(Duration::from_secs(3600))
             .as_secs() as i64;
-        TokenRow {
+        Ok(TokenRow {
             version,
-            access_token: self.sealer.seal(
-                &format!("{account}/access"),
-                response.access_token().secret(),
-            ),
-            refresh_token: refresh.map(|r| self.sealer.seal(&format!("{account}/refresh"), &r)),
+            access_token: seal("access", response.access_token().secret())?,
+            refresh_token: refresh.map(|r| seal("refresh", &r)).transpose()?,
             expires_at: now() + lifetime,
             scope: response
                 .scopes()
@@ -225,7 +227,7 @@ impl TokenManager {
             username: username.to_owned(),
             needs_reauth: None,
             refreshed_at: now(),
-        }
+        })
     }
 
     /// Stores the tokens of a new authorization, replacing whatever was there.
@@ -235,7 +237,7 @@ impl TokenManager {
         username: &str,
     ) -> Result<(), MailError> {
         let version = self.row()?.map(|r| r.version + 1).unwrap_or(1);
-        let row = self.sealed_row(version, response, None, username);
+        let row = self.sealed_row(version, response, None, username)?;
         self.store
             .put_tokens(self.account(), None, &row)
             .map_err(|e| MailError::Transient(e.to_string()))?;
@@ -346,7 +348,7 @@ impl TokenManager {
         match result {
             Ok(response) => {
                 let next =
-                    self.sealed_row(row.version + 1, &response, Some(&refresh), &row.username);
+                    self.sealed_row(row.version + 1, &response, Some(&refresh), &row.username)?;
                 let written = self
                     .store
                     .put_tokens(self.account(), Some(row.version), &next)
@@ -416,7 +418,7 @@ impl TokenManager {
             }
         })?;
         let version = self.row()?.map(|r| r.version + 1).unwrap_or(1);
-        let row = self.sealed_row(version, &response, None, &self.settings.username);
+        let row = self.sealed_row(version, &response, None, &self.settings.username)?;
         self.store
             .put_tokens(self.account(), None, &row)
             .map_err(|e| MailError::Transient(e.to_string()))?;
@@ -460,53 +462,4 @@ impl TokenSource for TokenManager {
 }
 
 #[cfg(test)]
-mod tests {
-    use oauth2::HttpClientError;
-
-    use super::*;
-
-    fn server_error(kind: BasicErrorResponseType, text: &str) -> (bool, String) {
-        let e: RequestTokenError<HttpClientError<reqwest::Error>, _> =
-            RequestTokenError::ServerResponse(StandardErrorResponse::new(
-                kind,
-                Some(text.into()),
-                None,
-            ));
-        describe(&e)
-    }
-
-    #[test]
-    fn known_provider_errors_get_their_fix() {
-        let (final_, text) = server_error(
-            BasicErrorResponseType::InvalidClient,
-            "AADSTS7000222: The provided client secret keys are expired.",
-        );
-        assert!(final_ && text.contains("create a new one"), "{text}");
-        let (final_, text) = server_error(
-            BasicErrorResponseType::InvalidGrant,
-            "AADSTS700082: The refresh token has expired due to inactivity.",
-        );
-        assert!(
-            final_ && text.contains("authorize the account again"),
-            "{text}"
-        );
-        let (_, text) = server_error(
-            BasicErrorResponseType::InvalidGrant,
-            "AADSTS54005: OAuth2 Authorization code was already redeemed",
-        );
-        assert!(text.contains("each code works once"), "{text}");
-        let (_, text) = server_error(
-            BasicErrorResponseType::InvalidRequest,
-            "AADSTS50011: The redirect URI specified in the request does not match",
-        );
-        assert!(
-            text.contains("register exactly the configured redirect_url"),
-            "{text}"
-        );
-        let (final_, _) = server_error(
-            BasicErrorResponseType::Extension("temporarily_unavailable".into()),
-            "busy",
-        );
-        assert!(!final_, "only refusals of the grant or client are final");
-    }
-}
+mod tests;
