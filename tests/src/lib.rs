@@ -20,6 +20,30 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A plain-text message to `to`, from the account's default sender.
+pub fn text_message(
+    to: &str,
+    subject: &str,
+    text: &str,
+) -> flowmail::bindings::types::OutgoingMessage {
+    flowmail::bindings::types::OutgoingMessage {
+        sender: None,
+        to: vec![flowmail::bindings::types::Address {
+            name: None,
+            email: to.into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: subject.into(),
+        text: Some(text.into()),
+        html: None,
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    }
+}
+
 /// A GET to `url` (`http://127.0.0.1:PORT/...`); returns the status, the `Location`
 /// header if any, and the body.
 pub fn http_get(url: &str) -> anyhow::Result<(u16, Option<String>, String)> {

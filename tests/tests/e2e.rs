@@ -5,29 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowmail::bindings::types::{Address, OutgoingMessage};
+use flowmail::bindings::types::OutgoingMessage;
 use flowmail::caps::Audit;
 use flowmail::runtime::StepError;
 use flowmail::workflow::{Runner, Workflow};
 use flowmail_tests::{MISBEHAVE_PLUGIN, Workspace};
 
 fn message(subject: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        sender: None,
-        to: vec![Address {
-            name: None,
-            email: "ops@demo.example".into(),
-        }],
-        cc: vec![],
-        bcc: vec![],
-        reply_to: vec![],
-        subject: subject.into(),
-        text: Some("hello".into()),
-        html: None,
-        attachments: vec![],
-        forward_attachments: vec![],
-        extra_headers: vec![],
-    }
+    flowmail_tests::text_message("ops@demo.example", subject, "hello")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use flowmail::oauth::authorize::authorize;
 use flowmail::store::{Store, TokenRow};
 use flowmail_tests::oauth::OAuth;
 use flowmail_tests::stack::{MailStack, free_port};
-use flowmail_tests::{Workspace, http_get};
+use flowmail_tests::{Workspace, http_get, text_message};
 use mail_parser::MessageParser;
 
 const USER: &str = "owner@demo.example";
@@ -281,22 +281,7 @@ async fn a_reused_refresh_token_leads_to_reauthorization_and_fast_failures() {
 
     // The plugin sees the state too, and refuses to send before composing anything.
     let (rt, _) = s.ws.runtime(None, Audit::default()).unwrap();
-    let msg = flowmail::bindings::types::OutgoingMessage {
-        sender: None,
-        to: vec![flowmail::bindings::types::Address {
-            name: None,
-            email: "bob@demo.example".into(),
-        }],
-        cc: vec![],
-        bcc: vec![],
-        reply_to: vec![],
-        subject: "x".into(),
-        text: Some("x".into()),
-        html: None,
-        attachments: vec![],
-        forward_attachments: vec![],
-        extra_headers: vec![],
-    };
+    let msg = text_message("bob@demo.example", "x", "x");
     let e = rt
         .send_mail("send", "o365", &msg)
         .await
@@ -356,22 +341,7 @@ async fn xoauth2_through_postfix_refreshes_after_the_server_refuses_the_token() 
     );
     let s = authorized(&oauth, &transport).await;
     let (rt, _) = s.ws.runtime(None, Audit::default()).unwrap();
-    let msg = |subject: &str| flowmail::bindings::types::OutgoingMessage {
-        sender: None,
-        to: vec![flowmail::bindings::types::Address {
-            name: None,
-            email: "frank@demo.example".into(),
-        }],
-        cc: vec![],
-        bcc: vec![],
-        reply_to: vec![],
-        subject: subject.into(),
-        text: Some("via the token store".into()),
-        html: None,
-        attachments: vec![],
-        forward_attachments: vec![],
-        extra_headers: vec![],
-    };
+    let msg = |subject: &str| text_message("frank@demo.example", subject, "via the token store");
     rt.send_mail("send", "o365", &msg("first")).await.unwrap();
     assert_eq!(oauth.grants("refresh_token").unwrap(), 0);
 
