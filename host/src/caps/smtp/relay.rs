@@ -95,7 +95,21 @@ impl Relay {
                 "{} refused the access token; refreshing it once",
                 self.server()
             );
-            token.refresh_after_rejection(started).await?;
+            if let Err(refresh) = token.refresh_after_rejection(started).await {
+                let text = |e: &MailError| match e {
+                    MailError::InvalidInput(f) => f.reason.clone(),
+                    MailError::AccessDenied(m)
+                    | MailError::AuthFailed(m)
+                    | MailError::Transient(m)
+                    | MailError::Permanent(m)
+                    | MailError::NotFound(m) => m.clone(),
+                };
+                return Err(MailError::AuthFailed(format!(
+                    "{}; {}",
+                    text(&error),
+                    text(&refresh)
+                )));
+            }
             return session::open(&self.settings, &self.auth, &mut |_, _, _| {})
                 .await
                 .map_err(|f| classify(&f));
