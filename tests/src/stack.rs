@@ -418,3 +418,25 @@ impl MailStack {
         )
     }
 }
+
+impl MailStack {
+    /// Puts `messages` into `user`'s Maildir (folder `""` is the inbox), as delivery would.
+    pub fn seed(&self, user: &str, folder: &str, messages: &[&[u8]]) -> anyhow::Result<()> {
+        let mut dir = self.dir.path().join("mail").join(user).join("Maildir");
+        if !folder.is_empty() {
+            dir = dir.join(format!(".{folder}"));
+        }
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        for (i, m) in messages.iter().enumerate() {
+            let name = format!("{}.M{i}P1.seed", 1_795_000_000 + i);
+            std::fs::write(dir.join("tmp").join(&name), m)?;
+            std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name))?;
+        }
+        run(Command::new("chown")
+            .arg("-R")
+            .arg("nobody:nogroup")
+            .arg(self.dir.path().join("mail").join(user)))
+    }
+}

@@ -14,9 +14,9 @@ use crate::bindings::tokens::{AuthKind, CredentialState};
 use crate::bindings::types::Address;
 
 use crate::caps::Capabilities;
-use crate::caps::mailbox::{Backend, MailboxCtx, Maildir};
+use crate::caps::mailbox::{Backend, Imap, ImapAuth, MailboxCtx, Maildir};
 use crate::caps::smtp::{Outbox, SmtpAccount, SmtpCtx, Transport};
-use crate::caps::tokens::{CredentialInfo, TokensCtx};
+use crate::caps::tokens::{CredentialInfo, ReferencedToken, TokensCtx};
 use crate::oauth::crypt::Sealer;
 use crate::oauth::{OAuthSettings, TokenManager};
 
@@ -135,7 +135,7 @@ pub enum TransportConfig {
     /// Each message is written as an `.eml` file into `dir`.
     Outbox { dir: PathBuf },
     /// An SMTP server.
-    Smtp(SmtpConfig),
+    Smtp(ServerConfig),
 }
 
 /// Where the account's incoming mail is read.
@@ -144,6 +144,8 @@ pub enum TransportConfig {
 pub enum MailboxConfig {
     /// A Maildir folder with `new/`, `cur/` and `tmp/`.
     Maildir { path: PathBuf },
+    /// A folder on an IMAP server; the account's `auth` logs in.
+    Imap(ServerConfig),
 }
 
 /// How the account authenticates to its servers.
@@ -427,6 +429,42 @@ impl Config {
                 smtp.accounts
                     .insert(name.clone(), SmtpAccount { policy, transport });
             }
+            if let Some(MailboxConfig::Imap(server)) = &a.mailbox {
+                let settings =
+                    self.connection(&format!("accounts.{name}.mailbox"), server, (993, 143))?;
+                let auth = match (&a.auth, credentials) {
+                    (_, Credentials::Basic { username, password }) => {
+                        ImapAuth::Login { username, password }
+                    }
+                    (
+                        Some(AuthConfig::OAuth2 {
+                            access_token: Some(reference),
+                            ..
+                        }),
+                        Credentials::OAuth2 { username },
+                    ) => ImapAuth::OAuth2 {
+                        username,
+                        token: Arc::new(ReferencedToken::new(
+                            reference.clone(),
+                            self.base.clone(),
+                            name,
+                        )),
+                    },
+                    (_, Credentials::OAuth2 { username }) => ImapAuth::OAuth2 {
+                        username,
+                        token: managers
+                            .get(name)
+                            .cloned()
+                            .with_context(|| format!("account `{name}` has no token store"))?,
+                    },
+                    (_, Credentials::None) => bail!(
+                        "accounts.{name}.auth: an IMAP mailbox needs credentials (basic or oauth2)"
+                    ),
+                };
+                let backend: Arc<dyn Backend> =
+                    Arc::new(Imap::new(settings, auth, server.folder.clone()));
+                mailbox.accounts.insert(name.clone(), backend);
+            }
             if let Some(MailboxConfig::Maildir { path }) = &a.mailbox {
                 let backend: Arc<dyn Backend> =
                     Arc::new(Maildir::new(self.resolve(path), store.clone()));
@@ -462,7 +500,7 @@ pub fn parse_address(s: &str) -> anyhow::Result<Address> {
 
 mod smtp;
 
-pub use self::smtp::SmtpConfig;
+pub use self::smtp::ServerConfig;
 
 #[cfg(test)]
 mod tests;

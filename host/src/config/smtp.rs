@@ -12,13 +12,13 @@ use super::{AuthConfig, Config, Credentials, TokenManagers, TransportConfig};
 use crate::caps::smtp::{Auth, MinTls, Relay, Security, Settings, tls_config};
 use crate::caps::tokens::ReferencedToken;
 
-/// The SMTP settings of an account.
+/// A mail server's connection settings (the settings page's fields), for SMTP and IMAP.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    /// The SMTP host name.
+pub struct ServerConfig {
+    /// The host name.
     pub host: String,
-    /// The port; 465 with `ssl`, else 587.
+    /// The port; by default 465 (SMTP) or 993 (IMAP) with `ssl`, else 587 or 143.
     #[serde(default)]
     pub port: Option<u16>,
     /// Enable SSL: implicit TLS. Off means STARTTLS, required.
@@ -36,9 +36,16 @@ pub struct SmtpConfig {
     /// Limit for each network step, in seconds.
     #[serde(default = "default_smtp_timeout")]
     pub timeout_secs: u64,
-    /// The name given in EHLO.
+    /// The name given in EHLO (SMTP only).
     #[serde(default)]
     pub hello_name: Option<String>,
+    /// The folder to read (IMAP only).
+    #[serde(default = "default_folder")]
+    pub folder: String,
+}
+
+fn default_folder() -> String {
+    "INBOX".into()
 }
 
 fn default_tls() -> String {
@@ -121,27 +128,39 @@ impl Config {
         let Some(TransportConfig::Smtp(smtp)) = &a.transport else {
             bail!("account `{account}` has no SMTP transport");
         };
-        let field = |f: &str| format!("accounts.{account}.transport.{f}");
-        let min = match smtp.min_tls.as_str() {
+        self.connection(&format!("accounts.{account}.transport"), smtp, (465, 587))
+    }
+
+    /// Checks a server's connection settings; `field` names them in errors, `ports` are
+    /// the defaults with and without `ssl`.
+    pub(super) fn connection(
+        &self,
+        field: &str,
+        c: &ServerConfig,
+        ports: (u16, u16),
+    ) -> anyhow::Result<Settings> {
+        let field = |f: &str| format!("{field}.{f}");
+        let min = match c.min_tls.as_str() {
             "1.2" => MinTls::V12,
             "1.3" => MinTls::V13,
             "1.0" | "1.1" => bail!(
                 "{}: TLS {} is not allowed: it is broken and deprecated (RFC 8996), and no supported \
                  server needs it. Use \"1.2\" or \"1.3\"",
                 field("min_tls"),
-                smtp.min_tls
+                c.min_tls
             ),
             other => bail!(
                 "{}: `{other}` is not a TLS version; use \"1.2\" or \"1.3\"",
                 field("min_tls")
             ),
         };
-        let security = match (smtp.ssl, smtp.tls.as_str()) {
+        let security = match (c.ssl, c.tls.as_str()) {
             (true, "required") => Security::Implicit,
             (false, "required") => Security::StartTls,
             (false, "none") => {
                 tracing::warn!(
-                    "account `{account}` sends in plaintext (tls = \"none\"): use it only on a trusted network"
+                    "{} = \"none\": plaintext; use it only on a trusted network",
+                    field("tls")
                 );
                 Security::None
             }
@@ -154,7 +173,7 @@ impl Config {
                 field("tls")
             ),
         };
-        let ca = match &smtp.ca_file {
+        let ca = match &c.ca_file {
             Some(path) => Some(std::fs::read(self.resolve(path)).with_context(|| {
                 format!(
                     "{}: cannot read {}",
@@ -167,15 +186,12 @@ impl Config {
         let tls = tls_config(ca.as_deref(), min)
             .map_err(|e| anyhow::anyhow!("{}: {e}", field("ca_file")))?;
         Ok(Settings {
-            host: smtp.host.clone(),
-            port: smtp.port.unwrap_or(if smtp.ssl { 465 } else { 587 }),
+            host: c.host.clone(),
+            port: c.port.unwrap_or(if c.ssl { ports.0 } else { ports.1 }),
             security,
             tls,
-            timeout: Duration::from_secs(smtp.timeout_secs.max(1)),
-            hello: smtp
-                .hello_name
-                .clone()
-                .unwrap_or_else(|| "localhost".into()),
+            timeout: Duration::from_secs(c.timeout_secs.max(1)),
+            hello: c.hello_name.clone().unwrap_or_else(|| "localhost".into()),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The `mailbox` capability: reads and changes an account's mailbox for the plugin.
 
+mod imap;
 mod maildir;
 
 use std::collections::HashMap;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker};
 
+pub use self::imap::{Imap, ImapAuth};
 pub use self::maildir::Maildir;
 use super::{Audit, BoxFuture};
 use crate::bindings::MailError;

@@ -5,7 +5,7 @@ mod outbox;
 mod relay;
 mod session;
 pub mod test_mail;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;

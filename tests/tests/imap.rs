@@ -1,0 +1,202 @@
+//! The IMAP mailbox against real dovecot on 127.0.0.1: LOGIN over STARTTLS and implicit
+//! TLS, XOAUTH2, flags and moves, malformed messages, and a mailbox-triggered workflow.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use flowmail::bindings::actions::Filter;
+use flowmail::bindings::mailbox::Flag;
+use flowmail::caps::Audit;
+use flowmail::workflow::{Runner, Workflow};
+use flowmail_tests::Workspace;
+use flowmail_tests::oauth::OAuth;
+use flowmail_tests::stack::{MailStack, PASSWORD};
+
+const USER: &str = "inbox@demo.example";
+
+fn mail(subject: &str) -> Vec<u8> {
+    format!("From: Grafana <alerts@grafana.demo.example>\r\nTo: {USER}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 08:00:00 +0000\r\nMessage-ID: <{}@demo.example>\r\n\r\nbody of {subject}\r\n", subject.replace(' ', "-"))
+        .into_bytes()
+}
+
+fn imap_account(
+    stack: &MailStack,
+    dir: &std::path::Path,
+    port: u16,
+    ssl: bool,
+    auth: &str,
+) -> String {
+    let pw = dir.join("imap-password");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let auth = if auth.is_empty() {
+        format!(
+            "[accounts.box.auth]\nkind = \"basic\"\nusername = \"{USER}\"\npassword = {{ file = \"{}\" }}\n",
+            pw.display()
+        )
+    } else {
+        auth.to_owned()
+    };
+    format!(
+        "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{USER}\"\n\
+         [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+         [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"localhost\"\nport = {port}\nssl = {ssl}\nca_file = \"{}\"\ntimeout_secs = 10\n{auth}",
+        stack.certs.ca.display()
+    )
+}
+
+fn all() -> Filter {
+    Filter {
+        sender_contains: None,
+        subject_contains: None,
+        has_attachment: None,
+        since: None,
+        unseen: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed() {
+    let stack = MailStack::start(None).unwrap();
+    stack
+        .seed(
+            USER,
+            "",
+            &[
+                &mail("[ALERT] one"),
+                b"no headers at all",
+                &mail("weekly report"),
+            ],
+        )
+        .unwrap();
+    for (port, ssl) in [(stack.ports.imap, false), (stack.ports.imaps, true)] {
+        let ws = Workspace::with_config("").unwrap();
+        std::fs::write(
+            ws.path().join("flowmail.toml"),
+            imap_account(&stack, ws.path(), port, ssl, ""),
+        )
+        .unwrap();
+        let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+        let page = rt
+            .read_mailbox("read", "box", &all(), None, 10)
+            .await
+            .unwrap();
+        let subjects: Vec<&str> = page.messages.iter().map(|m| m.subject.as_str()).collect();
+        assert_eq!(subjects, ["[ALERT] one", "weekly report"], "ssl = {ssl}");
+        assert_eq!(page.skipped.len(), 1);
+        assert!(page.skipped[0].reason.contains("header"));
+        assert_eq!(page.next_cursor.last_uid, 3);
+        let again = rt
+            .read_mailbox("read", "box", &all(), Some(page.next_cursor), 10)
+            .await
+            .unwrap();
+        assert!(again.messages.is_empty() && again.skipped.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_auth_failed() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let config = imap_account(&stack, ws.path(), stack.ports.imap, false, "");
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    std::fs::write(ws.path().join("imap-password"), "wrong").unwrap();
+    let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+    let e = rt
+        .read_mailbox("read", "box", &all(), None, 10)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("authentication failed") && e.contains("refused the credentials"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_reads_the_mailbox() {
+    let oauth = OAuth::start().unwrap();
+    let stack = MailStack::start(Some(&oauth)).unwrap();
+    stack.seed(USER, "", &[&mail("via xoauth2")]).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    std::fs::write(ws.path().join("token"), oauth.token_for(USER).unwrap()).unwrap();
+    let auth = format!(
+        "[accounts.box.auth]\nkind = \"oauth2\"\nusername = \"{USER}\"\naccess_token = {{ file = \"{}\" }}\n",
+        ws.path().join("token").display()
+    );
+    std::fs::write(
+        ws.path().join("flowmail.toml"),
+        imap_account(&stack, ws.path(), stack.ports.imaps, true, &auth),
+    )
+    .unwrap();
+    let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+    let page = rt
+        .read_mailbox("read", "box", &all(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.messages[0].subject, "via xoauth2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_and_moves_reach_the_server() {
+    let stack = MailStack::start(None).unwrap();
+    stack.seed(USER, "", &[&mail("a"), &mail("b")]).unwrap();
+    stack.seed(USER, "Archive", &[]).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    std::fs::write(
+        ws.path().join("flowmail.toml"),
+        imap_account(&stack, ws.path(), stack.ports.imap, false, ""),
+    )
+    .unwrap();
+    let config = ws.config().unwrap();
+    let store = std::sync::Arc::new(flowmail::store::Store::open(&config.store_path()).unwrap());
+    let caps = config.capabilities(&store).unwrap();
+    let imap = caps.mailbox.accounts.get("box").unwrap();
+    imap.set_flags(vec![1], vec![Flag::Seen], vec![])
+        .await
+        .unwrap();
+    assert_eq!(imap.fetch(1).await.unwrap().flags, ["\\Seen"]);
+    imap.move_to(vec![2], "Archive".into()).await.unwrap();
+    let left = imap.fetch_after(None, 10).await.unwrap();
+    assert_eq!(left.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1]);
+    assert!(matches!(
+        imap.fetch(2).await,
+        Err(flowmail::bindings::MailError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_triggered_workflow_runs_once_per_new_mail() {
+    let stack = MailStack::start(None).unwrap();
+    stack
+        .seed(USER, "", &[&mail("[ALERT] disk"), &mail("lunch")])
+        .unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    std::fs::write(
+        ws.path().join("flowmail.toml"),
+        imap_account(&stack, ws.path(), stack.ports.imap, false, ""),
+    )
+    .unwrap();
+    let wf_text = std::fs::read_to_string(ws.path().join("workflows/alert-digest.yaml"))
+        .unwrap()
+        .replace("account: demo", "account: box");
+    std::fs::write(ws.path().join("workflows/imap.yaml"), wf_text).unwrap();
+    let wf = Workflow::load(&ws.path().join("workflows/imap.yaml")).unwrap();
+    wf.check(&ws.config().unwrap()).unwrap();
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let first = Runner {
+        runtime: &rt,
+        store: &store,
+    }
+    .run(&wf)
+    .await
+    .unwrap();
+    assert_eq!(first.sent.len(), 1);
+    let second = Runner {
+        runtime: &rt,
+        store: &store,
+    }
+    .run(&wf)
+    .await
+    .unwrap();
+    assert!(second.sent.is_empty(), "nothing new, nothing sent");
+    assert_eq!(ws.outbox().len(), 1);
+}
