@@ -17,8 +17,7 @@ use crate::caps::Capabilities;
 use crate::caps::mailbox::{Backend, Imap, ImapAuth, MailboxCtx, Maildir};
 use crate::caps::smtp::{Outbox, SmtpAccount, SmtpCtx, Transport};
 use crate::caps::tokens::{CredentialInfo, ReferencedToken, TokensCtx};
-use crate::oauth::crypt::Sealer;
-use crate::oauth::{OAuthSettings, TokenManager};
+use crate::oauth::TokenManager;
 
 /// The token managers of the accounts that use the token store, by account.
 pub type TokenManagers = std::collections::HashMap<String, Arc<TokenManager>>;
@@ -300,93 +299,6 @@ impl Config {
         })
     }
 
-    /// The OAuth2 settings of `account` when it takes its tokens from the token store.
-    pub fn oauth_settings(&self, account: &str) -> anyhow::Result<Option<OAuthSettings>> {
-        let a = self
-            .accounts
-            .get(account)
-            .with_context(|| format!("no account `{account}` in the config"))?;
-        let Some(AuthConfig::OAuth2 {
-            username,
-            access_token,
-            client_id,
-            client_secret,
-            auth_url,
-            token_url,
-            redirect_url,
-            scopes,
-            refresh_margin_secs,
-            keep_alive_days,
-        }) = &a.auth
-        else {
-            return Ok(None);
-        };
-        let field = |f: &str| format!("accounts.{account}.auth.{f}");
-        match (access_token, client_id, token_url) {
-            (Some(_), None, None) => return Ok(None),
-            (Some(_), _, _) => bail!(
-                "{}: give either access_token, or client_id and token_url, not both",
-                field("access_token")
-            ),
-            (None, Some(_), Some(_)) => {}
-            (None, _, _) => bail!(
-                "{}: an OAuth2 account needs client_id and token_url (and auth_url with redirect_url to authorize)",
-                field("client_id")
-            ),
-        }
-        if auth_url.is_some() != redirect_url.is_some() {
-            bail!(
-                "{}: auth_url and redirect_url go together",
-                field("redirect_url")
-            );
-        }
-        let client_secret = match client_secret {
-            Some(r) => Some(
-                r.resolve(&self.base)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| field("client_secret"))?,
-            ),
-            None => None,
-        };
-        Ok(Some(OAuthSettings {
-            account: account.to_owned(),
-            username: username.clone(),
-            client_id: client_id.clone().unwrap_or_default(),
-            client_secret,
-            auth_url: auth_url.clone(),
-            token_url: token_url.clone().unwrap_or_default(),
-            redirect_url: redirect_url.clone(),
-            scopes: scopes.clone(),
-            margin: Duration::from_secs(*refresh_margin_secs),
-            keep_alive: Duration::from_secs(keep_alive_days.saturating_mul(86_400)),
-        }))
-    }
-
-    /// Opens the token store: the managers of every account that uses it, with the key
-    /// that seals its tokens.
-    pub fn token_managers(&self, store: &Arc<Store>) -> anyhow::Result<TokenManagers> {
-        let mut managers = TokenManagers::new();
-        let mut sealer: Option<Arc<Sealer>> = None;
-        for name in self.accounts.keys() {
-            let Some(settings) = self.oauth_settings(name)? else {
-                continue;
-            };
-            let sealer = match &sealer {
-                Some(s) => s.clone(),
-                None => {
-                    let key_file = self.resolve(&self.store.key_file);
-                    let s = Arc::new(Sealer::load(&key_file, store.has_sealed_tokens()?)?);
-                    sealer = Some(s.clone());
-                    s
-                }
-            };
-            let manager =
-                TokenManager::new(settings, store.clone(), sealer).map_err(anyhow::Error::msg)?;
-            managers.insert(name.clone(), Arc::new(manager));
-        }
-        Ok(managers)
-    }
-
     /// Builds the capabilities that the plugin is served.
     pub fn capabilities(&self, store: &Arc<Store>) -> anyhow::Result<Capabilities> {
         let mut smtp = SmtpCtx::default();
@@ -498,6 +410,7 @@ pub fn parse_address(s: &str) -> anyhow::Result<Address> {
     Ok(Address { name, email })
 }
 
+mod oauth;
 mod smtp;
 
 pub use self::smtp::ServerConfig;
