@@ -10,5 +10,13 @@ pub mod secret;
 pub mod store;
 pub mod workflow;
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
 /// The plugin built from `plugin/` by the build script, used unless `--plugin` says otherwise.
 pub const DEFAULT_PLUGIN: &[u8] = include_bytes!(env!("FLOWMAIL_DEFAULT_PLUGIN"));

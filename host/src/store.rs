@@ -98,13 +98,6 @@ pub struct StoredCursor {
     pub last_uid: u32,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
 impl Store {
     /// Opens (creating if needed) the store at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self> {
@@ -170,7 +163,7 @@ impl Store {
                     account,
                     cursor.uid_validity,
                     cursor.last_uid,
-                    now()
+                    crate::unix_now()
                 ],
             )
             .map(|_| ())
@@ -193,7 +186,7 @@ impl Store {
         let (validity, mut next) = match state {
             Some(s) => s,
             None => {
-                let validity = (now() as u64 & 0x7fff_ffff) as u32;
+                let validity = (crate::unix_now() as u64 & 0x7fff_ffff) as u32;
                 tx.execute(
                     "INSERT INTO maildirs (path, uid_validity, next_uid) VALUES (?1, ?2, 1)",
                     params![path, validity],
@@ -311,7 +304,7 @@ impl Store {
         self.conn()?
             .execute(
                 "INSERT INTO runs (workflow, started_at, finished_at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![workflow, started_at, now(), outcome, detail],
+                params![workflow, started_at, crate::unix_now(), outcome, detail],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

@@ -67,13 +67,6 @@ const KNOWN_ERRORS: &[(&str, &str)] = &[
     ),
 ];
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
-}
-
 /// What a token endpoint said, as text with the fix for known errors.
 fn describe<RE: std::error::Error + 'static>(
     e: &RequestTokenError<RE, StandardErrorResponse<BasicErrorResponseType>>,
@@ -214,7 +207,7 @@ impl TokenManager {
             version,
             access_token: seal("access", response.access_token().secret())?,
             refresh_token: refresh.map(|r| seal("refresh", &r)).transpose()?,
-            expires_at: now() + lifetime,
+            expires_at: crate::unix_now() + lifetime,
             scope: response
                 .scopes()
                 .map(|s| {
@@ -226,7 +219,7 @@ impl TokenManager {
                 .unwrap_or_else(|| self.settings.scopes.join(" ")),
             username: username.to_owned(),
             needs_reauth: None,
-            refreshed_at: now(),
+            refreshed_at: crate::unix_now(),
         })
     }
 
@@ -262,7 +255,7 @@ impl TokenManager {
 
     /// A valid access token: the stored one while it is fresh, else a refreshed one.
     pub async fn access_token(&self) -> Result<Secret, MailError> {
-        self.token(|row| row.expires_at - self.settings.margin.as_secs() as i64 > now())
+        self.token(|row| row.expires_at - self.settings.margin.as_secs() as i64 > crate::unix_now())
             .await
     }
 
@@ -279,12 +272,12 @@ impl TokenManager {
         };
         if row.needs_reauth.is_some()
             || row.refresh_token.is_none()
-            || now() - row.refreshed_at < self.settings.keep_alive.as_secs() as i64
+            || crate::unix_now() - row.refreshed_at < self.settings.keep_alive.as_secs() as i64
         {
             return Ok(false);
         }
         let keep = self.settings.keep_alive.as_secs() as i64;
-        self.token(|row| now() - row.refreshed_at < keep)
+        self.token(|row| crate::unix_now() - row.refreshed_at < keep)
             .await
             .map(|_| true)
     }

@@ -74,7 +74,7 @@ impl Runner<'_> {
     /// batch by batch; each batch's cursor is saved only after its steps succeeded.
     pub async fn run(&self, wf: &Workflow) -> Result<RunReport, RunError> {
         let mut report = RunReport::default();
-        let started = now();
+        let started = crate::unix_now();
         let result = self.run_inner(wf, &mut report).await;
         let (outcome, detail) = match &result {
             Ok(()) => ("ok", report.lines.join("\n")),
@@ -253,11 +253,4 @@ impl Runner<'_> {
             }
         }
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }

@@ -219,6 +219,39 @@ impl Imap {
     }
 }
 
+/// The messages with `uids` (those that exist), in UID order, with flags and size.
+async fn fetch_raw(
+    session: &mut Session<Wire>,
+    server: &str,
+    uids: &[u32],
+) -> Result<Vec<RawMessage>, MailError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fetched: Vec<_> = session
+        .uid_fetch(uid_set(uids), "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?
+        .try_collect()
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?;
+    let mut messages: Vec<RawMessage> = fetched
+        .iter()
+        .filter_map(|f| {
+            let (uid, body) = (f.uid?, f.body()?);
+            // A `N:*` style answer may include messages not asked for.
+            uids.contains(&uid).then(|| RawMessage {
+                uid,
+                flags: f.flags().filter_map(|fl| flag_text(&fl)).collect(),
+                size: f.size.map(u64::from).unwrap_or(body.len() as u64),
+                data: body.to_vec(),
+            })
+        })
+        .collect();
+    messages.sort_by_key(|m| m.uid);
+    Ok(messages)
+}
+
 impl Backend for Imap {
     fn fetch_after(
         &self,
@@ -250,28 +283,7 @@ impl Backend for Imap {
                 uids.sort_unstable();
                 let more = uids.len() > limit as usize;
                 uids.truncate(limit as usize);
-                let mut messages = Vec::with_capacity(uids.len());
-                if !uids.is_empty() {
-                    let fetched: Vec<_> = session
-                        .uid_fetch(uid_set(&uids), "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
-                        .await
-                        .map_err(|e| classify(&server, "UID FETCH", e))?
-                        .try_collect()
-                        .await
-                        .map_err(|e| classify(&server, "UID FETCH", e))?;
-                    for f in &fetched {
-                        let (Some(uid), Some(body)) = (f.uid, f.body()) else {
-                            continue;
-                        };
-                        messages.push(RawMessage {
-                            uid,
-                            flags: f.flags().filter_map(|fl| flag_text(&fl)).collect(),
-                            size: f.size.map(u64::from).unwrap_or(body.len() as u64),
-                            data: body.to_vec(),
-                        });
-                    }
-                    messages.sort_by_key(|m| m.uid);
-                }
+                let messages = fetch_raw(session, &server, &uids).await?;
                 Ok(Batch {
                     uid_validity: validity,
                     messages,
@@ -286,23 +298,12 @@ impl Backend for Imap {
         Box::pin(self.with_session(move |session| {
             let server = server.clone();
             Box::pin(async move {
-                let fetched: Vec<_> = session
-                    .uid_fetch(uid.to_string(), "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
-                    .await
-                    .map_err(|e| classify(&server, "UID FETCH", e))?
-                    .try_collect()
-                    .await
-                    .map_err(|e| classify(&server, "UID FETCH", e))?;
-                let f = fetched.iter().find(|f| f.uid == Some(uid)).ok_or_else(|| {
-                    MailError::NotFound(format!("no message with UID {uid} on {server}"))
-                })?;
-                let body = f.body().unwrap_or_default();
-                Ok(RawMessage {
-                    uid,
-                    flags: f.flags().filter_map(|fl| flag_text(&fl)).collect(),
-                    size: body.len() as u64,
-                    data: body.to_vec(),
-                })
+                fetch_raw(session, &server, &[uid])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| {
+                        MailError::NotFound(format!("no message with UID {uid} on {server}"))
+                    })
             })
         }))
     }

@@ -75,10 +75,7 @@ impl Relay {
     /// and the session opened once more.
     async fn fresh(&self) -> Result<AsyncSmtpConnection, MailError> {
         let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
+        let started = crate::unix_now();
         let failure = match session::open(&self.settings, &self.auth, &mut |_, _, _| {}).await {
             Ok(conn) => return Ok(conn),
             Err(f) => f,
