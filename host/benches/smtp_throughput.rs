@@ -119,6 +119,8 @@ impl native::host::Host for NativeHost {
         _: &str,
         _: Option<native::mailbox::Cursor>,
         _: u32,
+        _: &native::mailbox::Search,
+        _: Option<native::mailbox::SizeCap>,
     ) -> Result<native::mailbox::Batch, native::types::MailError> {
         unreachable!()
     }

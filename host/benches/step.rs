@@ -50,7 +50,7 @@ fn step(c: &mut Criterion) {
     };
     c.bench_function("step/read-mailbox (instantiate + call + 1 import)", |b| {
         b.iter(|| {
-            rt.block_on(runtime.read_mailbox("bench", "b", &filter, None, 10))
+            rt.block_on(runtime.read_mailbox("bench", "b", &filter, None, 10, None))
                 .unwrap()
         })
     });

@@ -7,6 +7,7 @@ pub mod config;
 pub mod oauth;
 pub mod runtime;
 pub mod secret;
+pub mod status;
 pub mod store;
 pub mod workflow;
 

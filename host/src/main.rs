@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use flowmail::config::Config;
 use flowmail::runtime::{Runtime, engine, load_component};
 use flowmail::store::Store;
-use flowmail::workflow::{Runner, Workflow};
+use flowmail::workflow::{RunOptions, Runner, Workflow};
 
 /// Mail steps for workflows, run in a WebAssembly sandbox.
 #[derive(Parser)]
@@ -34,6 +34,20 @@ enum Command {
     Run { workflow: PathBuf },
     /// Check a workflow against the config without running it.
     Check { workflow: PathBuf },
+    /// Keep every mailbox-triggered workflow running: IDLE where the server offers it,
+    /// polling otherwise, one run per new message, until Ctrl-C or SIGTERM.
+    Serve {
+        /// Workflow files, or folders of them.
+        #[arg(default_value = "workflows")]
+        workflows: Vec<PathBuf>,
+    },
+    /// Show what each mailbox trigger of `flowmail serve` last did: the last successful
+    /// IDLE or poll, the last error, the oldest unhandled message, retries and dead letters.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Save & Authorize: run the OAuth2 authorization-code flow for an account.
     Authorize {
         /// The account to authorize.
@@ -153,10 +167,106 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(run(&cli, &config, &wf))
         }
+        Command::Serve { workflows } => {
+            let config = Config::load(&cli.config)?;
+            let wfs = load_all(&config, workflows)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(serve(&cli, &config, &wfs))
+        }
+        Command::Status { json } => {
+            let config = Config::load(&cli.config)?;
+            let store = Store::open(&config.store_path())?;
+            let report = flowmail::status::collect(&store)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", flowmail::status::render(&report));
+            }
+            Ok(())
+        }
     }
 }
 
-async fn run(cli: &Cli, config: &Config, wf: &Workflow) -> anyhow::Result<()> {
+/// Every workflow with a mailbox trigger in `paths` (files, or folders of `.yaml` files).
+fn load_all(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Vec<Workflow>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml")
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut workflows: Vec<Workflow> = Vec::new();
+    for file in files {
+        let wf = Workflow::load(&file)?;
+        if wf.trigger.mailbox.is_none() {
+            continue;
+        }
+        wf.check(config)
+            .map_err(|e| anyhow::anyhow!("workflow `{}` ({}): {e}", wf.name, file.display()))?;
+        if workflows.iter().any(|w| w.name == wf.name) {
+            anyhow::bail!(
+                "two workflows are named `{}`; names key the mailbox cursors, so make them unique",
+                wf.name
+            );
+        }
+        workflows.push(wf);
+    }
+    if workflows.is_empty() {
+        anyhow::bail!(
+            "no workflow with a mailbox trigger in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(workflows)
+}
+
+async fn serve(cli: &Cli, config: &Config, workflows: &[Workflow]) -> anyhow::Result<()> {
+    let (store, runtime) = start(cli, config).await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signals = async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        eprintln!("stopping: runs in progress finish first (a second Ctrl-C stops at once)");
+        let _ = tx.send(true);
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    };
+    let work = flowmail::workflow::serve::serve(&runtime, &store, workflows, rx);
+    tokio::select! {
+        () = work => {}
+        () = async { signals.await; } => {}
+    }
+    Ok(())
+}
+
+/// Opens the store and the plugin runtime, and keeps the OAuth2 refresh tokens alive.
+async fn start(cli: &Cli, config: &Config) -> anyhow::Result<(Arc<Store>, Runtime)> {
     let store = Arc::new(Store::open(&config.store_path())?);
     let caps = Arc::new(config.capabilities(&store)?);
     let wasm = match &cli.plugin {
@@ -179,15 +289,36 @@ async fn run(cli: &Cli, config: &Config, wf: &Workflow) -> anyhow::Result<()> {
     }
     let runtime = Runtime::new(&engine, &component, caps, config.limits())
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    Ok((store, runtime))
+}
+
+async fn run(cli: &Cli, config: &Config, wf: &Workflow) -> anyhow::Result<()> {
+    let (store, runtime) = start(cli, config).await?;
     let report = Runner {
         runtime: &runtime,
         store: &store,
     }
-    .run(wf)
-    .await
-    .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
+    .run_with(
+        wf,
+        RunOptions {
+            retry_now: true,
+            progress: true,
+        },
+    )
+    .await;
+    let report = report.map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
     for line in &report.lines {
         println!("{line}");
+    }
+    if let Some(first) = report.failed.first() {
+        return Err(anyhow::anyhow!(
+            "workflow `{}`: {first}{}",
+            wf.name,
+            match report.failed.len() {
+                1 => String::new(),
+                n => format!(" (and {} more failed run(s))", n - 1),
+            }
+        ));
     }
     if report.sent.is_empty() {
         println!("{}: nothing to send", wf.name);

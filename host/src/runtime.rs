@@ -11,7 +11,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::actions::{Filter, MailboxPage, Receipt};
-use crate::bindings::mailbox::Cursor;
+use crate::bindings::mailbox::{Cursor, SizeCap};
 use crate::bindings::types::OutgoingMessage;
 use crate::bindings::{MailError, MailPlugin, MailPluginPre};
 use crate::caps::{self, Audit, Capabilities};
@@ -232,6 +232,11 @@ impl Runtime {
     }
 
     /// The engine this runtime runs on.
+    /// The mailbox of `account`, for the trigger's own reads and post-actions.
+    pub fn mailbox(&self, account: &str) -> Option<Arc<dyn caps::mailbox::Backend>> {
+        self.caps.mailbox.accounts.get(account).cloned()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -310,6 +315,7 @@ impl Runtime {
         filter: &Filter,
         after: Option<Cursor>,
         limit: u32,
+        cap: Option<SizeCap>,
     ) -> Result<MailboxPage, StepError> {
         let mut store = self.store(step);
         let plugin = self.instantiate(&mut store).await?;
@@ -320,7 +326,7 @@ impl Runtime {
         });
         let result = plugin
             .flowmail_mail_actions()
-            .call_read_mailbox(&mut store, account, filter, after, limit)
+            .call_read_mailbox(&mut store, account, filter, after, limit, cap)
             .await;
         let result = result.map_err(|e| self.classify(&store, e))?;
         self.audit

@@ -3,7 +3,7 @@
 use crate::compose::{self, Context};
 use crate::filter::Compiled;
 use crate::host::{Host, invalid};
-use crate::mailbox::Cursor;
+use crate::mailbox::{Content, Cursor, Search, SizeCap};
 use crate::parse;
 use crate::tokens::CredentialState;
 use crate::types::{Attachment, MailError, OutgoingMessage};
@@ -101,6 +101,7 @@ pub fn read_mailbox(
     filter: &Filter,
     after: Option<Cursor>,
     limit: u32,
+    cap: Option<SizeCap>,
 ) -> Result<MailboxPage, MailError> {
     if limit == 0 || limit > MAX_BATCH {
         return Err(invalid(
@@ -108,8 +109,17 @@ pub fn read_mailbox(
             format!("must be between 1 and {MAX_BATCH}, not {limit}"),
         ));
     }
+    if cap.is_some_and(|c| c.max_size == 0) {
+        return Err(invalid("cap.max_size", "must be more than 0 bytes"));
+    }
     let compiled = Compiled::new(filter)?;
-    let batch = host.fetch_after(account, after, limit)?;
+    let search = Search {
+        sender_contains: filter.sender_contains.clone(),
+        subject_contains: filter.subject_contains.clone(),
+        unseen: filter.unseen.unwrap_or(false),
+        sent_since: compiled.sent_since(),
+    };
+    let batch = host.fetch_after(account, after, limit, &search, cap)?;
     let start = match after {
         Some(c) if c.uid_validity == batch.uid_validity => c.last_uid,
         _ => 0,
@@ -119,7 +129,7 @@ pub fn read_mailbox(
         skipped: Vec::new(),
         next_cursor: Cursor {
             uid_validity: batch.uid_validity,
-            last_uid: start,
+            last_uid: start.max(batch.scanned_to),
         },
         scanned: 0,
         more: batch.more,
@@ -127,6 +137,22 @@ pub fn read_mailbox(
     for raw in &batch.messages {
         page.scanned += 1;
         page.next_cursor.last_uid = page.next_cursor.last_uid.max(raw.uid);
+        if raw.content == Content::Omitted {
+            let reason = format!(
+                "is {} bytes, over the size cap of {} bytes, and the cap says to skip it",
+                raw.size,
+                cap.map(|c| c.max_size).unwrap_or_default()
+            );
+            host.warn(&format!(
+                "message {} of `{account}` is skipped: it {reason}",
+                raw.uid
+            ));
+            page.skipped.push(SkippedMessage {
+                uid: raw.uid,
+                reason,
+            });
+            continue;
+        }
         match parse::parse(raw) {
             Ok(m) if compiled.matches(&m) => page.messages.push(m),
             Ok(_) => {}

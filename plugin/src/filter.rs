@@ -35,6 +35,14 @@ impl Compiled {
         })
     }
 
+    /// The day to pass to a server's sent-date search: one day before `since`, so that
+    /// a Date header in any time zone that the exact check would accept is included.
+    pub fn sent_since(&self) -> Option<String> {
+        let day = self.since?.div_euclid(86_400) - 1;
+        let (y, m, d) = civil_from_days(day);
+        Some(format!("{y:04}-{m:02}-{d:02}"))
+    }
+
     /// Whether `m` passes every condition that is set.
     pub fn matches(&self, m: &ReceivedMessage) -> bool {
         if let Some(needle) = &self.sender {
@@ -147,6 +155,19 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The proleptic Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +195,7 @@ mod tests {
             }],
             flags: vec!["\\Seen".into()],
             size: 10,
+            attachments_omitted: false,
         }
     }
 
@@ -223,6 +245,25 @@ mod tests {
         assert!(f(|f| f.since = Some("2026-11-03".into())));
         assert!(!f(|f| f.since = Some("2026-11-04".into())));
         assert!(!f(|f| f.unseen = Some(true)));
+    }
+
+    #[test]
+    fn sent_since_is_the_day_before() {
+        let mut f = filter();
+        f.since = Some("2026-03-01T10:00:00+02:00".into());
+        assert_eq!(
+            Compiled::new(&f).unwrap().sent_since().as_deref(),
+            Some("2026-02-28")
+        );
+        f.since = Some("2024-01-01".into());
+        assert_eq!(
+            Compiled::new(&f).unwrap().sent_since().as_deref(),
+            Some("2023-12-31")
+        );
+        for day in [-1000, 0, 59, 60, 365, 11_016, 20_500] {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
     }
 
     #[test]

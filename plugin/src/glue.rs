@@ -4,7 +4,7 @@
 use crate::export;
 use crate::flowmail::mail::log::{Level, log};
 use crate::host::{CredentialInfo, Host};
-use crate::mailbox::{self, Batch, Cursor, RawMessage};
+use crate::mailbox::{self, Batch, Cursor, RawMessage, Search, SizeCap};
 use crate::smtp::{self, AccountPolicy, Delivery, Envelope};
 use crate::tokens;
 use crate::types::{MailError, OutgoingMessage};
@@ -40,8 +40,10 @@ impl Host for Imports {
         account: &str,
         after: Option<Cursor>,
         limit: u32,
+        search: &Search,
+        cap: Option<SizeCap>,
     ) -> Result<Batch, MailError> {
-        mailbox::fetch_after(account, after, limit)
+        mailbox::fetch_after(account, after, limit, search, cap)
     }
 
     fn fetch(&self, account: &str, uid: u32) -> Result<RawMessage, MailError> {
@@ -83,8 +85,9 @@ impl Guest for Component {
         filter: Filter,
         after: Option<Cursor>,
         limit: u32,
+        cap: Option<SizeCap>,
     ) -> Result<MailboxPage, MailError> {
-        crate::actions::read_mailbox(&Imports, &account, &filter, after, limit)
+        crate::actions::read_mailbox(&Imports, &account, &filter, after, limit, cap)
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the mail logic needs from the host, as a trait, so that unit tests can stand in
 //! for the WIT imports.
 
-use crate::mailbox::{Batch, Cursor, RawMessage};
+use crate::mailbox::{Batch, Cursor, RawMessage, Search, SizeCap};
 use crate::smtp::{AccountPolicy, Delivery, Envelope};
 use crate::tokens::{AuthKind, CredentialState};
 use crate::types::MailError;
@@ -29,6 +29,8 @@ pub trait Host {
         account: &str,
         after: Option<Cursor>,
         limit: u32,
+        search: &Search,
+        cap: Option<SizeCap>,
     ) -> Result<Batch, MailError>;
     fn fetch(&self, account: &str, uid: u32) -> Result<RawMessage, MailError>;
     fn warn(&self, message: &str);

@@ -2,11 +2,16 @@
 
 use mail_parser::{Addr, HeaderName, Message, MessageParser, MimeHeaders, PartType};
 
-use crate::mailbox::RawMessage;
+use crate::mailbox::{Content, RawMessage};
 use crate::types::{Address, Attachment, AttachmentInfo, ReceivedMessage};
 
 /// Parses `raw`, or says why it is malformed.
 pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
+    let omitted = match raw.content {
+        Content::Complete => false,
+        Content::WithoutAttachments => true,
+        Content::Omitted => return Err("was not fetched".into()),
+    };
     let message = parse_checked(&raw.data)?;
     let sender = message.from().and_then(|a| a.first()).and_then(to_address);
     let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Address> {
@@ -39,14 +44,18 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
         subject: message.subject().unwrap_or_default().to_owned(),
         text: message.body_text(0).map(|t| t.into_owned()),
         html: html.filter(|h| !h.is_empty()),
-        attachments,
+        attachments: if omitted { Vec::new() } else { attachments },
         flags: raw.flags.clone(),
         size: raw.size,
+        attachments_omitted: omitted,
     })
 }
 
 /// The attachments of `raw`, with their decoded bytes, for forwarding.
 pub fn attachments(raw: &RawMessage) -> Result<Vec<Attachment>, String> {
+    if raw.content != Content::Complete {
+        return Err("came without its attachments".into());
+    }
     let message = parse_checked(&raw.data)?;
     Ok(attachments_of(&message)
         .map(|(name, content_type, data)| Attachment {
@@ -150,6 +159,7 @@ mod tests {
             flags: vec![],
             size: s.len() as u64,
             data: s.as_bytes().to_vec(),
+            content: Content::Complete,
         }
     }
 

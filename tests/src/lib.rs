@@ -159,3 +159,13 @@ impl Workspace {
         Ok((runtime.with_audit(audit), store))
     }
 }
+
+/// A mailbox search with no conditions.
+pub fn no_search() -> flowmail::bindings::mailbox::Search {
+    flowmail::bindings::mailbox::Search {
+        sender_contains: None,
+        subject_contains: None,
+        unseen: false,
+        sent_since: None,
+    }
+}

@@ -76,7 +76,7 @@ async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed
         .unwrap();
         let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
         let page = rt
-            .read_mailbox("read", "box", &all(), None, 10)
+            .read_mailbox("read", "box", &all(), None, 10, None)
             .await
             .unwrap();
         let subjects: Vec<&str> = page.messages.iter().map(|m| m.subject.as_str()).collect();
@@ -85,7 +85,7 @@ async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed
         assert!(page.skipped[0].reason.contains("header"));
         assert_eq!(page.next_cursor.last_uid, 3);
         let again = rt
-            .read_mailbox("read", "box", &all(), Some(page.next_cursor), 10)
+            .read_mailbox("read", "box", &all(), Some(page.next_cursor), 10, None)
             .await
             .unwrap();
         assert!(again.messages.is_empty() && again.skipped.is_empty());
@@ -101,7 +101,7 @@ async fn wrong_password_is_auth_failed() {
     std::fs::write(ws.path().join("imap-password"), "wrong").unwrap();
     let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
     let e = rt
-        .read_mailbox("read", "box", &all(), None, 10)
+        .read_mailbox("read", "box", &all(), None, 10, None)
         .await
         .unwrap_err()
         .to_string();
@@ -129,7 +129,7 @@ async fn xoauth2_reads_the_mailbox() {
     .unwrap();
     let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
     let page = rt
-        .read_mailbox("read", "box", &all(), None, 10)
+        .read_mailbox("read", "box", &all(), None, 10, None)
         .await
         .unwrap();
     assert_eq!(page.messages[0].subject, "via xoauth2");
@@ -155,7 +155,7 @@ async fn flags_and_moves_reach_the_server() {
         .unwrap();
     assert_eq!(imap.fetch(1).await.unwrap().flags, ["\\Seen"]);
     imap.move_to(vec![2], "Archive".into()).await.unwrap();
-    let left = imap.fetch_after(None, 10).await.unwrap();
+    let left = imap.fetch_after(None, 10, flowmail_tests::no_search(), None).await.unwrap();
     assert_eq!(left.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1]);
     assert!(matches!(
         imap.fetch(2).await,

@@ -289,6 +289,7 @@ pub fn received_json(account: &str, m: &ReceivedMessage) -> Value {
         })).collect::<Vec<_>>(),
         "flags": m.flags,
         "size": m.size,
+        "attachments_omitted": m.attachments_omitted,
     })
 }
 
@@ -302,6 +303,16 @@ pub fn page_json(account: &str, p: &MailboxPage) -> Value {
         "scanned": p.scanned,
         "next_cursor": {"uid_validity": p.next_cursor.uid_validity, "last_uid": p.next_cursor.last_uid},
         "more": p.more,
+    })
+}
+
+/// What one triggered run sees as `trigger`: the messages it covers.
+pub fn unit_json(account: &str, messages: &[ReceivedMessage]) -> Value {
+    json!({
+        "account": account,
+        "messages": messages.iter().map(|m| received_json(account, m)).collect::<Vec<_>>(),
+        "count": messages.len(),
+        "skipped": [],
     })
 }
 

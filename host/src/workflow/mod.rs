@@ -3,7 +3,10 @@
 
 mod expr;
 mod inputs;
+mod progress;
 mod runner;
+pub mod serve;
+pub mod trigger;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-pub use self::runner::{RunError, RunReport, Runner};
+pub use self::runner::{RunError, RunOptions, RunReport, Runner};
+pub use self::trigger::{MailboxTrigger, Per, PostAction};
 use crate::config::Config;
 
 /// A workflow file.
@@ -34,25 +38,9 @@ pub struct Workflow {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    /// New messages in an account's mailbox; each batch of new messages is one run.
+    /// New messages in an account's mailbox: one run per message, or per batch.
     #[serde(default)]
     pub mailbox: Option<MailboxTrigger>,
-}
-
-/// A mailbox trigger.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MailboxTrigger {
-    pub account: String,
-    #[serde(default)]
-    pub filter: inputs::FilterInput,
-    /// Messages per run, at most.
-    #[serde(default = "default_batch")]
-    pub batch: u32,
-}
-
-fn default_batch() -> u32 {
-    100
 }
 
 /// The actions a step can call.
@@ -136,13 +124,7 @@ impl Workflow {
                 account_has("trigger", "account", &t.account, true)?;
                 inputs::filter(&t.filter)
                     .map_err(|(f, r)| fail("trigger", &format!("filter.{f}"), r))?;
-                if t.batch == 0 || t.batch > 1000 {
-                    return Err(fail(
-                        "trigger",
-                        "batch",
-                        "must be between 1 and 1000".into(),
-                    ));
-                }
+                t.check().map_err(|(f, r)| fail("trigger", &f, r))?;
                 true
             }
         };

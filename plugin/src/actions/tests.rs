@@ -4,7 +4,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 
 use super::*;
 use crate::host::CredentialInfo;
-use crate::mailbox::{Batch, RawMessage};
+use crate::mailbox::{Batch, Oversize, RawMessage};
 use crate::smtp::{AccountPolicy, Delivery, DeliveryStatus, Envelope};
 use crate::tokens::AuthKind;
 use crate::types::{Address, AttachmentRef, Header};
@@ -15,6 +15,7 @@ struct Fake {
     mailbox: Vec<RawMessage>,
     sent: RefCell<Vec<(Envelope, Vec<u8>)>>,
     warnings: RefCell<Vec<String>>,
+    searches: RefCell<Vec<Search>>,
 }
 
 impl Fake {
@@ -30,6 +31,7 @@ impl Fake {
             mailbox: Vec::new(),
             sent: RefCell::new(Vec::new()),
             warnings: RefCell::new(Vec::new()),
+            searches: RefCell::new(Vec::new()),
         }
     }
 }
@@ -60,18 +62,45 @@ impl Host for Fake {
             reference: None,
         })
     }
-    fn fetch_after(&self, _: &str, after: Option<Cursor>, limit: u32) -> Result<Batch, MailError> {
+    fn fetch_after(
+        &self,
+        _: &str,
+        after: Option<Cursor>,
+        limit: u32,
+        search: &Search,
+        cap: Option<SizeCap>,
+    ) -> Result<Batch, MailError> {
+        self.searches.borrow_mut().push(search.clone());
         let from = after.map(|c| c.last_uid).unwrap_or(0);
         let rest: Vec<_> = self
             .mailbox
             .iter()
             .filter(|m| m.uid > from)
             .cloned()
+            .map(|mut m| {
+                if let Some(cap) = cap.filter(|c| m.size > c.max_size) {
+                    match cap.oversize {
+                        Oversize::Skip => {
+                            m.data.clear();
+                            m.content = Content::Omitted;
+                        }
+                        Oversize::WithoutAttachments => {
+                            let text = String::from_utf8_lossy(&m.data);
+                            let head = text.split("\r\n\r\n").next().unwrap_or_default();
+                            m.data = format!("{head}\r\n\r\n").into_bytes();
+                            m.content = Content::WithoutAttachments;
+                        }
+                    }
+                }
+                m
+            })
             .collect();
         let more = rest.len() > limit as usize;
+        let messages: Vec<_> = rest.into_iter().take(limit as usize).collect();
         Ok(Batch {
             uid_validity: 42,
-            messages: rest.into_iter().take(limit as usize).collect(),
+            scanned_to: messages.last().map(|m| m.uid).unwrap_or(from),
+            messages,
             more,
         })
     }
@@ -255,6 +284,7 @@ fn raw(uid: u32, s: &str) -> RawMessage {
         flags: vec![],
         size: s.len() as u64,
         data: s.as_bytes().to_vec(),
+        content: Content::Complete,
     }
 }
 
@@ -312,7 +342,7 @@ fn reads_filters_skips_malformed_and_advances_the_cursor() {
         since: None,
         unseen: None,
     };
-    let page = read_mailbox(&host, "demo", &filter, None, 3).unwrap();
+    let page = read_mailbox(&host, "demo", &filter, None, 3, None).unwrap();
     assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1]);
     assert_eq!(page.skipped.len(), 1);
     assert_eq!(page.skipped[0].uid, 3);
@@ -322,17 +352,78 @@ fn reads_filters_skips_malformed_and_advances_the_cursor() {
         (42, 3)
     );
     assert!(page.more);
-    let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3).unwrap();
+    let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3, None).unwrap();
     assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [4]);
     assert!(!page.more);
-    let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3).unwrap();
+    let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3, None).unwrap();
     assert!(page.messages.is_empty());
     assert_eq!(
         page.next_cursor.last_uid, 4,
         "an empty read keeps the cursor"
     );
     assert!(matches!(
-        read_mailbox(&host, "demo", &filter, None, 0),
+        read_mailbox(&host, "demo", &filter, None, 0, None),
         Err(MailError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn passes_the_searchable_conditions_to_the_host() {
+    let host = Fake::new();
+    let filter = Filter {
+        sender_contains: Some("grafana".into()),
+        subject_contains: Some("[ALERT]".into()),
+        has_attachment: Some(true),
+        since: Some("2026-11-03T09:00:00Z".into()),
+        unseen: Some(true),
+    };
+    read_mailbox(&host, "demo", &filter, None, 3, None).unwrap();
+    let searches = host.searches.borrow();
+    assert_eq!(searches[0].sender_contains.as_deref(), Some("grafana"));
+    assert_eq!(searches[0].subject_contains.as_deref(), Some("[ALERT]"));
+    assert!(searches[0].unseen);
+    assert_eq!(searches[0].sent_since.as_deref(), Some("2026-11-02"));
+}
+
+#[test]
+fn oversized_messages_are_reported_with_their_size_or_read_without_attachments() {
+    let mut host = Fake::new();
+    host.mailbox.push(raw(1, WITH_ATTACHMENT));
+    host.mailbox.push(raw(2, "From: a@example.com\r\nSubject: small\r\n\r\nhi\r\n"));
+    let filter = Filter {
+        sender_contains: None,
+        subject_contains: None,
+        has_attachment: None,
+        since: None,
+        unseen: None,
+    };
+    let size = WITH_ATTACHMENT.len() as u64;
+    let cap = |oversize| {
+        Some(SizeCap {
+            max_size: 100,
+            oversize,
+        })
+    };
+    let page = read_mailbox(&host, "demo", &filter, None, 10, cap(Oversize::Skip)).unwrap();
+    assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
+    assert_eq!(page.skipped[0].uid, 1);
+    assert!(
+        page.skipped[0].reason.contains(&format!("is {size} bytes")),
+        "{}",
+        page.skipped[0].reason
+    );
+    assert_eq!(page.next_cursor.last_uid, 2);
+
+    let page = read_mailbox(&host, "demo", &filter, None, 10, cap(Oversize::WithoutAttachments))
+        .unwrap();
+    assert!(page.skipped.is_empty());
+    let first = &page.messages[0];
+    assert!(first.attachments_omitted);
+    assert!(first.attachments.is_empty());
+    assert_eq!(first.size, size);
+    assert!(!page.messages[1].attachments_omitted);
+    assert!(matches!(
+        read_mailbox(&host, "demo", &filter, None, 10, Some(SizeCap { max_size: 0, oversize: Oversize::Skip })),
+        Err(MailError::InvalidInput(e)) if e.field == "cap.max_size"
     ));
 }

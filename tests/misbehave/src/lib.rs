@@ -8,7 +8,7 @@ wit_bindgen::generate!({
 });
 
 use exports::flowmail::mail::actions::{Filter, Guest, MailboxPage, Receipt};
-use flowmail::mail::mailbox::{self, Cursor};
+use flowmail::mail::mailbox::{self, Cursor, Search, SizeCap};
 use flowmail::mail::smtp::{self, Envelope};
 use flowmail::mail::types::{MailError, OutgoingMessage};
 
@@ -59,8 +59,15 @@ impl Guest for Misbehave {
         _filter: Filter,
         after: Option<Cursor>,
         limit: u32,
+        cap: Option<SizeCap>,
     ) -> Result<MailboxPage, MailError> {
-        let batch = mailbox::fetch_after(&account, after, limit)?;
+        let search = Search {
+            sender_contains: None,
+            subject_contains: None,
+            unseen: false,
+            sent_since: None,
+        };
+        let batch = mailbox::fetch_after(&account, after, limit, &search, cap)?;
         Ok(MailboxPage {
             messages: Vec::new(),
             skipped: Vec::new(),

@@ -3,15 +3,21 @@
 //! open and reopened when it breaks. UIDs and UIDVALIDITY are the server's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
+use async_imap::extensions::idle::IdleResponse;
+use async_imap::imap_proto::{BodyStructure, MessageSection, SectionPath};
 use async_imap::types::Flag as ImapFlag;
 use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
 use tokio::sync::Mutex;
 
-use super::Backend;
+use super::strip::{self, TextPart};
+use super::{Backend, Wake, WaitPlan};
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{Batch, Cursor, Flag, RawMessage};
+use crate::bindings::mailbox::{
+    Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
+};
 use crate::caps::BoxFuture;
 use crate::caps::smtp::wire::{self, Wire};
 use crate::caps::smtp::{Security, Settings, TokenSource};
@@ -35,7 +41,15 @@ pub struct Imap {
     auth: ImapAuth,
     folder: String,
     session: Mutex<Option<Session<Wire>>>,
+    /// The connection that waits in IDLE, apart from the one that fetches.
+    idle: Mutex<Option<Session<Wire>>>,
+    /// Whether the server offers IDLE: unknown, yes or no.
+    idle_offered: AtomicU8,
 }
+
+const UNKNOWN: u8 = 0;
+const OFFERED: u8 = 1;
+const NOT_OFFERED: u8 = 2;
 
 struct XOAuth2(String);
 
@@ -116,6 +130,8 @@ impl Imap {
             auth,
             folder,
             session: Mutex::new(None),
+            idle: Mutex::new(None),
+            idle_offered: AtomicU8::new(UNKNOWN),
         }
     }
 
@@ -204,7 +220,20 @@ impl Imap {
             let Some(session) = guard.as_mut() else {
                 continue;
             };
-            match op(session).await {
+            let limit = self.settings.timeout;
+            let result = tokio::time::timeout(limit, op(session))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(MailError::Transient(format!(
+                        "{} did not answer within {limit:?}",
+                        self.server()
+                    )))
+                });
+            if matches!(result, Err(MailError::Transient(_))) && attempt > 0 {
+                // Never keep a session whose state is unknown.
+                *guard = None;
+            }
+            match result {
                 Err(MailError::Transient(m)) if attempt == 0 => {
                     tracing::debug!("IMAP session to {} broke ({m}); reopening", self.server());
                     *guard = None;
@@ -217,6 +246,240 @@ impl Imap {
             self.server()
         )))
     }
+
+    /// Waits in IDLE on a connection of its own; see [`Backend::wait_for_change`].
+    async fn wait(&self, plan: WaitPlan) -> Result<Wake, MailError> {
+        let server = self.server();
+        if self.idle_offered.load(Ordering::Relaxed) == NOT_OFFERED {
+            tokio::time::sleep(plan.poll_interval).await;
+            return Ok(Wake {
+                mode: "poll",
+                changed: false,
+            });
+        }
+        let mut guard = self.idle.lock().await;
+        let session = match guard.take() {
+            Some(s) => s,
+            None => {
+                let mut s = self.connect().await?;
+                let caps = s
+                    .capabilities()
+                    .await
+                    .map_err(|e| classify(&server, "CAPABILITY", e))?;
+                if !caps.has_str("IDLE") {
+                    tracing::info!("{server} does not offer IDLE; polling every {:?}", plan.poll_interval);
+                    self.idle_offered.store(NOT_OFFERED, Ordering::Relaxed);
+                    drop(guard);
+                    tokio::time::sleep(plan.poll_interval).await;
+                    return Ok(Wake {
+                        mode: "poll",
+                        changed: false,
+                    });
+                }
+                self.idle_offered.store(OFFERED, Ordering::Relaxed);
+                s
+            }
+        };
+        // Draining what arrived while no IDLE ran; the caller looks at the folder anyway.
+        while session.unsolicited_responses.try_recv().is_ok() {}
+        let mut handle = session.idle();
+        handle
+            .init()
+            .await
+            .map_err(|e| classify(&server, "IDLE", e))?;
+        let (outcome, stopped) = {
+            let (wait, stop) = handle.wait_with_timeout(plan.idle_refresh);
+            tokio::pin!(wait);
+            tokio::select! {
+                r = &mut wait => (r, false),
+                () = tokio::time::sleep(plan.idle_refresh) => {
+                    // Dropping the stop source ends the wait at once.
+                    drop(stop);
+                    (wait.await, true)
+                }
+            }
+        };
+        let changed = match outcome.map_err(|e| classify(&server, "IDLE", e))? {
+            IdleResponse::NewData(_) => true,
+            IdleResponse::Timeout => false,
+            IdleResponse::ManualInterrupt if stopped => false,
+            IdleResponse::ManualInterrupt => {
+                return Err(MailError::Transient(format!(
+                    "{server} closed the connection during IDLE"
+                )));
+            }
+        };
+        let session = tokio::time::timeout(self.settings.timeout, handle.done())
+            .await
+            .map_err(|_| MailError::Transient(format!("{server} did not end IDLE in time")))?
+            .map_err(|e| classify(&server, "DONE", e))?;
+        *guard = Some(session);
+        Ok(Wake {
+            mode: "idle",
+            changed,
+        })
+    }
+}
+
+/// An IMAP string for a search key, if the text can be searched for exactly: printable
+/// ASCII without quotes or backslashes. Anything else is left to the plugin's filter.
+fn search_string(text: &str) -> Option<String> {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    plain.then(|| format!("\"{text}\""))
+}
+
+/// The UID SEARCH keys for messages after `start` that may match `search`.
+fn search_query(start: u32, search: &Search) -> String {
+    let mut q = format!("UID {}:*", start.saturating_add(1));
+    if search.unseen {
+        q.push_str(" UNSEEN");
+    }
+    if let Some(s) = search.sender_contains.as_deref().and_then(search_string) {
+        q.push_str(&format!(" FROM {s}"));
+    }
+    if let Some(s) = search.subject_contains.as_deref().and_then(search_string) {
+        q.push_str(&format!(" SUBJECT {s}"));
+    }
+    if let Some(day) = search.sent_since.as_deref().and_then(imap_date) {
+        q.push_str(&format!(" SENTSINCE {day}"));
+    }
+    q
+}
+
+/// `YYYY-MM-DD` as an IMAP date, `2-Nov-2026`.
+fn imap_date(day: &str) -> Option<String> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = day.splitn(3, '-');
+    let y: u32 = parts.next()?.parse().ok()?;
+    let m: usize = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    Some(format!("{d}-{}-{y}", MONTHS.get(m.checked_sub(1)?)?))
+}
+
+/// Size and flags of `uids`, for the size cap.
+async fn sizes(
+    session: &mut Session<Wire>,
+    server: &str,
+    uids: &[u32],
+) -> Result<Vec<(u32, u64, Vec<String>)>, MailError> {
+    let fetched: Vec<_> = session
+        .uid_fetch(uid_set(uids), "(UID FLAGS RFC822.SIZE)")
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?
+        .try_collect()
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?;
+    Ok(fetched
+        .iter()
+        .filter_map(|f| {
+            let uid = f.uid?;
+            uids.contains(&uid).then(|| {
+                (
+                    uid,
+                    f.size.map(u64::from).unwrap_or_default(),
+                    f.flags().filter_map(|fl| flag_text(&fl)).collect(),
+                )
+            })
+        })
+        .collect())
+}
+
+/// The section numbers of the inline text parts of a body structure.
+fn text_parts(body: &BodyStructure<'_>, path: Vec<u32>, out: &mut Vec<Vec<u32>>) {
+    match body {
+        BodyStructure::Text { common, .. } => {
+            let attachment = common
+                .disposition
+                .as_ref()
+                .is_some_and(|d| d.ty.eq_ignore_ascii_case("attachment"));
+            let sub = common.ty.subtype.to_ascii_lowercase();
+            if !attachment && (sub == "plain" || sub == "html") {
+                out.push(if path.is_empty() { vec![1] } else { path });
+            }
+        }
+        BodyStructure::Multipart { bodies, .. } => {
+            for (i, b) in bodies.iter().enumerate() {
+                let mut p = path.clone();
+                p.push(i as u32 + 1);
+                text_parts(b, p, out);
+            }
+        }
+        BodyStructure::Basic { .. } | BodyStructure::Message { .. } => {}
+    }
+}
+
+/// A message over the cap, fetched without attachments: its header, then each text part
+/// (its MIME header and at most `cap` bytes of its body).
+async fn fetch_without_attachments(
+    session: &mut Session<Wire>,
+    server: &str,
+    uid: u32,
+    cap: u64,
+) -> Result<Vec<u8>, MailError> {
+    let first: Vec<_> = session
+        .uid_fetch(uid.to_string(), "(UID BODYSTRUCTURE BODY.PEEK[HEADER])")
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?
+        .try_collect()
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?;
+    let Some(f) = first.iter().find(|f| f.uid == Some(uid)) else {
+        return Err(MailError::NotFound(format!("no message with UID {uid} on {server}")));
+    };
+    let header = f.header().unwrap_or_default().to_vec();
+    let single = !matches!(f.bodystructure(), Some(BodyStructure::Multipart { .. }));
+    let mut sections = Vec::new();
+    if let Some(b) = f.bodystructure() {
+        text_parts(b, Vec::new(), &mut sections);
+    }
+    let mut parts = Vec::new();
+    for section in sections {
+        let name = section
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(".");
+        let items = if single {
+            format!("(UID BODY.PEEK[TEXT]<0.{cap}>)")
+        } else {
+            format!("(UID BODY.PEEK[{name}.MIME] BODY.PEEK[{name}]<0.{cap}>)")
+        };
+        let got: Vec<_> = session
+            .uid_fetch(uid.to_string(), items)
+            .await
+            .map_err(|e| classify(server, "UID FETCH", e))?
+            .try_collect()
+            .await
+            .map_err(|e| classify(server, "UID FETCH", e))?;
+        let Some(g) = got.iter().find(|g| g.uid == Some(uid)) else {
+            continue;
+        };
+        let (mime_header, body) = if single {
+            (strip::content_fields(&header), g.text().unwrap_or_default())
+        } else {
+            (
+                g.section(&SectionPath::Part(
+                    section.clone(),
+                    Some(MessageSection::Mime),
+                ))
+                .unwrap_or_default()
+                .to_vec(),
+                g.section(&SectionPath::Part(section.clone(), None))
+                    .unwrap_or_default(),
+            )
+        };
+        let cut = usize::try_from(cap).unwrap_or(usize::MAX);
+        parts.push(TextPart {
+            mime_header,
+            body: strip::cut(body, cut).to_vec(),
+        });
+    }
+    Ok(strip::assemble(&header, &parts))
 }
 
 /// The messages with `uids` (those that exist), in UID order, with flags and size.
@@ -245,6 +508,7 @@ async fn fetch_raw(
                 flags: f.flags().filter_map(|fl| flag_text(&fl)).collect(),
                 size: f.size.map(u64::from).unwrap_or(body.len() as u64),
                 data: body.to_vec(),
+                content: Content::Complete,
             })
         })
         .collect();
@@ -257,11 +521,13 @@ impl Backend for Imap {
         &self,
         after: Option<Cursor>,
         limit: u32,
+        search: Search,
+        cap: Option<SizeCap>,
     ) -> BoxFuture<'_, Result<Batch, MailError>> {
         let server = self.server();
         let folder = self.folder.clone();
         Box::pin(self.with_session(move |session| {
-            let (server, folder) = (server.clone(), folder.clone());
+            let (server, folder, search) = (server.clone(), folder.clone(), search.clone());
             Box::pin(async move {
                 // Selecting again reports the folder's current UIDVALIDITY and size.
                 let mailbox = session
@@ -274,7 +540,7 @@ impl Backend for Imap {
                     _ => 0,
                 };
                 let mut uids: Vec<u32> = session
-                    .uid_search(format!("UID {}:*", start + 1))
+                    .uid_search(search_query(start, &search))
                     .await
                     .map_err(|e| classify(&server, "UID SEARCH", e))?
                     .into_iter()
@@ -283,11 +549,53 @@ impl Backend for Imap {
                 uids.sort_unstable();
                 let more = uids.len() > limit as usize;
                 uids.truncate(limit as usize);
-                let messages = fetch_raw(session, &server, &uids).await?;
+                // Every UID below UIDNEXT as of the SELECT was searched; when nothing was
+                // cut off, the batch accounts for all of them, matching or not.
+                let highest = uids.last().copied().unwrap_or(start);
+                let scanned_to = if more {
+                    highest
+                } else {
+                    highest.max(mailbox.uid_next.unwrap_or(1).saturating_sub(1))
+                };
+                let messages = match cap {
+                    None => fetch_raw(session, &server, &uids).await?,
+                    Some(cap) => {
+                        let listed = sizes(session, &server, &uids).await?;
+                        let small: Vec<u32> = listed
+                            .iter()
+                            .filter(|(_, size, _)| *size <= cap.max_size)
+                            .map(|(uid, _, _)| *uid)
+                            .collect();
+                        let mut messages = fetch_raw(session, &server, &small).await?;
+                        for (uid, size, flags) in listed {
+                            if size <= cap.max_size {
+                                continue;
+                            }
+                            let (data, content) = match cap.oversize {
+                                Oversize::Skip => (Vec::new(), Content::Omitted),
+                                Oversize::WithoutAttachments => (
+                                    fetch_without_attachments(session, &server, uid, cap.max_size)
+                                        .await?,
+                                    Content::WithoutAttachments,
+                                ),
+                            };
+                            messages.push(RawMessage {
+                                uid,
+                                flags,
+                                size,
+                                data,
+                                content,
+                            });
+                        }
+                        messages.sort_by_key(|m| m.uid);
+                        messages
+                    }
+                };
                 Ok(Batch {
                     uid_validity: validity,
                     messages,
                     more,
+                    scanned_to,
                 })
             })
         }))
@@ -351,5 +659,60 @@ impl Backend for Imap {
                     .map_err(|e| classify(&server, &format!("moving to {folder}"), e))
             })
         }))
+    }
+
+    fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>> {
+        let server = self.server();
+        let folder = self.folder.clone();
+        Box::pin(self.with_session(move |session| {
+            let (server, folder) = (server.clone(), folder.clone());
+            Box::pin(async move {
+                let mailbox = session
+                    .select(&folder)
+                    .await
+                    .map_err(|e| classify(&server, "SELECT", e))?;
+                let start = match after {
+                    Some(c) if Some(c.uid_validity) == mailbox.uid_validity => c.last_uid,
+                    _ => 0,
+                };
+                let uids = session
+                    .uid_search(format!("UID {}:*", start.saturating_add(1)))
+                    .await
+                    .map_err(|e| classify(&server, "UID SEARCH", e))?;
+                Ok(uids.into_iter().filter(|u| *u > start).count() as u64)
+            })
+        }))
+    }
+
+    fn delete(&self, uids: Vec<u32>) -> BoxFuture<'_, Result<(), MailError>> {
+        let server = self.server();
+        Box::pin(self.with_session(move |session| {
+            let (server, uids) = (server.clone(), uids.clone());
+            Box::pin(async move {
+                if uids.is_empty() {
+                    return Ok(());
+                }
+                let _: Vec<_> = session
+                    .uid_store(uid_set(&uids), "+FLAGS.SILENT (\\Deleted)")
+                    .await
+                    .map_err(|e| classify(&server, "UID STORE", e))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| classify(&server, "UID STORE", e))?;
+                // UID EXPUNGE removes only these messages, not others marked by someone else.
+                let _: Vec<_> = session
+                    .uid_expunge(uid_set(&uids))
+                    .await
+                    .map_err(|e| classify(&server, "UID EXPUNGE", e))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| classify(&server, "UID EXPUNGE", e))?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn wait_for_change(&self, plan: WaitPlan) -> BoxFuture<'_, Result<Wake, MailError>> {
+        Box::pin(self.wait(plan))
     }
 }

@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use super::Backend;
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{Batch, Cursor, Flag, RawMessage};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use super::{Wake, WaitPlan, strip};
+use crate::bindings::mailbox::{Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap};
 use crate::caps::BoxFuture;
 use crate::store::Store;
 
@@ -16,6 +20,8 @@ use crate::store::Store;
 pub struct Maildir {
     root: PathBuf,
     store: Arc<Store>,
+    /// The modification times of `new/` and `cur/` when a wait last looked.
+    seen: Mutex<Option<[Option<SystemTime>; 2]>>,
 }
 
 /// One message file.
@@ -30,6 +36,7 @@ impl Maildir {
         Self {
             root: root.into(),
             store,
+            seen: Mutex::new(None),
         }
     }
 
@@ -77,17 +84,86 @@ impl Maildir {
         Ok((validity, indexed))
     }
 
-    fn read(&self, uid: u32, entry: &Entry) -> Result<RawMessage, MailError> {
-        let data = std::fs::read(&entry.path).map_err(|e| classify(&entry.path, e))?;
+    fn read(&self, uid: u32, entry: &Entry, cap: Option<SizeCap>) -> Result<RawMessage, MailError> {
+        let size = std::fs::metadata(&entry.path)
+            .map_err(|e| classify(&entry.path, e))?
+            .len();
+        let (data, content) = match cap.filter(|c| size > c.max_size) {
+            Some(SizeCap {
+                oversize: Oversize::Skip,
+                ..
+            }) => (Vec::new(), Content::Omitted),
+            Some(SizeCap {
+                max_size,
+                oversize: Oversize::WithoutAttachments,
+            }) => {
+                let data = std::fs::read(&entry.path).map_err(|e| classify(&entry.path, e))?;
+                let cut = usize::try_from(max_size).unwrap_or(usize::MAX);
+                (strip::without_attachments(&data, cut), Content::WithoutAttachments)
+            }
+            None => (
+                std::fs::read(&entry.path).map_err(|e| classify(&entry.path, e))?,
+                Content::Complete,
+            ),
+        };
         Ok(RawMessage {
             uid,
             flags: imap_flags(&entry.flags),
-            size: data.len() as u64,
+            size,
             data,
+            content,
         })
     }
 
-    fn fetch_after_sync(&self, after: Option<Cursor>, limit: u32) -> Result<Batch, MailError> {
+    fn modified(&self) -> [Option<SystemTime>; 2] {
+        ["new", "cur"].map(|sub| {
+            std::fs::metadata(self.root.join(sub))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+    }
+
+    /// Looks at the folder's modification times every quarter second until they change
+    /// or the poll interval runs out.
+    async fn wait(&self, plan: WaitPlan) -> Result<Wake, MailError> {
+        let baseline = {
+            let mut seen = self.seen.lock().map_err(|_| {
+                MailError::Transient("the Maildir watch state is poisoned".into())
+            })?;
+            *seen.get_or_insert_with(|| self.modified())
+        };
+        let deadline = tokio::time::Instant::now() + plan.poll_interval;
+        let step = Duration::from_millis(250).min(plan.poll_interval);
+        let mut changed = false;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(step).await;
+            let now = self.modified();
+            if now != baseline {
+                changed = true;
+                break;
+            }
+        }
+        if !self.root.join("new").is_dir() {
+            return Err(classify(
+                &self.root.join("new"),
+                std::io::Error::from(ErrorKind::NotFound),
+            ));
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(self.modified());
+        }
+        Ok(Wake {
+            mode: "poll",
+            changed,
+        })
+    }
+
+    fn fetch_after_sync(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+        cap: Option<SizeCap>,
+    ) -> Result<Batch, MailError> {
         let (validity, indexed) = self.indexed()?;
         let start = match after {
             Some(c) if c.uid_validity == validity => c.last_uid,
@@ -97,12 +173,18 @@ impl Maildir {
         let messages = rest
             .by_ref()
             .take(limit as usize)
-            .map(|(uid, e)| self.read(*uid, e))
+            .map(|(uid, e)| self.read(*uid, e, cap))
             .collect::<Result<Vec<_>, _>>()?;
+        let more = rest.next().is_some();
+        let scanned_to = match messages.last() {
+            Some(m) => m.uid,
+            None => start.max(indexed.last().map(|(u, _)| *u).unwrap_or(0)),
+        };
         Ok(Batch {
             uid_validity: validity,
             messages,
-            more: rest.next().is_some(),
+            more,
+            scanned_to,
         })
     }
 
@@ -114,7 +196,7 @@ impl Maildir {
                 self.root.display()
             ))
         })?;
-        self.read(uid, entry)
+        self.read(uid, entry, None)
     }
 
     fn select(&self, uids: &[u32]) -> Result<Vec<Entry>, MailError> {
@@ -142,6 +224,13 @@ impl Maildir {
             let name = format!("{}:2,{}", entry.key, flags.into_iter().collect::<String>());
             let target = self.root.join("cur").join(name);
             std::fs::rename(&entry.path, &target).map_err(|e| classify(&entry.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn delete_sync(&self, uids: &[u32]) -> Result<(), MailError> {
+        for entry in self.select(uids)? {
+            std::fs::remove_file(&entry.path).map_err(|e| classify(&entry.path, e))?;
         }
         Ok(())
     }
@@ -182,8 +271,11 @@ impl Backend for Maildir {
         &self,
         after: Option<Cursor>,
         limit: u32,
+        _search: Search,
+        cap: Option<SizeCap>,
     ) -> BoxFuture<'_, Result<Batch, MailError>> {
-        Box::pin(async move { self.fetch_after_sync(after, limit) })
+        // A Maildir has no index to search; the plugin filters every message.
+        Box::pin(async move { self.fetch_after_sync(after, limit, cap) })
     }
 
     fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>> {
@@ -201,6 +293,25 @@ impl Backend for Maildir {
 
     fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>> {
         Box::pin(async move { self.move_sync(&uids, &folder) })
+    }
+
+    fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>> {
+        Box::pin(async move {
+            let (validity, indexed) = self.indexed()?;
+            let start = match after {
+                Some(c) if c.uid_validity == validity => c.last_uid,
+                _ => 0,
+            };
+            Ok(indexed.iter().filter(|(uid, _)| *uid > start).count() as u64)
+        })
+    }
+
+    fn delete(&self, uids: Vec<u32>) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async move { self.delete_sync(&uids) })
+    }
+
+    fn wait_for_change(&self, plan: WaitPlan) -> BoxFuture<'_, Result<Wake, MailError>> {
+        Box::pin(self.wait(plan))
     }
 }
 
@@ -276,7 +387,7 @@ mod tests {
     #[test]
     fn reads_in_uid_order_and_pages() {
         let (_dir, m) = maildir();
-        let b = m.fetch_after_sync(None, 1).unwrap();
+        let b = m.fetch_after_sync(None, 1, None).unwrap();
         assert_eq!(b.messages.len(), 1);
         assert!(b.more);
         assert_eq!(b.messages[0].uid, 1);
@@ -284,10 +395,33 @@ mod tests {
             uid_validity: b.uid_validity,
             last_uid: 1,
         };
-        let b = m.fetch_after_sync(Some(c), 10).unwrap();
+        let b = m.fetch_after_sync(Some(c), 10, None).unwrap();
         assert_eq!(b.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
         assert_eq!(b.messages[0].flags, ["\\Flagged"]);
         assert!(!b.more);
+    }
+
+    #[test]
+    fn caps_sizes_and_deletes() {
+        let (dir, m) = maildir();
+        let cap = SizeCap {
+            max_size: 30,
+            oversize: Oversize::Skip,
+        };
+        std::fs::write(
+            dir.path().join("new/1002.c.host"),
+            "From: c@example.com\r\nSubject: a longer one\r\n\r\nthree",
+        )
+        .unwrap();
+        let b = m.fetch_after_sync(None, 10, Some(cap)).unwrap();
+        let big = &b.messages[2];
+        assert_eq!((big.content, big.data.len()), (Content::Omitted, 0));
+        assert_eq!(big.size, 51);
+        assert_eq!(b.messages[0].content, Content::Complete);
+        assert_eq!(b.scanned_to, 3);
+        m.delete_sync(&[3]).unwrap();
+        assert!(!dir.path().join("new/1002.c.host").exists());
+        assert!(matches!(m.delete_sync(&[3]), Err(MailError::NotFound(_))));
     }
 
     #[test]

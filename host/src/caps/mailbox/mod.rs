@@ -2,9 +2,11 @@
 
 mod imap;
 mod maildir;
+pub mod strip;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker};
@@ -13,14 +15,37 @@ pub use self::imap::{Imap, ImapAuth};
 pub use self::maildir::Maildir;
 use super::{Audit, BoxFuture};
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{self as generated, Batch, Cursor, Flag, RawMessage};
+use crate::bindings::mailbox::{self as generated, Batch, Cursor, Flag, RawMessage, Search, SizeCap};
+
+/// How a long-running trigger waits for new mail.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitPlan {
+    /// How long one IDLE command may last before it is ended and issued again; servers
+    /// drop an IDLE after 30 minutes, so this stays under 29.
+    pub idle_refresh: Duration,
+    /// How often to look when the server has no IDLE (or for a Maildir).
+    pub poll_interval: Duration,
+}
+
+/// Why a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    /// `idle` when the server pushes changes, `poll` when flowmail has to look.
+    pub mode: &'static str,
+    /// True when the mailbox signalled a change; false when the wait just ran out.
+    pub changed: bool,
+}
 
 /// A mailbox store. Implementations classify their own failures into [`MailError`].
 pub trait Backend: Send + Sync {
+    /// Messages after `after` that may match `search` (a backend that cannot search
+    /// ignores it), at most `limit`, with messages over `cap` cut down as it says.
     fn fetch_after(
         &self,
         after: Option<Cursor>,
         limit: u32,
+        search: Search,
+        cap: Option<SizeCap>,
     ) -> BoxFuture<'_, Result<Batch, MailError>>;
     fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>>;
     fn set_flags(
@@ -30,6 +55,15 @@ pub trait Backend: Send + Sync {
         remove: Vec<Flag>,
     ) -> BoxFuture<'_, Result<(), MailError>>;
     fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>>;
+    /// How many messages follow `after` (all of them under a new UIDVALIDITY), for a
+    /// catch-up's progress bar.
+    fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>>;
+    /// Removes messages for good (IMAP: `\Deleted` and UID EXPUNGE of just these).
+    fn delete(&self, uids: Vec<u32>) -> BoxFuture<'_, Result<(), MailError>>;
+    /// Waits until the folder may have changed, or until `plan` says to look anyway.
+    /// Dropping the future drops any connection it used, so a hung wait is cured by
+    /// dropping it and waiting again.
+    fn wait_for_change(&self, plan: WaitPlan) -> BoxFuture<'_, Result<Wake, MailError>>;
 }
 
 /// The accounts that have a mailbox, by name.
@@ -59,12 +93,14 @@ impl generated::Host for Mailbox<'_> {
         account: String,
         after: Option<Cursor>,
         limit: u32,
+        search: Search,
+        cap: Option<SizeCap>,
     ) -> wasmtime::Result<Result<Batch, MailError>> {
         self.audit.record(|| {
-            format!("import mailbox.fetch-after account={account} after={after:?} limit={limit}")
+            format!("import mailbox.fetch-after account={account} after={after:?} limit={limit} search={search:?} cap={cap:?}")
         });
         let result = match self.backend(&account) {
-            Ok(b) => b.fetch_after(after, limit).await,
+            Ok(b) => b.fetch_after(after, limit, search, cap).await,
             Err(e) => Err(e),
         };
         self.audit.record(|| match &result {

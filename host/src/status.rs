@@ -1,0 +1,140 @@
+//! `flowmail status`: what each mailbox trigger last did, read from the store, so that a
+//! trigger that stopped or went silent shows even when its process is gone.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::store::{Store, StoreError};
+
+/// The state of one trigger.
+#[derive(Debug, Serialize)]
+pub struct TriggerStatus {
+    pub workflow: String,
+    pub account: String,
+    /// `idle`, `poll`, `starting` or `stopped`.
+    pub mode: String,
+    /// `ok`; `silent` when no IDLE or poll succeeded within the silence threshold;
+    /// `not running` when the serving process is gone; `stopped`.
+    pub health: String,
+    pub pid: u32,
+    pub last_ok_at: Option<i64>,
+    pub last_ok_secs_ago: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    /// The age of the oldest message still waiting to be handled, in seconds.
+    pub oldest_unhandled_secs: Option<i64>,
+    pub alerts: u32,
+    pub last_alert: Option<String>,
+    pub handled: u64,
+    pub waiting_for_retry: u64,
+    pub dead_letters: u64,
+    pub cursor: Option<(u32, u32)>,
+}
+
+/// Every trigger's status.
+pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
+    let now = crate::unix_now();
+    let mut out = Vec::new();
+    for w in store.watches()? {
+        let counts = store.handled_counts(&w.workflow, &w.account)?;
+        let cursor = store.cursor(&w.workflow, &w.account)?;
+        let alive = process_alive(w.pid);
+        let silent = w.last_ok.unwrap_or(w.started_at) + w.silence_after < now;
+        let health = if w.mode == "stopped" {
+            "stopped"
+        } else if !alive {
+            "not running"
+        } else if silent {
+            "silent"
+        } else {
+            "ok"
+        };
+        out.push(TriggerStatus {
+            health: health.into(),
+            mode: w.mode,
+            pid: w.pid,
+            last_ok_at: w.last_ok,
+            last_ok_secs_ago: w.last_ok.map(|t| now - t),
+            last_error: w.last_error,
+            last_error_at: w.last_error_at,
+            oldest_unhandled_secs: w.unhandled_since.map(|t| now - t),
+            alerts: w.alerts,
+            last_alert: w.last_alert,
+            handled: counts.done,
+            waiting_for_retry: counts.pending + counts.running,
+            dead_letters: counts.dead,
+            cursor: cursor.map(|c| (c.uid_validity, c.last_uid)),
+            workflow: w.workflow,
+            account: w.account,
+        });
+    }
+    Ok(out)
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn ago(secs: Option<i64>) -> String {
+    match secs {
+        None => "never".into(),
+        Some(s) if s < 120 => format!("{s}s ago"),
+        Some(s) if s < 7200 => format!("{}m ago", s / 60),
+        Some(s) => format!("{}h ago", s / 3600),
+    }
+}
+
+/// The status as text for people.
+pub fn render(all: &[TriggerStatus]) -> String {
+    let mut out = String::new();
+    if all.is_empty() {
+        out.push_str("no mailbox trigger has been served yet; start one with `flowmail serve`\n");
+        return out;
+    }
+    let now = crate::unix_now();
+    for s in all {
+        let _ = writeln!(
+            out,
+            "{} ({}): {} [{}], pid {}",
+            s.workflow,
+            s.account,
+            s.health.to_uppercase(),
+            s.mode,
+            s.pid
+        );
+        let _ = writeln!(out, "  last IDLE or poll: {}", ago(s.last_ok_secs_ago));
+        let _ = writeln!(
+            out,
+            "  last error:        {}",
+            match (&s.last_error, s.last_error_at) {
+                (Some(e), Some(at)) => format!("{} ({e})", ago(Some(now - at))),
+                _ => "none".into(),
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  oldest unhandled:  {}",
+            s.oldest_unhandled_secs
+                .map(|a| format!("{a}s old"))
+                .unwrap_or_else(|| "none waiting".into())
+        );
+        let _ = writeln!(
+            out,
+            "  messages:          {} handled, {} waiting for a retry, {} dead letters",
+            s.handled, s.waiting_for_retry, s.dead_letters
+        );
+        if s.alerts > 0 {
+            let _ = writeln!(
+                out,
+                "  alerts:            {} (last: {})",
+                s.alerts,
+                s.last_alert.as_deref().unwrap_or_default()
+            );
+        }
+        if let Some((validity, uid)) = s.cursor {
+            let _ = writeln!(out, "  cursor:            UIDVALIDITY {validity}, UID {uid}");
+        }
+    }
+    out
+}

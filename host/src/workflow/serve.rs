@@ -1,0 +1,194 @@
+//! `flowmail serve`: keeps every mailbox-triggered workflow running. Each trigger catches
+//! up from its cursor, then waits in IDLE (or polls), and catches up again. Lost
+//! connections are retried with exponential backoff and jitter. A watchdog reconnects a
+//! trigger that stays silent too long and raises an alert. What each trigger last did is
+//! written to the store for `flowmail status`.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use super::runner::{RunOptions, RunReport, Runner};
+use super::trigger::{MailboxTrigger, jitter};
+use super::Workflow;
+use crate::bindings::describe;
+use crate::caps::mailbox::WaitPlan;
+use crate::runtime::Runtime;
+use crate::store::{Handling, Store, WatchRow};
+
+/// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait after `failures` failures in a row, with jitter.
+pub fn reconnect_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    jitter(FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF))
+}
+
+/// Serves `workflows` (those with a mailbox trigger) until `stop` turns true.
+pub async fn serve(
+    runtime: &Runtime,
+    store: &Store,
+    workflows: &[Workflow],
+    stop: watch::Receiver<bool>,
+) {
+    let loops = workflows.iter().filter_map(|wf| {
+        let trigger = wf.trigger.mailbox.as_ref()?;
+        Some(watch_one(runtime, store, wf, trigger, stop.clone()))
+    });
+    join_all(loops).await;
+}
+
+/// Waits until `stop` is true; a closed channel counts as a stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn put(store: &Store, row: &WatchRow) {
+    if let Err(e) = store.put_watch(row) {
+        tracing::warn!("could not record the state of `{}`: {e}", row.workflow);
+    }
+}
+
+/// One trigger's loop.
+async fn watch_one(
+    runtime: &Runtime,
+    store: &Store,
+    wf: &Workflow,
+    trigger: &MailboxTrigger,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = wf.name.as_str();
+    let account = trigger.account.as_str();
+    let mut row = WatchRow {
+        workflow: name.to_owned(),
+        account: account.to_owned(),
+        mode: "starting".into(),
+        pid: std::process::id(),
+        started_at: crate::unix_now(),
+        silence_after: trigger.silence().as_secs() as i64,
+        ..WatchRow::default()
+    };
+    put(store, &row);
+    let Some(mailbox) = runtime.mailbox(account) else {
+        row.last_error = Some(format!("account `{account}` has no mailbox"));
+        row.last_error_at = Some(crate::unix_now());
+        put(store, &row);
+        tracing::error!("workflow `{name}`: account `{account}` has no mailbox; not served");
+        return;
+    };
+    let runner = Runner { runtime, store };
+    let mut failures = 0u32;
+    println!("{name}: watching `{account}`");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // Catch up from the cursor, then run the retries that are due.
+        let mut report = RunReport::default();
+        let options = RunOptions {
+            retry_now: false,
+            progress: true,
+        };
+        let result = runner.catch_up(wf, trigger, options, &mut report).await;
+        for line in report.lines.iter().filter(|l| !l.starts_with("trigger: 0 new")) {
+            println!("{name}: {line}");
+        }
+        match result {
+            Ok(()) => {
+                failures = 0;
+                row.last_ok = Some(crate::unix_now());
+                row.unhandled_since = oldest_unhandled(store, name, account);
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = reconnect_delay(failures);
+                tracing::error!(
+                    "workflow `{name}`: reading `{account}` failed ({failures} in a row): {e}; trying again in {delay:?}"
+                );
+                row.last_error = Some(e.to_string());
+                row.last_error_at = Some(crate::unix_now());
+                row.unhandled_since = row.unhandled_since.or(row.last_error_at);
+                put(store, &row);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => continue,
+                    () = stopped(&mut stop) => break,
+                }
+            }
+        }
+        put(store, &row);
+        // Wait for news, but not past the next retry that falls due.
+        let plan = plan_until_retry(store, wf, trigger);
+        let silence = trigger.silence();
+        let waited = tokio::select! {
+            r = tokio::time::timeout(silence, mailbox.wait_for_change(plan)) => r,
+            () = stopped(&mut stop) => break,
+        };
+        match waited {
+            Ok(Ok(wake)) => {
+                failures = 0;
+                row.mode = wake.mode.into();
+                row.last_ok = Some(crate::unix_now());
+                tracing::debug!("workflow `{name}`: `{account}` woke ({wake:?})");
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                let delay = reconnect_delay(failures);
+                let text = describe(&e);
+                tracing::error!(
+                    "workflow `{name}`: waiting on `{account}` failed ({failures} in a row): {text}; reconnecting in {delay:?}"
+                );
+                row.last_error = Some(text);
+                row.last_error_at = Some(crate::unix_now());
+                put(store, &row);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stopped(&mut stop) => break,
+                }
+            }
+            Err(_) => {
+                // The wait should have ended by itself well before this: the connection
+                // hangs. Dropping the wait dropped it; the next round reconnects.
+                row.alerts += 1;
+                let alert = format!(
+                    "`{account}` was silent for {silence:?} (no IDLE answer and no poll); reconnected"
+                );
+                tracing::error!("ALERT: workflow `{name}`: {alert}");
+                row.last_alert = Some(alert.clone());
+                row.last_error = Some(alert);
+                row.last_error_at = Some(crate::unix_now());
+                put(store, &row);
+            }
+        }
+    }
+    row.mode = "stopped".into();
+    put(store, &row);
+    println!("{name}: stopped");
+}
+
+/// The trigger's wait plan, shortened so that the wait ends when the next retry is due.
+fn plan_until_retry(store: &Store, wf: &Workflow, trigger: &MailboxTrigger) -> WaitPlan {
+    let mut plan = trigger.wait_plan();
+    let next = store
+        .handled_in(&wf.name, &trigger.account, Handling::Pending, None)
+        .ok()
+        .and_then(|rows| rows.iter().map(|r| r.next_attempt).min());
+    if let Some(at) = next {
+        let until = Duration::from_secs((at - crate::unix_now()).max(1) as u64);
+        plan.idle_refresh = plan.idle_refresh.min(until);
+        plan.poll_interval = plan.poll_interval.min(until);
+    }
+    plan
+}
+
+/// When the oldest message still waiting for a (re)try was first seen.
+fn oldest_unhandled(store: &Store, workflow: &str, account: &str) -> Option<i64> {
+    [Handling::Pending, Handling::Running]
+        .into_iter()
+        .filter_map(|h| store.handled_in(workflow, account, h, None).ok())
+        .flatten()
+        .map(|r| r.first_seen)
+        .min()
+}
