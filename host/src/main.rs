@@ -195,10 +195,7 @@ fn load_all(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Vec<Workflow>>
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|e| e == "yaml" || e == "yml")
-                })
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
                 .collect();
             found.sort();
             files.extend(found);
@@ -239,7 +236,8 @@ async fn serve(cli: &Cli, config: &Config, workflows: &[Workflow]) -> anyhow::Re
     let (store, runtime) = start(cli, config).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signals = async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let term = async {
             match term.as_mut() {
                 Some(t) => {

@@ -133,7 +133,10 @@ pub fn render(all: &[TriggerStatus]) -> String {
             );
         }
         if let Some((validity, uid)) = s.cursor {
-            let _ = writeln!(out, "  cursor:            UIDVALIDITY {validity}, UID {uid}");
+            let _ = writeln!(
+                out,
+                "  cursor:            UIDVALIDITY {validity}, UID {uid}"
+            );
         }
     }
     out

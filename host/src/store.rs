@@ -465,7 +465,12 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(
-                params![workflow, account, status.as_str(), due_by.unwrap_or(i64::MAX)],
+                params![
+                    workflow,
+                    account,
+                    status.as_str(),
+                    due_by.unwrap_or(i64::MAX)
+                ],
                 handled_row,
             )
             .map_err(|e| self.err(e))?;

@@ -15,8 +15,28 @@ use anyhow::{Context, bail};
 pub const PASSWORD: &str = "s3cret-testpass";
 
 /// A free port on 127.0.0.1.
+/// A free port for a test server, below the kernel's ephemeral range (32768 and up), so
+/// that no outgoing connection of a parallel test can take it between this check and the
+/// server's bind. Each process starts at its own offset and never hands out a port twice.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = (FIRST + n) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 pub(crate) fn need(program: &str, install: &str) -> anyhow::Result<PathBuf> {
@@ -379,6 +399,130 @@ impl Drop for MailStack {
 }
 
 impl MailStack {
+    /// Stops and starts dovecot, breaking every open IMAP connection: its session
+    /// processes outlive a stopped master, so they are killed as a crash would.
+    pub fn restart_dovecot(&self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("log/dovecot.log");
+        let master = std::fs::read_to_string(self.dir.path().join("dovecot/run/master.pid"))?;
+        let children = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", master.trim()])
+            .output()?;
+        let children: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        run_daemon(
+            Command::new("dovecot")
+                .arg("-c")
+                .arg(&self.dovecot_conf)
+                .arg("stop"),
+            &log,
+        )?;
+        let start = Instant::now();
+        while (TcpStream::connect(("127.0.0.1", self.ports.imap)).is_ok()
+            || self.dir.path().join("dovecot/run/master.pid").exists())
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        if !children.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .args(&children)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        run_daemon(
+            Command::new("dovecot").arg("-c").arg(&self.dovecot_conf),
+            &log,
+        )?;
+        wait_for_port(self.ports.imap, "dovecot", &log)?;
+        wait_for_port(self.ports.lmtp, "dovecot", &log)
+    }
+
+    /// Delivers `message` to `user` over LMTP, as postfix would.
+    pub fn deliver(&self, user: &str, message: &[u8]) -> anyhow::Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = TcpStream::connect(("127.0.0.1", self.ports.lmtp))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut w = stream;
+        let mut expect = |code: &str| -> anyhow::Result<()> {
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                if !line.starts_with(code) {
+                    bail!("LMTP: expected {code}, got {line:?}");
+                }
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return Ok(());
+                }
+            }
+        };
+        expect("220")?;
+        write!(w, "LHLO test\r\n")?;
+        expect("250")?;
+        write!(w, "MAIL FROM:<sender@demo.example>\r\n")?;
+        expect("250")?;
+        write!(w, "RCPT TO:<{user}>\r\n")?;
+        expect("250")?;
+        write!(w, "DATA\r\n")?;
+        expect("354")?;
+        for line in message.split_inclusive(|b| *b == b'\n') {
+            if line.first() == Some(&b'.') {
+                w.write_all(b".")?;
+            }
+            w.write_all(line)?;
+        }
+        if !message.ends_with(b"\n") {
+            w.write_all(b"\r\n")?;
+        }
+        write!(w, ".\r\n")?;
+        expect("250")?;
+        write!(w, "QUIT\r\n")?;
+        Ok(())
+    }
+
+    /// A `flowmail.toml` with one account `box` that reads `user`'s `folder` over IMAP
+    /// (LOGIN with the test password, or `auth` when given) and sends to a file outbox.
+    pub fn imap_config(
+        &self,
+        dir: &Path,
+        user: &str,
+        port: u16,
+        ssl: bool,
+        folder: &str,
+        auth: &str,
+    ) -> anyhow::Result<String> {
+        let pw = dir.join("imap-password");
+        std::fs::write(&pw, PASSWORD)?;
+        let auth = if auth.is_empty() {
+            format!(
+                "[accounts.box.auth]\nkind = \"basic\"\nusername = \"{user}\"\npassword = {{ file = \"{}\" }}\n",
+                pw.display()
+            )
+        } else {
+            auth.to_owned()
+        };
+        Ok(format!(
+            "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{user}\"\n\
+             [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+             [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"localhost\"\nport = {port}\nssl = {ssl}\nfolder = \"{folder}\"\nca_file = \"{}\"\ntimeout_secs = 10\n{auth}",
+            self.certs.ca.display()
+        ))
+    }
+
+    /// `user`'s Maildir (folder `""` is the inbox).
+    pub fn maildir(&self, user: &str, folder: &str) -> PathBuf {
+        let dir = self.dir.path().join("mail").join(user).join("Maildir");
+        if folder.is_empty() {
+            dir
+        } else {
+            dir.join(format!(".{folder}"))
+        }
+    }
+
     /// Stops and starts postfix, breaking every open SMTP connection.
     pub fn restart_postfix(&self) -> anyhow::Result<()> {
         let log = self.dir.path().join("log/postfix.log");
@@ -429,14 +573,50 @@ impl MailStack {
         for sub in ["new", "cur", "tmp"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        for (i, m) in messages.iter().enumerate() {
-            let name = format!("{}.M{i}P1.seed", 1_795_000_000 + i);
+        let (uid, gid) = mail_owner()?;
+        let user_dir = self.dir.path().join("mail").join(user);
+        let mut owned = vec![user_dir.clone(), user_dir.join("Maildir"), dir.clone()];
+        owned.extend(["new", "cur", "tmp"].map(|s| dir.join(s)));
+        for d in owned {
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid))?;
+        }
+        static SEEDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        for m in messages {
+            // Maildir names start with the delivery time, so arrival order is name order.
+            let n = SEEDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("{}.M{n}P{}.seed", 1_795_000_000 + n, std::process::id());
             std::fs::write(dir.join("tmp").join(&name), m)?;
+            std::os::unix::fs::chown(dir.join("tmp").join(&name), Some(uid), Some(gid))?;
             std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name))?;
         }
-        run(Command::new("chown")
-            .arg("-R")
-            .arg("nobody:nogroup")
-            .arg(self.dir.path().join("mail").join(user)))
+        Ok(())
     }
+}
+
+/// The numeric owner of mail files: dovecot's `mail_uid = nobody`, `mail_gid = nogroup`.
+fn mail_owner() -> anyhow::Result<(u32, u32)> {
+    static OWNER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    if let Some(o) = OWNER.get() {
+        return Ok(*o);
+    }
+    let id = |args: &[&str]| -> anyhow::Result<u32> {
+        let out = Command::new("id").args(args).output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .with_context(|| format!("`id {}` gave no number", args.join(" ")))
+    };
+    let uid = id(&["-u", "nobody"])?;
+    let gid = Command::new("getent")
+        .args(["group", "nogroup"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(':')
+                .nth(2)
+                .and_then(|g| g.trim().parse().ok())
+        })
+        .map_or_else(|| id(&["-g", "nobody"]), Ok)?;
+    Ok(*OWNER.get_or_init(|| (uid, gid)))
 }

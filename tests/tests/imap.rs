@@ -9,7 +9,7 @@ use flowmail::caps::Audit;
 use flowmail::workflow::{Runner, Workflow};
 use flowmail_tests::Workspace;
 use flowmail_tests::oauth::OAuth;
-use flowmail_tests::stack::{MailStack, PASSWORD};
+use flowmail_tests::stack::MailStack;
 
 const USER: &str = "inbox@demo.example";
 
@@ -25,22 +25,9 @@ fn imap_account(
     ssl: bool,
     auth: &str,
 ) -> String {
-    let pw = dir.join("imap-password");
-    std::fs::write(&pw, PASSWORD).unwrap();
-    let auth = if auth.is_empty() {
-        format!(
-            "[accounts.box.auth]\nkind = \"basic\"\nusername = \"{USER}\"\npassword = {{ file = \"{}\" }}\n",
-            pw.display()
-        )
-    } else {
-        auth.to_owned()
-    };
-    format!(
-        "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{USER}\"\n\
-         [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
-         [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"localhost\"\nport = {port}\nssl = {ssl}\nca_file = \"{}\"\ntimeout_secs = 10\n{auth}",
-        stack.certs.ca.display()
-    )
+    stack
+        .imap_config(dir, USER, port, ssl, "INBOX", auth)
+        .unwrap()
 }
 
 fn all() -> Filter {
@@ -155,7 +142,10 @@ async fn flags_and_moves_reach_the_server() {
         .unwrap();
     assert_eq!(imap.fetch(1).await.unwrap().flags, ["\\Seen"]);
     imap.move_to(vec![2], "Archive".into()).await.unwrap();
-    let left = imap.fetch_after(None, 10, flowmail_tests::no_search(), None).await.unwrap();
+    let left = imap
+        .fetch_after(None, 10, flowmail_tests::no_search(), None)
+        .await
+        .unwrap();
     assert_eq!(left.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1]);
     assert!(matches!(
         imap.fetch(2).await,

@@ -110,7 +110,10 @@ fn message_key(m: &ReceivedMessage) -> String {
             let mut h = Sha256::new();
             for part in [
                 m.date.as_deref().unwrap_or_default(),
-                m.sender.as_ref().map(|a| a.email.as_str()).unwrap_or_default(),
+                m.sender
+                    .as_ref()
+                    .map(|a| a.email.as_str())
+                    .unwrap_or_default(),
                 m.subject.as_str(),
                 &m.size.to_string(),
                 m.text.as_deref().unwrap_or_default(),
@@ -121,7 +124,10 @@ fn message_key(m: &ReceivedMessage) -> String {
             let digest = h.finalize();
             format!(
                 "sha256:{}",
-                digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                digest
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
             )
         }
     }
@@ -173,7 +179,13 @@ impl Runner<'_> {
         Ok(report)
     }
 
-    fn record(&self, wf: &Workflow, started: i64, result: &Result<(), RunError>, report: &RunReport) {
+    fn record(
+        &self,
+        wf: &Workflow,
+        started: i64,
+        result: &Result<(), RunError>,
+        report: &RunReport,
+    ) {
         let (outcome, detail) = match result {
             Ok(()) => ("ok", report.lines.join("\n")),
             Err(e) => ("failed", e.to_string()),
@@ -224,7 +236,14 @@ impl Runner<'_> {
             });
             let page = self
                 .runtime
-                .read_mailbox("trigger", account, &filter, after, trigger.batch, trigger.cap())
+                .read_mailbox(
+                    "trigger",
+                    account,
+                    &filter,
+                    after,
+                    trigger.batch,
+                    trigger.cap(),
+                )
                 .await
                 .map_err(|e| RunError::from_step("trigger", "trigger", e))?;
             let current = page.next_cursor.uid_validity;
@@ -565,7 +584,11 @@ impl Runner<'_> {
             (Some(folder), _) => mailbox.move_to(uids.to_vec(), folder.clone()).await,
             (None, flag) => {
                 mailbox
-                    .set_flags(uids.to_vec(), vec![flag.unwrap_or(Flag::Flagged)], Vec::new())
+                    .set_flags(
+                        uids.to_vec(),
+                        vec![flag.unwrap_or(Flag::Flagged)],
+                        Vec::new(),
+                    )
                     .await
             }
         };

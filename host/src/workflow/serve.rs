@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 
+use super::Workflow;
 use super::runner::{RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, jitter};
-use super::Workflow;
 use crate::bindings::describe;
 use crate::caps::mailbox::WaitPlan;
 use crate::runtime::Runtime;
@@ -93,7 +93,11 @@ async fn watch_one(
             progress: true,
         };
         let result = runner.catch_up(wf, trigger, options, &mut report).await;
-        for line in report.lines.iter().filter(|l| !l.starts_with("trigger: 0 new")) {
+        for line in report
+            .lines
+            .iter()
+            .filter(|l| !l.starts_with("trigger: 0 new"))
+        {
             println!("{name}: {line}");
         }
         match result {

@@ -170,9 +170,8 @@ impl MailboxTrigger {
 
     /// The silence after which the watchdog steps in.
     pub fn silence(&self) -> Duration {
-        self.silence_alert.unwrap_or_else(|| {
-            self.idle_refresh.max(self.poll_interval) + Duration::from_secs(120)
-        })
+        self.silence_alert
+            .unwrap_or_else(|| self.idle_refresh.max(self.poll_interval) + Duration::from_secs(120))
     }
 
     /// Checks the settings that serde cannot; `Err` names the field and the fix.
@@ -182,7 +181,10 @@ impl MailboxTrigger {
             return fail("batch", "must be between 1 and 1000");
         }
         if self.retry.attempts == 0 {
-            return fail("retry.attempts", "must be at least 1 (the first run counts)");
+            return fail(
+                "retry.attempts",
+                "must be at least 1 (the first run counts)",
+            );
         }
         if self.idle_refresh > Duration::from_secs(29 * 60) || self.idle_refresh.is_zero() {
             return fail(
@@ -239,7 +241,9 @@ fn default_oversize() -> Oversize {
 /// Parses `250ms`, `30s`, `5m`, `2h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -249,7 +253,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("`{text}` is not a duration: use 250ms, 30s, 5m or 2h")),
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration: use 250ms, 30s, 5m or 2h"
+            ));
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
 }
@@ -271,7 +279,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
-        _ => return Err(format!("`{text}` is not a size: use 10MB, 512KiB or a number of bytes")),
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size: use 10MB, 512KiB or a number of bytes"
+            ));
+        }
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("`{text}` is too large"))
@@ -313,7 +325,10 @@ fn oversize<'de, D: Deserializer<'de>>(d: D) -> Result<Oversize, D::Error> {
 }
 
 fn opt_flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Flag>, D::Error> {
-    match String::deserialize(d)?.to_ascii_lowercase().trim_start_matches('\\') {
+    match String::deserialize(d)?
+        .to_ascii_lowercase()
+        .trim_start_matches('\\')
+    {
         "seen" => Ok(Some(Flag::Seen)),
         "flagged" => Ok(Some(Flag::Flagged)),
         "answered" => Ok(Some(Flag::Answered)),

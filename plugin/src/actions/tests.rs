@@ -389,7 +389,10 @@ fn passes_the_searchable_conditions_to_the_host() {
 fn oversized_messages_are_reported_with_their_size_or_read_without_attachments() {
     let mut host = Fake::new();
     host.mailbox.push(raw(1, WITH_ATTACHMENT));
-    host.mailbox.push(raw(2, "From: a@example.com\r\nSubject: small\r\n\r\nhi\r\n"));
+    host.mailbox.push(raw(
+        2,
+        "From: a@example.com\r\nSubject: small\r\n\r\nhi\r\n",
+    ));
     let filter = Filter {
         sender_contains: None,
         subject_contains: None,
@@ -414,8 +417,15 @@ fn oversized_messages_are_reported_with_their_size_or_read_without_attachments()
     );
     assert_eq!(page.next_cursor.last_uid, 2);
 
-    let page = read_mailbox(&host, "demo", &filter, None, 10, cap(Oversize::WithoutAttachments))
-        .unwrap();
+    let page = read_mailbox(
+        &host,
+        "demo",
+        &filter,
+        None,
+        10,
+        cap(Oversize::WithoutAttachments),
+    )
+    .unwrap();
     assert!(page.skipped.is_empty());
     let first = &page.messages[0];
     assert!(first.attachments_omitted);

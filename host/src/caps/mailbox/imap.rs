@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::imap_proto::{BodyStructure, MessageSection, SectionPath};
-use async_imap::types::Flag as ImapFlag;
+use async_imap::types::{Flag as ImapFlag, UnsolicitedResponse};
 use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
 use tokio::sync::Mutex;
 
 use super::strip::{self, TextPart};
-use super::{Backend, Wake, WaitPlan};
+use super::{Backend, WaitPlan, Wake};
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{
     Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
@@ -267,7 +267,10 @@ impl Imap {
                     .await
                     .map_err(|e| classify(&server, "CAPABILITY", e))?;
                 if !caps.has_str("IDLE") {
-                    tracing::info!("{server} does not offer IDLE; polling every {:?}", plan.poll_interval);
+                    tracing::info!(
+                        "{server} does not offer IDLE; polling every {:?}",
+                        plan.poll_interval
+                    );
                     self.idle_offered.store(NOT_OFFERED, Ordering::Relaxed);
                     drop(guard);
                     tokio::time::sleep(plan.poll_interval).await;
@@ -277,17 +280,35 @@ impl Imap {
                     });
                 }
                 self.idle_offered.store(OFFERED, Ordering::Relaxed);
-                s
+                // A new connection's SELECT already counts messages that arrived since
+                // the caller last looked, and IDLE never reports those: look again first.
+                *guard = Some(s);
+                return Ok(Wake {
+                    mode: "idle",
+                    changed: true,
+                });
             }
         };
-        // Draining what arrived while no IDLE ran; the caller looks at the folder anyway.
-        while session.unsolicited_responses.try_recv().is_ok() {}
+        // What arrived before now was reported during earlier commands, after the caller's
+        // last look began or before it; either way that look covered it.
+        let unsolicited = session.unsolicited_responses.clone();
+        while unsolicited.try_recv().is_ok() {}
         let mut handle = session.idle();
         handle
             .init()
             .await
             .map_err(|e| classify(&server, "IDLE", e))?;
-        let (outcome, stopped) = {
+        // News that came with the start of IDLE went to the unsolicited queue.
+        let mut early = false;
+        while let Ok(r) = unsolicited.try_recv() {
+            early |= matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            );
+        }
+        let (outcome, stopped) = if early {
+            (Ok(IdleResponse::ManualInterrupt), true)
+        } else {
             let (wait, stop) = handle.wait_with_timeout(plan.idle_refresh);
             tokio::pin!(wait);
             tokio::select! {
@@ -302,7 +323,7 @@ impl Imap {
         let changed = match outcome.map_err(|e| classify(&server, "IDLE", e))? {
             IdleResponse::NewData(_) => true,
             IdleResponse::Timeout => false,
-            IdleResponse::ManualInterrupt if stopped => false,
+            IdleResponse::ManualInterrupt if stopped => early,
             IdleResponse::ManualInterrupt => {
                 return Err(MailError::Transient(format!(
                     "{server} closed the connection during IDLE"
@@ -429,7 +450,9 @@ async fn fetch_without_attachments(
         .await
         .map_err(|e| classify(server, "UID FETCH", e))?;
     let Some(f) = first.iter().find(|f| f.uid == Some(uid)) else {
-        return Err(MailError::NotFound(format!("no message with UID {uid} on {server}")));
+        return Err(MailError::NotFound(format!(
+            "no message with UID {uid} on {server}"
+        )));
     };
     let header = f.header().unwrap_or_default().to_vec();
     let single = !matches!(f.bodystructure(), Some(BodyStructure::Multipart { .. }));

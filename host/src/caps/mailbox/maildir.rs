@@ -11,8 +11,10 @@ use crate::bindings::MailError;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use super::{Wake, WaitPlan, strip};
-use crate::bindings::mailbox::{Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap};
+use super::{WaitPlan, Wake, strip};
+use crate::bindings::mailbox::{
+    Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
+};
 use crate::caps::BoxFuture;
 use crate::store::Store;
 
@@ -99,7 +101,10 @@ impl Maildir {
             }) => {
                 let data = std::fs::read(&entry.path).map_err(|e| classify(&entry.path, e))?;
                 let cut = usize::try_from(max_size).unwrap_or(usize::MAX);
-                (strip::without_attachments(&data, cut), Content::WithoutAttachments)
+                (
+                    strip::without_attachments(&data, cut),
+                    Content::WithoutAttachments,
+                )
             }
             None => (
                 std::fs::read(&entry.path).map_err(|e| classify(&entry.path, e))?,
@@ -127,9 +132,10 @@ impl Maildir {
     /// or the poll interval runs out.
     async fn wait(&self, plan: WaitPlan) -> Result<Wake, MailError> {
         let baseline = {
-            let mut seen = self.seen.lock().map_err(|_| {
-                MailError::Transient("the Maildir watch state is poisoned".into())
-            })?;
+            let mut seen = self
+                .seen
+                .lock()
+                .map_err(|_| MailError::Transient("the Maildir watch state is poisoned".into()))?;
             *seen.get_or_insert_with(|| self.modified())
         };
         let deadline = tokio::time::Instant::now() + plan.poll_interval;

@@ -15,7 +15,9 @@ pub use self::imap::{Imap, ImapAuth};
 pub use self::maildir::Maildir;
 use super::{Audit, BoxFuture};
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{self as generated, Batch, Cursor, Flag, RawMessage, Search, SizeCap};
+use crate::bindings::mailbox::{
+    self as generated, Batch, Cursor, Flag, RawMessage, Search, SizeCap,
+};
 
 /// How a long-running trigger waits for new mail.
 #[derive(Debug, Clone, Copy)]

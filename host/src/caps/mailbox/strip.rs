@@ -5,11 +5,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 
 /// Fields of the original header that describe the original body, and must not describe
 /// the rebuilt one.
-const BODY_FIELDS: [&str; 3] = [
-    "content-type",
-    "content-transfer-encoding",
-    "mime-version",
-];
+const BODY_FIELDS: [&str; 3] = ["content-type", "content-transfer-encoding", "mime-version"];
 
 /// Drops the body-describing fields (with their folded lines) from a header block.
 fn header_without_body_fields(header: &[u8]) -> Vec<u8> {
@@ -104,9 +100,8 @@ pub fn without_attachments(raw: &[u8], part_cap: usize) -> Vec<u8> {
             .unwrap_or(raw.len().min(part_cap));
         return raw[..end].to_vec();
     };
-    let slice = |from: u32, to: u32| -> &[u8] {
-        raw.get(from as usize..to as usize).unwrap_or_default()
-    };
+    let slice =
+        |from: u32, to: u32| -> &[u8] { raw.get(from as usize..to as usize).unwrap_or_default() };
     let root = message.root_part();
     let header = slice(root.raw_header_offset(), root.raw_body_offset());
     let mut ids: Vec<u32> = message
