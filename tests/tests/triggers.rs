@@ -424,3 +424,56 @@ async fn server_side_search_and_the_size_cap() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
+    let stack = MailStack::start(None).unwrap();
+    let proxy = flowmail_tests::FreezableProxy::start(stack.ports.imap).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let config = stack
+        .imap_config(ws.path(), USER, proxy.port, false, "INBOX", "")
+        .unwrap()
+        .replace("timeout_secs = 10", "timeout_secs = 3");
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let wf = workflow(
+        &ws,
+        "    idle_refresh: 1s\n    poll_interval: 1s\n    silence_alert: 2s\n",
+        false,
+    );
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the first IDLE", Duration::from_secs(20), || {
+        store.watches().unwrap().iter().any(|w| w.mode == "idle")
+    })
+    .await;
+    // The path goes dead without closing: no error ever comes, only silence.
+    proxy.freeze(true);
+    wait_until("the watchdog's alert", Duration::from_secs(30), || {
+        store.watches().unwrap()[0].alerts > 0
+    })
+    .await;
+    let status = flowmail::status::collect(&store).unwrap();
+    assert!(
+        status[0]
+            .last_alert
+            .as_deref()
+            .unwrap_or_default()
+            .contains("silent"),
+        "{status:?}"
+    );
+    let text = flowmail::status::render(&status);
+    assert!(text.contains("alerts:"), "{text}");
+    // Once the path works again, the trigger reconnects and mail flows.
+    proxy.freeze(false);
+    stack.deliver(USER, &mail("after the outage")).unwrap();
+    wait_until("the run after recovery", Duration::from_secs(30), || {
+        ws.outbox().len() == 1
+    })
+    .await;
+    assert_eq!(handled(&ws), ["handled: after the outage"]);
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .unwrap()
+        .unwrap();
+}
