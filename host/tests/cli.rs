@@ -355,9 +355,16 @@ fn serve_polls_the_maildir_runs_each_message_once_stops_on_sigterm_and_status_te
     // The catch-up: one run per alert of the demo mailbox.
     wait_for("the catch-up", || outbox(dir.path()).len() == 4);
     let mail = "From: Grafana <alerts@grafana.demo.example>\r\nTo: oncall@demo.example\r\nSubject: [ALERT] served live\r\nMessage-ID: <live@demo.example>\r\n\r\nnew while serving\r\n";
-    let tmp = dir.path().join("workflows/demo-mailbox/tmp/2000000000.live.host");
+    let tmp = dir
+        .path()
+        .join("workflows/demo-mailbox/tmp/2000000000.live.host");
     std::fs::write(&tmp, mail).unwrap();
-    std::fs::rename(&tmp, dir.path().join("workflows/demo-mailbox/new/2000000000.live.host")).unwrap();
+    std::fs::rename(
+        &tmp,
+        dir.path()
+            .join("workflows/demo-mailbox/new/2000000000.live.host"),
+    )
+    .unwrap();
     wait_for("the live message's run", || outbox(dir.path()).len() == 5);
     let subjects: Vec<String> = outbox(dir.path())
         .iter()
@@ -368,12 +375,18 @@ fn serve_polls_the_maildir_runs_each_message_once_stops_on_sigterm_and_status_te
                 .unwrap()
         })
         .collect();
-    assert!(subjects.contains(&"fwd: [ALERT] served live".to_owned()), "{subjects:?}");
+    assert!(
+        subjects.contains(&"fwd: [ALERT] served live".to_owned()),
+        "{subjects:?}"
+    );
 
     let status = flowmail(dir.path(), &["status"]);
     let out = text(&status.stdout);
     assert!(out.contains("forward (demo): OK [poll]"), "{out}");
-    assert!(out.contains("5 handled, 0 waiting for a retry, 0 dead letters"), "{out}");
+    assert!(
+        out.contains("5 handled, 0 waiting for a retry, 0 dead letters"),
+        "{out}"
+    );
     let json = flowmail(dir.path(), &["status", "--json"]);
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(parsed[0]["handled"], 5);
@@ -389,7 +402,10 @@ fn serve_polls_the_maildir_runs_each_message_once_stops_on_sigterm_and_status_te
         if let Some(code) = child.try_wait().unwrap() {
             break code;
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(15), "serve did not stop");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "serve did not stop"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(code.success(), "{code:?}");
