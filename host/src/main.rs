@@ -257,7 +257,7 @@ async fn serve(cli: &Cli, config: &Config, workflows: &[Workflow]) -> anyhow::Re
     };
     let work = flowmail::workflow::serve::serve(&runtime, &store, workflows, rx);
     tokio::select! {
-        () = work => {}
+        r = work => r?,
         () = async { signals.await; } => {}
     }
     Ok(())

@@ -176,7 +176,20 @@ pub enum StoreError {
     },
     #[error("store lock poisoned")]
     Poisoned,
+    #[error(
+        "workflow `{workflow}` is being run by another flowmail process (serve or run); stop that one first, or see `flowmail status`"
+    )]
+    Busy { workflow: String },
+    #[error("store {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
+
+/// Held while one process runs a mailbox-triggered workflow; dropping it lets go.
+#[derive(Debug)]
+pub struct WorkflowLock(#[allow(dead_code)] std::fs::File);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -238,6 +251,44 @@ impl Store {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,
+        }
+    }
+
+    /// Claims `workflow` for this process, so that two processes never handle the same
+    /// trigger at once. The claim is an OS file lock beside the store: it ends with the
+    /// process, however that ends.
+    pub fn lock_workflow(&self, workflow: &str) -> Result<WorkflowLock> {
+        let dir = Path::new(&self.path)
+            .parent()
+            .map(|p| p.join("locks"))
+            .unwrap_or_else(|| Path::new("locks").to_path_buf());
+        let io = |source| StoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let name: String = workflow
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{name}.lock")))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(WorkflowLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+                workflow: workflow.to_owned(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
         }
     }
 

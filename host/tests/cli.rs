@@ -392,6 +392,15 @@ fn serve_polls_the_maildir_runs_each_message_once_stops_on_sigterm_and_status_te
     assert_eq!(parsed[0]["handled"], 5);
     assert_eq!(parsed[0]["health"], "ok");
 
+    // The workflow belongs to the serving process; a second one may not run it meanwhile.
+    let busy = flowmail(dir.path(), &["run", "served/forward.yaml"]);
+    assert!(!busy.status.success());
+    assert!(
+        text(&busy.stderr).contains("is being run by another flowmail process"),
+        "{}",
+        text(&busy.stderr)
+    );
+
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

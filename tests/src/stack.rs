@@ -184,6 +184,11 @@ impl MailStack {
     /// Starts dovecot and postfix; with `oauth`, dovecot also accepts XOAUTH2 tokens that
     /// the OAuth2 server introspects as active.
     pub fn start(oauth: Option<&crate::oauth::OAuth>) -> anyhow::Result<Self> {
+        Self::start_with(oauth, "")
+    }
+
+    /// Starts the stack with `extra` appended to dovecot's configuration.
+    pub fn start_with(oauth: Option<&crate::oauth::OAuth>, extra: &str) -> anyhow::Result<Self> {
         let dovecot = need(
             "dovecot",
             "apt-get install -y --no-install-recommends dovecot-core dovecot-imapd dovecot-lmtpd",
@@ -255,7 +260,7 @@ impl MailStack {
                  userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={r}/mail/%u allow_all_users=yes\n}}\n\
                  service imap-login {{\n  inet_listener imap {{\n    port = {imap}\n  }}\n  inet_listener imaps {{\n    port = {imaps}\n    ssl = yes\n  }}\n}}\n\
                  service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {lmtp}\n  }}\n}}\n\
-                 service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth}\n  }}\n}}\n",
+                 service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {auth}\n  }}\n}}\n{extra}\n",
                 cert = certs.cert.display(),
                 key = certs.key.display(),
                 imap = ports.imap,

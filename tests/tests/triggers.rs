@@ -82,7 +82,9 @@ fn start_serving(
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
-        serve(&runtime, &store, std::slice::from_ref(&wf), rx).await;
+        serve(&runtime, &store, std::slice::from_ref(&wf), rx)
+            .await
+            .unwrap();
     });
     (tx, handle)
 }
@@ -473,6 +475,85 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
     assert_eq!(handled(&ws), ["handled: after the outage"]);
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_idle_is_polled_at_the_configured_interval() {
+    // This dovecot leaves IDLE out of the capabilities it announces after login.
+    let stack = MailStack::start_with(
+        None,
+        "protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE UIDPLUS MOVE NAMESPACE CHILDREN\n}",
+    )
+    .unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(&ws, "    poll_interval: 1s\n", false);
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the first poll", Duration::from_secs(20), || {
+        store.watches().unwrap().iter().any(|w| w.mode == "poll")
+    })
+    .await;
+    stack.deliver(USER, &mail("found by polling")).unwrap();
+    wait_until("the run", Duration::from_secs(10), || {
+        ws.outbox().len() == 1
+    })
+    .await;
+    assert_eq!(handled(&ws), ["handled: found by polling"]);
+    assert_eq!(store.watches().unwrap()[0].mode, "poll");
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workflows_on_one_mailbox_both_wake_for_each_message() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let first = workflow(&ws, "    poll_interval: 10m\n", false);
+    let text = std::fs::read_to_string(ws.path().join("workflows/per-message.yaml"))
+        .unwrap()
+        .replace("name: per-message", "name: second")
+        .replace("handled: ", "second: ");
+    std::fs::write(ws.path().join("workflows/second.yaml"), text).unwrap();
+    let second = Workflow::load(&ws.path().join("workflows/second.yaml")).unwrap();
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (tx, rx) = watch::channel(false);
+    let served = store.clone();
+    let handle = tokio::spawn(async move {
+        serve(&rt, &served, &[first, second], rx).await.unwrap();
+    });
+    wait_until("both triggers to wait", Duration::from_secs(20), || {
+        let w = store.watches().unwrap();
+        w.len() == 2 && w.iter().all(|w| w.mode == "idle")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for subject in ["first news", "second news"] {
+        let before = ws.outbox().len();
+        stack.deliver(USER, &mail(subject)).unwrap();
+        wait_until("both runs", Duration::from_secs(8), || {
+            ws.outbox().len() == before + 2
+        })
+        .await;
+    }
+    let mut got = handled(&ws);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "handled: first news",
+            "handled: second news",
+            "second: first news",
+            "second: second news"
+        ]
+    );
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle)
         .await
         .unwrap()
         .unwrap();

@@ -175,6 +175,7 @@ impl Runner<'_> {
             }
             return Ok(report);
         };
+        let _claim = self.store.lock_workflow(&wf.name).map_err(store_failure)?;
         self.catch_up(wf, trigger, options, &mut report).await?;
         Ok(report)
     }

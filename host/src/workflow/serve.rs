@@ -15,7 +15,7 @@ use super::trigger::{MailboxTrigger, jitter};
 use crate::bindings::describe;
 use crate::caps::mailbox::WaitPlan;
 use crate::runtime::Runtime;
-use crate::store::{Handling, Store, WatchRow};
+use crate::store::{Handling, Store, StoreError, WatchRow};
 
 /// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -27,18 +27,25 @@ pub fn reconnect_delay(failures: u32) -> Duration {
     jitter(FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF))
 }
 
-/// Serves `workflows` (those with a mailbox trigger) until `stop` turns true.
+/// Serves `workflows` (those with a mailbox trigger) until `stop` turns true. Fails at
+/// once, serving nothing, when another process already runs one of them.
 pub async fn serve(
     runtime: &Runtime,
     store: &Store,
     workflows: &[Workflow],
     stop: watch::Receiver<bool>,
-) {
+) -> Result<(), StoreError> {
+    let mut claims = Vec::with_capacity(workflows.len());
+    for wf in workflows.iter().filter(|wf| wf.trigger.mailbox.is_some()) {
+        claims.push(store.lock_workflow(&wf.name)?);
+    }
     let loops = workflows.iter().filter_map(|wf| {
         let trigger = wf.trigger.mailbox.as_ref()?;
         Some(watch_one(runtime, store, wf, trigger, stop.clone()))
     });
     join_all(loops).await;
+    drop(claims);
+    Ok(())
 }
 
 /// Waits until `stop` is true; a closed channel counts as a stop.

@@ -43,6 +43,8 @@ pub struct Imap {
     session: Mutex<Option<Session<Wire>>>,
     /// The connection that waits in IDLE, apart from the one that fetches.
     idle: Mutex<Option<Session<Wire>>>,
+    /// What the one IDLE of this account saw, for the other triggers that wait on it.
+    wakes: tokio::sync::broadcast::Sender<Wake>,
     /// Whether the server offers IDLE: unknown, yes or no.
     idle_offered: AtomicU8,
     /// The UIDVALIDITY of the folder as the fetching session selected it.
@@ -133,6 +135,7 @@ impl Imap {
             folder,
             session: Mutex::new(None),
             idle: Mutex::new(None),
+            wakes: tokio::sync::broadcast::channel(16).0,
             idle_offered: AtomicU8::new(UNKNOWN),
             selected: Arc::new(AtomicU32::new(0)),
         }
@@ -252,8 +255,36 @@ impl Imap {
         )))
     }
 
-    /// Waits in IDLE on a connection of its own; see [`Backend::wait_for_change`].
+    /// Waits for news. One trigger at a time idles on the account's IDLE connection; the
+    /// others follow it and wake when it does, so that no trigger sleeps through news that
+    /// another one's IDLE consumed.
     async fn wait(&self, plan: WaitPlan) -> Result<Wake, MailError> {
+        let mut follow = self.wakes.subscribe();
+        let Ok(guard) = self.idle.try_lock() else {
+            return Ok(tokio::select! {
+                r = follow.recv() => r.unwrap_or(Wake { mode: "idle", changed: true }),
+                () = tokio::time::sleep(plan.idle_refresh) => Wake { mode: "idle", changed: false },
+            });
+        };
+        let result = self.wait_idle(plan, guard).await;
+        // Followers look again in any case; an error shows in their own next read.
+        let _ = self.wakes.send(match &result {
+            Ok(w) => *w,
+            Err(_) => Wake {
+                mode: "idle",
+                changed: true,
+            },
+        });
+        result
+    }
+
+    /// Waits in IDLE on a connection of its own (or polls, for a server without IDLE);
+    /// see [`Backend::wait_for_change`].
+    async fn wait_idle(
+        &self,
+        plan: WaitPlan,
+        mut guard: tokio::sync::MutexGuard<'_, Option<Session<Wire>>>,
+    ) -> Result<Wake, MailError> {
         let server = self.server();
         if self.idle_offered.load(Ordering::Relaxed) == NOT_OFFERED {
             tokio::time::sleep(plan.poll_interval).await;
@@ -262,7 +293,6 @@ impl Imap {
                 changed: false,
             });
         }
-        let mut guard = self.idle.lock().await;
         let session = match guard.take() {
             Some(s) => s,
             None => {
