@@ -447,3 +447,59 @@ fn serve_without_a_mailbox_trigger_says_so() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn trigger_settings_are_checked_with_the_field_and_the_fix() {
+    let dir = demo("");
+    let cases = [
+        (
+            "    idle_refresh: 40m\n",
+            "failed at `idle_refresh`: must be more than 0 and at most 29m",
+        ),
+        (
+            "    on_success: archive\n",
+            "`archive` is not a post-action: use none, seen, delete or { move_to: FOLDER }",
+        ),
+        (
+            "    retry: { attempts: 0 }\n",
+            "failed at `retry.attempts`: must be at least 1",
+        ),
+        (
+            "    max_size: lots\n",
+            "`lots` is not a size: use 10MB, 512KiB or a number of bytes",
+        ),
+        (
+            "    oversize: truncate\n",
+            "`truncate` is not an oversize policy: use skip or without-attachments",
+        ),
+        (
+            "    poll_interval: soon\n",
+            "`soon` is not a duration: use 250ms, 30s, 5m or 2h",
+        ),
+        (
+            "    dead_letter: { folder: Failed, flag: seen }\n",
+            "failed at `dead_letter`: give either `folder` or `flag`, not both",
+        ),
+        (
+            "    poll_interval: 10m\n    silence_alert: 5m\n",
+            "failed at `silence_alert`: must be longer than idle_refresh and poll_interval",
+        ),
+    ];
+    for (extra, expected) in cases {
+        std::fs::write(
+            dir.path().join("workflows/t.yaml"),
+            format!(
+                "name: t\ntrigger:\n  mailbox:\n    account: demo\n{extra}{}",
+                &FORWARD[FORWARD.find("steps:").unwrap()..]
+            ),
+        )
+        .unwrap();
+        let out = flowmail(dir.path(), &["check", "workflows/t.yaml"]);
+        assert!(!out.status.success(), "{extra} must be refused");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "expected `{expected}` for {extra}in: {}",
+            text(&out.stderr)
+        );
+    }
+}
