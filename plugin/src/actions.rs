@@ -137,23 +137,16 @@ pub fn read_mailbox(
     for raw in &batch.messages {
         page.scanned += 1;
         page.next_cursor.last_uid = page.next_cursor.last_uid.max(raw.uid);
-        if raw.content == Content::Omitted {
-            let reason = format!(
+        let parsed = if raw.content == Content::Omitted {
+            Err(format!(
                 "is {} bytes, over the size cap of {} bytes, and the cap says to skip it",
                 raw.size,
                 cap.map(|c| c.max_size).unwrap_or_default()
-            );
-            host.warn(&format!(
-                "message {} of `{account}` is skipped: it {reason}",
-                raw.uid
-            ));
-            page.skipped.push(SkippedMessage {
-                uid: raw.uid,
-                reason,
-            });
-            continue;
-        }
-        match parse::parse(raw) {
+            ))
+        } else {
+            parse::parse(raw)
+        };
+        match parsed {
             Ok(m) if compiled.matches(&m) => page.messages.push(m),
             Ok(_) => {}
             Err(reason) => {

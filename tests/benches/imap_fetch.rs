@@ -11,7 +11,6 @@ use std::time::Instant;
 use flowmail::bindings::actions::Filter;
 use flowmail::bindings::mailbox::Cursor;
 use flowmail::caps::Audit;
-use flowmail_tests::Workspace;
 use flowmail_tests::stack::{MailStack, PASSWORD};
 
 const USER: &str = "bench@demo.example";
@@ -21,26 +20,17 @@ const BATCH: u32 = 200;
 fn main() {
     let stack = MailStack::start(None).unwrap();
     let body = "Disk usage on db-1 is at 91%. Threshold 90%. Host db-1, mount /var.\r\n".repeat(20);
-    for chunk in 0..(COUNT / 500) {
-        let mails: Vec<Vec<u8>> = (0..500)
-            .map(|i| {
-                let n = chunk * 500 + i;
-                format!(
-                    "From: Grafana <alerts@grafana.demo.example>\r\nTo: {USER}\r\nSubject: [ALERT] disk {n}\r\n\
-                     Date: Mon, 23 Nov 2026 08:00:00 +0000\r\nMessage-ID: <disk-{n}@demo.example>\r\n\
-                     MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
-                )
-                .into_bytes()
-            })
-            .collect();
-        let refs: Vec<&[u8]> = mails.iter().map(Vec::as_slice).collect();
-        stack.seed(USER, "", &refs).unwrap();
-    }
-    let ws = Workspace::with_config("").unwrap();
-    let config = stack
-        .imap_config(ws.path(), USER, stack.ports.imap, false, "INBOX", "")
+    stack
+        .seed_many(USER, COUNT, |n| {
+            format!(
+                "From: Grafana <alerts@grafana.demo.example>\r\nTo: {USER}\r\nSubject: [ALERT] disk {n}\r\n\
+                 Date: Mon, 23 Nov 2026 08:00:00 +0000\r\nMessage-ID: <disk-{n}@demo.example>\r\n\
+                 MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+            )
+            .into_bytes()
+        })
         .unwrap();
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let ws = stack.imap_workspace(USER, "INBOX").unwrap();
     let (rt, _store) = ws.runtime(None, Audit::default()).unwrap();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     // Not searchable on the server, so every message is fetched and parsed in the plugin.

@@ -518,6 +518,32 @@ impl MailStack {
         ))
     }
 
+    /// Puts `count` messages made by `make(n)` into `user`'s inbox, 500 at a time; returns
+    /// their total size in bytes.
+    pub fn seed_many(
+        &self,
+        user: &str,
+        count: usize,
+        make: impl Fn(usize) -> Vec<u8>,
+    ) -> anyhow::Result<usize> {
+        let mut total = 0;
+        for start in (0..count).step_by(500) {
+            let mails: Vec<Vec<u8>> = (start..count.min(start + 500)).map(&make).collect();
+            total += mails.iter().map(Vec::len).sum::<usize>();
+            let refs: Vec<&[u8]> = mails.iter().map(Vec::as_slice).collect();
+            self.seed(user, "", &refs)?;
+        }
+        Ok(total)
+    }
+
+    /// A workspace whose account `box` reads `user`'s `folder` over IMAP with STARTTLS.
+    pub fn imap_workspace(&self, user: &str, folder: &str) -> anyhow::Result<crate::Workspace> {
+        let ws = crate::Workspace::with_config("")?;
+        let config = self.imap_config(ws.path(), user, self.ports.imap, false, folder, "")?;
+        std::fs::write(ws.path().join("flowmail.toml"), config)?;
+        Ok(ws)
+    }
+
     /// `user`'s Maildir (folder `""` is the inbox).
     pub fn maildir(&self, user: &str, folder: &str) -> PathBuf {
         let dir = self.dir.path().join("mail").join(user).join("Maildir");

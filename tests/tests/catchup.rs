@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use flowmail::caps::Audit;
 use flowmail::workflow::{RunOptions, Runner, Workflow};
-use flowmail_tests::Workspace;
 use flowmail_tests::stack::MailStack;
 
 const USER: &str = "bulk@demo.example";
@@ -29,27 +28,16 @@ async fn ten_thousand_messages_catch_up_in_bounded_memory() {
     // About 30 KB each: 300 MB in all, far more than the catch-up may hold at once.
     let filler =
         "All quiet on db-1; this line pads the message to a realistic size.\r\n".repeat(440);
-    let mut total_bytes = 0;
-    for chunk in 0..(COUNT / 500) {
-        let mails: Vec<Vec<u8>> = (0..500)
-            .map(|i| {
-                let n = chunk * 500 + i;
-                format!(
-                    "From: Monitor <monitor@demo.example>\r\nTo: {USER}\r\nSubject: [ALERT] check {n}\r\n\
-                     Date: Mon, 23 Nov 2026 08:00:00 +0000\r\nMessage-ID: <check-{n}@demo.example>\r\n\r\n{filler}"
-                )
-                .into_bytes()
-            })
-            .collect();
-        total_bytes += mails.iter().map(Vec::len).sum::<usize>();
-        let refs: Vec<&[u8]> = mails.iter().map(Vec::as_slice).collect();
-        stack.seed(USER, "", &refs).unwrap();
-    }
-    let ws = Workspace::with_config("").unwrap();
-    let config = stack
-        .imap_config(ws.path(), USER, stack.ports.imap, false, "INBOX", "")
+    let total_bytes = stack
+        .seed_many(USER, COUNT, |n| {
+            format!(
+                "From: Monitor <monitor@demo.example>\r\nTo: {USER}\r\nSubject: [ALERT] check {n}\r\n\
+                 Date: Mon, 23 Nov 2026 08:00:00 +0000\r\nMessage-ID: <check-{n}@demo.example>\r\n\r\n{filler}"
+            )
+            .into_bytes()
+        })
         .unwrap();
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let ws = stack.imap_workspace(USER, "INBOX").unwrap();
     std::fs::write(
         ws.path().join("workflows/bulk.yaml"),
         "name: bulk\ntrigger:\n  mailbox:\n    account: box\n    per: batch\n    batch: 100\nsteps:\n  - id: digest\n    action: send-mail\n    with:\n      account: box\n      message:\n        to: ops@demo.example\n        subject: \"${{ trigger.count }} checks\"\n        text: \"first: ${{ trigger.messages[0].subject }}\"\n",

@@ -52,12 +52,7 @@ fn workflow(ws: &Workspace, trigger_extra: &str, gated: bool) -> Workflow {
 }
 
 fn workspace(stack: &MailStack, folder: &str) -> Workspace {
-    let ws = Workspace::with_config("").unwrap();
-    let config = stack
-        .imap_config(ws.path(), USER, stack.ports.imap, false, folder, "")
-        .unwrap();
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
-    ws
+    stack.imap_workspace(USER, folder).unwrap()
 }
 
 /// The subjects of the mails in the outbox, one per run.
@@ -87,6 +82,15 @@ fn start_serving(
             .unwrap();
     });
     (tx, handle)
+}
+
+/// Tells `flowmail serve` to stop and waits until it has.
+async fn stop_serving(stop: watch::Sender<bool>, handle: tokio::task::JoinHandle<()>) {
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -152,11 +156,7 @@ async fn idle_delivers_a_new_message_to_the_workflow_within_seconds() {
     .await;
     let watch = store.watches().unwrap();
     assert_eq!(watch[0].mode, "idle", "{watch:?}");
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, handle).await;
     assert_eq!(store.watches().unwrap()[0].mode, "stopped");
 }
 
@@ -205,11 +205,7 @@ async fn a_thousand_messages_through_two_dovecot_restarts_run_exactly_once_each(
         watch.last_error.is_some(),
         "the restarts were noticed and recorded: {watch:?}"
     );
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,11 +281,7 @@ async fn a_failing_step_leaves_the_message_unseen_and_unmoved_retries_it_and_dea
     let status = flowmail::status::collect(&store).unwrap();
     assert_eq!(status[0].dead_letters, 1);
     assert_eq!(status[0].handled, 2);
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,11 +465,7 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
     })
     .await;
     assert_eq!(handled(&ws), ["handled: after the outage"]);
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,11 +491,7 @@ async fn a_server_without_idle_is_polled_at_the_configured_interval() {
     .await;
     assert_eq!(handled(&ws), ["handled: found by polling"]);
     assert_eq!(store.watches().unwrap()[0].mode, "poll");
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_serving(stop, handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,9 +536,5 @@ async fn two_workflows_on_one_mailbox_both_wake_for_each_message() {
             "second: second news"
         ]
     );
-    tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), handle)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_serving(tx, handle).await;
 }

@@ -453,19 +453,30 @@ fn imap_date(day: &str) -> Option<String> {
     Some(format!("{d}-{}-{y}", MONTHS.get(m.checked_sub(1)?)?))
 }
 
+/// `UID FETCH set items`, collected.
+async fn uid_fetch(
+    session: &mut Session<Wire>,
+    server: &str,
+    set: impl AsRef<str>,
+    items: impl AsRef<str>,
+) -> Result<Vec<async_imap::types::Fetch>, MailError> {
+    session
+        .uid_fetch(set, items)
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))?
+        .try_collect()
+        .await
+        .map_err(|e| classify(server, "UID FETCH", e))
+}
+
 /// Size and flags of `uids`, for the size cap.
 async fn sizes(
     session: &mut Session<Wire>,
     server: &str,
     uids: &[u32],
 ) -> Result<Vec<(u32, u64, Vec<String>)>, MailError> {
-    let fetched: Vec<_> = session
-        .uid_fetch(uid_set(uids), "(UID FLAGS RFC822.SIZE)")
-        .await
-        .map_err(|e| classify(server, "UID FETCH", e))?
-        .try_collect()
-        .await
-        .map_err(|e| classify(server, "UID FETCH", e))?;
+    let fetched: Vec<_> =
+        uid_fetch(session, server, uid_set(uids), "(UID FLAGS RFC822.SIZE)").await?;
     Ok(fetched
         .iter()
         .filter_map(|f| {
@@ -513,13 +524,13 @@ async fn fetch_without_attachments(
     uid: u32,
     cap: u64,
 ) -> Result<Vec<u8>, MailError> {
-    let first: Vec<_> = session
-        .uid_fetch(uid.to_string(), "(UID BODYSTRUCTURE BODY.PEEK[HEADER])")
-        .await
-        .map_err(|e| classify(server, "UID FETCH", e))?
-        .try_collect()
-        .await
-        .map_err(|e| classify(server, "UID FETCH", e))?;
+    let first: Vec<_> = uid_fetch(
+        session,
+        server,
+        uid.to_string(),
+        "(UID BODYSTRUCTURE BODY.PEEK[HEADER])",
+    )
+    .await?;
     let Some(f) = first.iter().find(|f| f.uid == Some(uid)) else {
         return Err(MailError::NotFound(format!(
             "no message with UID {uid} on {server}"
@@ -543,13 +554,7 @@ async fn fetch_without_attachments(
         } else {
             format!("(UID BODY.PEEK[{name}.MIME] BODY.PEEK[{name}]<0.{cap}>)")
         };
-        let got: Vec<_> = session
-            .uid_fetch(uid.to_string(), items)
-            .await
-            .map_err(|e| classify(server, "UID FETCH", e))?
-            .try_collect()
-            .await
-            .map_err(|e| classify(server, "UID FETCH", e))?;
+        let got: Vec<_> = uid_fetch(session, server, uid.to_string(), items).await?;
         let Some(g) = got.iter().find(|g| g.uid == Some(uid)) else {
             continue;
         };
@@ -585,13 +590,13 @@ async fn fetch_raw(
     if uids.is_empty() {
         return Ok(Vec::new());
     }
-    let fetched: Vec<_> = session
-        .uid_fetch(uid_set(uids), "(UID FLAGS RFC822.SIZE BODY.PEEK[])")
-        .await
-        .map_err(|e| classify(server, "UID FETCH", e))?
-        .try_collect()
-        .await
-        .map_err(|e| classify(server, "UID FETCH", e))?;
+    let fetched: Vec<_> = uid_fetch(
+        session,
+        server,
+        uid_set(uids),
+        "(UID FLAGS RFC822.SIZE BODY.PEEK[])",
+    )
+    .await?;
     let mut messages: Vec<RawMessage> = fetched
         .iter()
         .filter_map(|f| {
