@@ -176,7 +176,8 @@ impl Runner<'_> {
             return Ok(report);
         };
         let _claim = self.store.lock_workflow(&wf.name).map_err(store_failure)?;
-        self.catch_up(wf, trigger, options, &mut report).await?;
+        self.catch_up(wf, trigger, options, &mut report, None)
+            .await?;
         Ok(report)
     }
 
@@ -198,14 +199,17 @@ impl Runner<'_> {
 
     /// Processes everything new since the trigger's cursor, then the retries that are due.
     /// A failing run does not stop the catch-up: its messages are kept for a retry. Only a
-    /// failure to read the mailbox or the store is an error.
+    /// failure to read the mailbox or the store is an error. When `stop` turns true, the
+    /// catch-up ends after the run in progress, with the cursor just past it.
     pub async fn catch_up(
         &self,
         wf: &Workflow,
         trigger: &MailboxTrigger,
         options: RunOptions,
         report: &mut RunReport,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<(), RunError> {
+        let stopping = || stop.is_some_and(|s| *s.borrow());
         let filter = inputs::filter(&trigger.filter)
             .map_err(|(f, r)| RunError::new("trigger", Some(&format!("filter.{f}")), r))?;
         let account = trigger.account.as_str();
@@ -292,6 +296,9 @@ impl Runner<'_> {
                 self.run_unit(wf, trigger, current, unit, options, report)
                     .await?;
                 self.advance(wf, account, stored, current, last)?;
+                if stopping() {
+                    return Ok(());
+                }
             }
             self.advance(wf, account, stored, current, page.next_cursor.last_uid)?;
             if let Some(p) = &mut progress {

@@ -99,7 +99,9 @@ async fn watch_one(
             retry_now: false,
             progress: true,
         };
-        let result = runner.catch_up(wf, trigger, options, &mut report).await;
+        let result = runner
+            .catch_up(wf, trigger, options, &mut report, Some(&stop))
+            .await;
         for line in report
             .lines
             .iter()
@@ -142,6 +144,11 @@ async fn watch_one(
                 failures = 0;
                 row.mode = wake.mode.into();
                 row.last_ok = Some(crate::unix_now());
+                if wake.changed {
+                    // New mail is waiting from now until the catch-up handles it.
+                    row.unhandled_since = row.unhandled_since.or(row.last_ok);
+                    put(store, &row);
+                }
                 tracing::debug!("workflow `{name}`: `{account}` woke ({wake:?})");
             }
             Ok(Err(e)) => {
