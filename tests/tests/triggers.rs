@@ -538,3 +538,26 @@ async fn two_workflows_on_one_mailbox_both_wake_for_each_message() {
     );
     stop_serving(tx, handle).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_is_issued_again_each_refresh_and_still_delivers() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(&ws, "    idle_refresh: 1s\n    poll_interval: 10m\n", false);
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the first IDLE", Duration::from_secs(20), || {
+        store.watches().unwrap().iter().any(|w| w.mode == "idle")
+    })
+    .await;
+    let first = store.watches().unwrap()[0].last_ok.unwrap();
+    // Each ended IDLE is a successful wait: the watchdog's clock moves on.
+    wait_until("IDLE to be issued again", Duration::from_secs(10), || {
+        store.watches().unwrap()[0].last_ok.unwrap() >= first + 2
+    })
+    .await;
+    stack.deliver(USER, &mail("after refreshes")).unwrap();
+    wait_until("the run", Duration::from_secs(5), || ws.outbox().len() == 1).await;
+    assert_eq!(handled(&ws), ["handled: after refreshes"]);
+    stop_serving(stop, handle).await;
+}
