@@ -143,10 +143,15 @@ async fn watch_one(
             Ok(Ok(wake)) => {
                 failures = 0;
                 row.mode = wake.mode.into();
-                row.last_ok = Some(crate::unix_now());
+                let now = crate::unix_now();
+                // An IDLE that ended well heard from the server; a poll's wait is only a
+                // timer, and counts once the read after it succeeds.
+                if wake.mode == "idle" {
+                    row.last_ok = Some(now);
+                }
                 if wake.changed {
                     // New mail is waiting from now until the catch-up handles it.
-                    row.unhandled_since = row.unhandled_since.or(row.last_ok);
+                    row.unhandled_since = row.unhandled_since.or(Some(now));
                     put(store, &row);
                 }
                 tracing::debug!("workflow `{name}`: `{account}` woke ({wake:?})");
