@@ -1,6 +1,7 @@
 //! Workflows: YAML files with a trigger and steps that call the plugin's actions. Step
 //! outputs feed later inputs through `${{ ... }}` expressions.
 
+mod catchup;
 mod expr;
 mod inputs;
 mod progress;
