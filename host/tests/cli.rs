@@ -503,3 +503,25 @@ fn trigger_settings_are_checked_with_the_field_and_the_fix() {
         );
     }
 }
+
+#[test]
+fn a_long_catch_up_reports_progress_in_plain_lines_when_not_on_a_terminal() {
+    let dir = demo("");
+    let wf = std::fs::read_to_string(dir.path().join("workflows/alert-digest.yaml"))
+        .unwrap()
+        .replace("batch: 100", "batch: 2");
+    std::fs::write(dir.path().join("workflows/alert-digest.yaml"), wf).unwrap();
+    let out = flowmail(dir.path(), &["run", "workflows/alert-digest.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("alert-digest: catching up on 7 message(s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("alert-digest: caught up on 7 message(s)"),
+        "{err}"
+    );
+    // Four batches of at most two messages; three of them hold alerts.
+    assert_eq!(outbox(dir.path()).len(), 3, "{}", text(&out.stdout));
+}
