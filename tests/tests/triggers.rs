@@ -561,3 +561,47 @@ async fn idle_is_issued_again_each_refresh_and_still_delivers() {
     assert_eq!(handled(&ws), ["handled: after refreshes"]);
     stop_serving(stop, handle).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_waiting_for_a_retry_keeps_its_attempts_across_a_uidvalidity_change() {
+    let stack = MailStack::start(None).unwrap();
+    stack.seed(USER, "Alerts", &[&mail("alpha")]).unwrap();
+    let ws = workspace(&stack, "Alerts");
+    let wf = workflow(&ws, "    retry: { attempts: 5 }\n", true);
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let runner = Runner {
+        runtime: &rt,
+        store: &store,
+    };
+    let attempts = || {
+        store
+            .handled_in("per-message", "box", Handling::Pending, None)
+            .unwrap()
+            .iter()
+            .map(|r| r.attempts)
+            .collect::<Vec<_>>()
+    };
+    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(attempts(), [1]);
+
+    std::fs::remove_dir_all(stack.maildir(USER, "Alerts")).unwrap();
+    stack.seed(USER, "Alerts", &[&mail("alpha")]).unwrap();
+    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    assert_eq!(
+        report.failed.len(),
+        1,
+        "one attempt per catch-up: {:?}",
+        report.lines
+    );
+    assert_eq!(attempts(), [2]);
+
+    std::fs::write(ws.path().join("workflows/gates/alpha"), "ok").unwrap();
+    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    assert_eq!(report.runs, 1);
+    assert_eq!(handled(&ws), ["handled: alpha"]);
+    let done = store
+        .handled_in("per-message", "box", Handling::Done, None)
+        .unwrap();
+    assert_eq!(done[0].attempts, 3);
+}

@@ -218,10 +218,12 @@ impl Runner<'_> {
     ) -> Result<(), RunError> {
         let account = trigger.account.as_str();
         let due_by = (!options.retry_now).then(crate::unix_now);
-        let due = self
+        let mut due = self
             .store
             .handled_in(&wf.name, account, Handling::Pending, due_by)
             .map_err(store_failure)?;
+        // A message met again while reading new mail has had its attempt already.
+        due.retain(|row| !report.attempted.contains(&row.key));
         let mut found = Vec::new();
         for mut row in due {
             let page = if row.uid_validity == validity {
@@ -339,6 +341,9 @@ impl Runner<'_> {
         if todo.is_empty() {
             return Ok(());
         }
+        report
+            .attempted
+            .extend(rows.iter().map(|row| row.key.clone()));
         for row in &mut rows {
             row.status = Handling::Running;
             self.store

@@ -69,6 +69,8 @@ pub struct RunReport {
     pub deduplicated: usize,
     /// Messages looked at.
     pub scanned: u64,
+    /// The keys of the messages run in this catch-up, so that none runs twice in it.
+    pub(crate) attempted: std::collections::HashSet<String>,
 }
 
 /// How a catch-up treats retries and shows progress.
