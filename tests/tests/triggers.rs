@@ -465,6 +465,19 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
     })
     .await;
     assert_eq!(handled(&ws), ["handled: after the outage"]);
+    // A second outage, this time while news is being read: it must show just the same.
+    let alerts = store.watches().unwrap()[0].alerts;
+    stack.deliver(USER, &mail("during the outage")).unwrap();
+    proxy.freeze(true);
+    wait_until("the second alert", Duration::from_secs(30), || {
+        store.watches().unwrap()[0].alerts > alerts
+    })
+    .await;
+    proxy.freeze(false);
+    wait_until("the run after the second outage", Duration::from_secs(30), || {
+        ws.outbox().len() == 2
+    })
+    .await;
     stop_serving(stop, handle).await;
 }
 

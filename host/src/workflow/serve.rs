@@ -87,7 +87,9 @@ async fn watch_one(
         return;
     };
     let runner = Runner { runtime, store };
+    let silence = trigger.silence();
     let mut failures = 0u32;
+    let mut last_alert: Option<i64> = None;
     println!("{name}: watching `{account}`");
     loop {
         if *stop.borrow() {
@@ -124,6 +126,7 @@ async fn watch_one(
                 row.last_error = Some(e.to_string());
                 row.last_error_at = Some(crate::unix_now());
                 row.unhandled_since = row.unhandled_since.or(row.last_error_at);
+                alert_if_silent(&mut row, silence, &mut last_alert);
                 put(store, &row);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
@@ -134,7 +137,6 @@ async fn watch_one(
         put(store, &row);
         // Wait for news, but not past the next retry that falls due.
         let plan = plan_until_retry(store, wf, trigger);
-        let silence = trigger.silence();
         let waited = tokio::select! {
             r = tokio::time::timeout(silence, mailbox.wait_for_change(plan)) => r,
             () = stopped(&mut stop) => break,
@@ -165,6 +167,7 @@ async fn watch_one(
                 );
                 row.last_error = Some(text);
                 row.last_error_at = Some(crate::unix_now());
+                alert_if_silent(&mut row, silence, &mut last_alert);
                 put(store, &row);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -174,14 +177,13 @@ async fn watch_one(
             Err(_) => {
                 // The wait should have ended by itself well before this: the connection
                 // hangs. Dropping the wait dropped it; the next round reconnects.
-                row.alerts += 1;
-                let alert = format!(
-                    "`{account}` was silent for {silence:?} (no IDLE answer and no poll); reconnected"
+                raise_alert(
+                    &mut row,
+                    format!(
+                        "`{account}` was silent for {silence:?} (no IDLE answer and no poll); reconnected"
+                    ),
+                    &mut last_alert,
                 );
-                tracing::error!("ALERT: workflow `{name}`: {alert}");
-                row.last_alert = Some(alert.clone());
-                row.last_error = Some(alert);
-                row.last_error_at = Some(crate::unix_now());
                 put(store, &row);
             }
         }
@@ -189,6 +191,39 @@ async fn watch_one(
     row.mode = "stopped".into();
     put(store, &row);
     println!("{name}: stopped");
+}
+
+/// Counts and logs an alert, and records it as the last error too.
+fn raise_alert(row: &mut WatchRow, alert: String, last_alert: &mut Option<i64>) {
+    let now = crate::unix_now();
+    tracing::error!("ALERT: workflow `{}`: {alert}", row.workflow);
+    eprintln!("ALERT: {}: {alert}", row.workflow);
+    row.alerts += 1;
+    row.last_alert = Some(alert.clone());
+    row.last_error = Some(alert);
+    row.last_error_at = Some(now);
+    *last_alert = Some(now);
+}
+
+/// Raises an alert when nothing has succeeded for `silence` (the failures go on, each
+/// with its own reconnect), at most once per `silence`.
+fn alert_if_silent(row: &mut WatchRow, silence: Duration, last_alert: &mut Option<i64>) {
+    let now = crate::unix_now();
+    let limit = silence.as_secs().max(1) as i64;
+    let quiet_since = row.last_ok.unwrap_or(row.started_at);
+    let due = last_alert.is_none_or(|at| now - at >= limit);
+    if now - quiet_since >= limit && due {
+        let cause = row.last_error.clone().unwrap_or_default();
+        raise_alert(
+            row,
+            format!(
+                "`{}` has been silent for {}s (no successful IDLE or poll); reconnecting with backoff; last error: {cause}",
+                row.account,
+                now - quiet_since
+            ),
+            last_alert,
+        );
+    }
 }
 
 /// The trigger's wait plan, shortened so that the wait ends when the next retry is due.

@@ -145,7 +145,21 @@ impl Imap {
         format!("{}:{}", self.settings.host, self.settings.port)
     }
 
+    /// Opens a session: TCP, TLS, login and SELECT, within twice the timeout in all, so
+    /// that a server that accepts but never answers cannot hold a trigger.
     async fn connect(&self) -> Result<Session<Wire>, MailError> {
+        let limit = self.settings.timeout.saturating_mul(2);
+        tokio::time::timeout(limit, self.open())
+            .await
+            .unwrap_or_else(|_| {
+                Err(MailError::Transient(format!(
+                    "{} accepted the connection but did not finish greeting, login and SELECT within {limit:?}",
+                    self.server()
+                )))
+            })
+    }
+
+    async fn open(&self) -> Result<Session<Wire>, MailError> {
         let s = &self.settings;
         let server = self.server();
         let net = |e: std::io::Error| MailError::Transient(format!("cannot reach {server}: {e}"));
