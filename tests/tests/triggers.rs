@@ -474,9 +474,11 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
     })
     .await;
     proxy.freeze(false);
-    wait_until("the run after the second outage", Duration::from_secs(30), || {
-        ws.outbox().len() == 2
-    })
+    wait_until(
+        "the run after the second outage",
+        Duration::from_secs(30),
+        || ws.outbox().len() == 2,
+    )
     .await;
     stop_serving(stop, handle).await;
 }
