@@ -1,11 +1,17 @@
 //! The embedded SQLite store: mailbox cursors, Maildir UIDs and the run journal, with
-//! schema migrations.
+//! schema migrations; OAuth2 tokens and the trigger records live in submodules.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+mod tokens;
+mod triggers;
+
+pub use self::tokens::TokenRow;
+pub use self::triggers::{HandledCounts, HandledRow, Handling, WatchRow};
 
 /// Each entry migrates the schema from version N to N+1. Never edit one; append.
 const MIGRATIONS: &[&str] = &[
@@ -80,84 +86,6 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// Where a message stands with a workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handling {
-    /// A run for it has started and not finished; after a crash it counts as a failure.
-    Running,
-    /// A run failed; it is tried again at `next_attempt`.
-    Pending,
-    /// A run succeeded. It never runs again, even under a new UIDVALIDITY.
-    Done,
-    /// It failed every attempt and went to the dead letters.
-    Dead,
-}
-
-impl Handling {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Pending => "pending",
-            Self::Done => "done",
-            Self::Dead => "dead",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "running" => Self::Running,
-            "done" => Self::Done,
-            "dead" => Self::Dead,
-            _ => Self::Pending,
-        }
-    }
-}
-
-/// One message's record with one workflow, keyed by its Message-ID (or a digest when it
-/// has none), so that it survives a UIDVALIDITY change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandledRow {
-    pub key: String,
-    pub uid_validity: u32,
-    pub uid: u32,
-    pub status: Handling,
-    pub attempts: u32,
-    pub first_seen: i64,
-    pub next_attempt: i64,
-    pub last_error: Option<String>,
-}
-
-/// What `flowmail serve` last reported of one trigger, for `flowmail status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WatchRow {
-    pub workflow: String,
-    pub account: String,
-    /// `idle`, `poll`, or `starting`.
-    pub mode: String,
-    pub pid: u32,
-    pub started_at: i64,
-    /// The end of the last successful IDLE or poll.
-    pub last_ok: Option<i64>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<i64>,
-    /// Since when the oldest message not yet handled has been waiting.
-    pub unhandled_since: Option<i64>,
-    pub alerts: u32,
-    pub last_alert: Option<String>,
-    /// Seconds of silence after which the trigger is reconnected and an alert logged.
-    pub silence_after: i64,
-    pub updated_at: i64,
-}
-
-/// Counts of a trigger's messages by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HandledCounts {
-    pub done: u64,
-    pub pending: u64,
-    pub running: u64,
-    pub dead: u64,
-}
-
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -197,20 +125,6 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     path: String,
     conn: Mutex<Connection>,
-}
-
-/// An account's OAuth2 tokens as stored: the tokens sealed, the rest plain.
-#[derive(Debug, Clone)]
-pub struct TokenRow {
-    pub version: i64,
-    pub access_token: Vec<u8>,
-    pub refresh_token: Option<Vec<u8>>,
-    pub expires_at: i64,
-    pub scope: String,
-    pub username: String,
-    /// Why the account needs authorizing again, when it does.
-    pub needs_reauth: Option<String>,
-    pub refreshed_at: i64,
 }
 
 /// A cursor as kept in the store.
@@ -389,235 +303,6 @@ impl Store {
         Ok((validity, uids))
     }
 
-    /// Whether any OAuth2 tokens are stored (then the key that sealed them is needed).
-    pub fn has_sealed_tokens(&self) -> Result<bool> {
-        self.conn()?
-            .query_row("SELECT EXISTS (SELECT 1 FROM oauth_tokens)", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| self.err(e))
-    }
-
-    /// The sealed OAuth2 tokens of `account`.
-    pub fn tokens(&self, account: &str) -> Result<Option<TokenRow>> {
-        self.conn()?
-            .query_row(
-                "SELECT version, access_token, refresh_token, expires_at, scope, username, needs_reauth, refreshed_at
-                 FROM oauth_tokens WHERE account = ?1",
-                [account],
-                |r| {
-                    Ok(TokenRow {
-                        version: r.get(0)?,
-                        access_token: r.get(1)?,
-                        refresh_token: r.get(2)?,
-                        expires_at: r.get(3)?,
-                        scope: r.get(4)?,
-                        username: r.get(5)?,
-                        needs_reauth: r.get(6)?,
-                        refreshed_at: r.get(7)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    /// Writes `row` for `account` if the stored version is still `expected` (`None`: a new
-    /// authorization, which replaces whatever is there). Returns whether it was written.
-    pub fn put_tokens(&self, account: &str, expected: Option<i64>, row: &TokenRow) -> Result<bool> {
-        let conn = self.conn()?;
-        let changed = match expected {
-            Some(version) => conn.execute(
-                "UPDATE oauth_tokens SET version = ?3, access_token = ?4, refresh_token = ?5, expires_at = ?6,
-                   scope = ?7, username = ?8, needs_reauth = ?9, refreshed_at = ?10
-                 WHERE account = ?1 AND version = ?2",
-                params![
-                    account, version, row.version, row.access_token, row.refresh_token, row.expires_at,
-                    row.scope, row.username, row.needs_reauth, row.refreshed_at
-                ],
-            ),
-            None => conn.execute(
-                "INSERT INTO oauth_tokens (account, version, access_token, refresh_token, expires_at, scope, username,
-                   needs_reauth, refreshed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (account) DO UPDATE SET version = excluded.version, access_token = excluded.access_token,
-                   refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, scope = excluded.scope,
-                   username = excluded.username, needs_reauth = excluded.needs_reauth,
-                   refreshed_at = excluded.refreshed_at",
-                params![
-                    account, row.version, row.access_token, row.refresh_token, row.expires_at, row.scope,
-                    row.username, row.needs_reauth, row.refreshed_at
-                ],
-            ),
-        }
-        .map_err(|e| self.err(e))?;
-        Ok(changed == 1)
-    }
-
-    /// The record of message `key` with `workflow`.
-    pub fn handled(&self, workflow: &str, account: &str, key: &str) -> Result<Option<HandledRow>> {
-        self.conn()?
-            .query_row(
-                "SELECT key, uid_validity, uid, status, attempts, first_seen, next_attempt, last_error
-                 FROM handled WHERE workflow = ?1 AND account = ?2 AND key = ?3",
-                params![workflow, account, key],
-                handled_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    /// Writes the record of one message.
-    pub fn put_handled(&self, workflow: &str, account: &str, row: &HandledRow) -> Result<()> {
-        self.conn()?
-            .execute(
-                "INSERT INTO handled (workflow, account, key, uid_validity, uid, status, attempts,
-                    first_seen, next_attempt, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (workflow, account, key) DO UPDATE SET
-                    uid_validity = excluded.uid_validity, uid = excluded.uid,
-                    status = excluded.status, attempts = excluded.attempts,
-                    next_attempt = excluded.next_attempt, last_error = excluded.last_error,
-                    updated_at = excluded.updated_at",
-                params![
-                    workflow,
-                    account,
-                    row.key,
-                    row.uid_validity,
-                    row.uid,
-                    row.status.as_str(),
-                    row.attempts,
-                    row.first_seen,
-                    row.next_attempt,
-                    row.last_error,
-                    crate::unix_now()
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Messages of `workflow` in `status`, oldest first; with `due_by`, only those whose
-    /// next attempt is due by then.
-    pub fn handled_in(
-        &self,
-        workflow: &str,
-        account: &str,
-        status: Handling,
-        due_by: Option<i64>,
-    ) -> Result<Vec<HandledRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT key, uid_validity, uid, status, attempts, first_seen, next_attempt, last_error
-                 FROM handled WHERE workflow = ?1 AND account = ?2 AND status = ?3
-                   AND next_attempt <= ?4
-                 ORDER BY uid_validity, uid",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    workflow,
-                    account,
-                    status.as_str(),
-                    due_by.unwrap_or(i64::MAX)
-                ],
-                handled_row,
-            )
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
-    }
-
-    /// How many messages of `workflow` are in each state.
-    pub fn handled_counts(&self, workflow: &str, account: &str) -> Result<HandledCounts> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT status, COUNT(*) FROM handled WHERE workflow = ?1 AND account = ?2
-                 GROUP BY status",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![workflow, account], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut counts = HandledCounts::default();
-        for row in rows {
-            let (status, n) = row.map_err(|e| self.err(e))?;
-            let n = n.max(0) as u64;
-            match Handling::parse(&status) {
-                Handling::Done => counts.done = n,
-                Handling::Pending => counts.pending = n,
-                Handling::Running => counts.running = n,
-                Handling::Dead => counts.dead = n,
-            }
-        }
-        Ok(counts)
-    }
-
-    /// Writes a trigger's watchdog state.
-    pub fn put_watch(&self, row: &WatchRow) -> Result<()> {
-        self.conn()?
-            .execute(
-                "INSERT OR REPLACE INTO watch (workflow, account, mode, pid, started_at, last_ok,
-                    last_error, last_error_at, unhandled_since, alerts, last_alert, silence_after,
-                    updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    row.workflow,
-                    row.account,
-                    row.mode,
-                    row.pid,
-                    row.started_at,
-                    row.last_ok,
-                    row.last_error,
-                    row.last_error_at,
-                    row.unhandled_since,
-                    row.alerts,
-                    row.last_alert,
-                    row.silence_after,
-                    crate::unix_now()
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Every trigger's watchdog state, by workflow and account.
-    pub fn watches(&self) -> Result<Vec<WatchRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT workflow, account, mode, pid, started_at, last_ok, last_error,
-                    last_error_at, unhandled_since, alerts, last_alert, silence_after, updated_at
-                 FROM watch ORDER BY workflow, account",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(WatchRow {
-                    workflow: r.get(0)?,
-                    account: r.get(1)?,
-                    mode: r.get(2)?,
-                    pid: r.get(3)?,
-                    started_at: r.get(4)?,
-                    last_ok: r.get(5)?,
-                    last_error: r.get(6)?,
-                    last_error_at: r.get(7)?,
-                    unhandled_since: r.get(8)?,
-                    alerts: r.get(9)?,
-                    last_alert: r.get(10)?,
-                    silence_after: r.get(11)?,
-                    updated_at: r.get(12)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
-    }
-
     /// How many runs of `workflow` ended with `outcome`.
     pub fn run_count(&self, workflow: &str, outcome: &str) -> Result<u64> {
         self.conn()?
@@ -646,19 +331,6 @@ impl Store {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
-}
-
-fn handled_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HandledRow> {
-    Ok(HandledRow {
-        key: r.get(0)?,
-        uid_validity: r.get(1)?,
-        uid: r.get(2)?,
-        status: Handling::parse(&r.get::<_, String>(3)?),
-        attempts: r.get(4)?,
-        first_seen: r.get(5)?,
-        next_attempt: r.get(6)?,
-        last_error: r.get(7)?,
-    })
 }
 
 fn migrate(conn: &mut Connection, path: &str) -> Result<()> {

@@ -1,0 +1,85 @@
+//! Sealed OAuth2 tokens, one row per account, written with compare-and-swap.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Result, Store};
+
+/// An account's OAuth2 tokens as stored: the tokens sealed, the rest plain.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub version: i64,
+    pub access_token: Vec<u8>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub expires_at: i64,
+    pub scope: String,
+    pub username: String,
+    /// Why the account needs authorizing again, when it does.
+    pub needs_reauth: Option<String>,
+    pub refreshed_at: i64,
+}
+
+impl Store {
+    /// Whether any OAuth2 tokens are stored (then the key that sealed them is needed).
+    pub fn has_sealed_tokens(&self) -> Result<bool> {
+        self.conn()?
+            .query_row("SELECT EXISTS (SELECT 1 FROM oauth_tokens)", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The sealed OAuth2 tokens of `account`.
+    pub fn tokens(&self, account: &str) -> Result<Option<TokenRow>> {
+        self.conn()?
+            .query_row(
+                "SELECT version, access_token, refresh_token, expires_at, scope, username, needs_reauth, refreshed_at
+                 FROM oauth_tokens WHERE account = ?1",
+                [account],
+                |r| {
+                    Ok(TokenRow {
+                        version: r.get(0)?,
+                        access_token: r.get(1)?,
+                        refresh_token: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        scope: r.get(4)?,
+                        username: r.get(5)?,
+                        needs_reauth: r.get(6)?,
+                        refreshed_at: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes `row` for `account` if the stored version is still `expected` (`None`: a new
+    /// authorization, which replaces whatever is there). Returns whether it was written.
+    pub fn put_tokens(&self, account: &str, expected: Option<i64>, row: &TokenRow) -> Result<bool> {
+        let conn = self.conn()?;
+        let changed = match expected {
+            Some(version) => conn.execute(
+                "UPDATE oauth_tokens SET version = ?3, access_token = ?4, refresh_token = ?5, expires_at = ?6,
+                   scope = ?7, username = ?8, needs_reauth = ?9, refreshed_at = ?10
+                 WHERE account = ?1 AND version = ?2",
+                params![
+                    account, version, row.version, row.access_token, row.refresh_token, row.expires_at,
+                    row.scope, row.username, row.needs_reauth, row.refreshed_at
+                ],
+            ),
+            None => conn.execute(
+                "INSERT INTO oauth_tokens (account, version, access_token, refresh_token, expires_at, scope, username,
+                   needs_reauth, refreshed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (account) DO UPDATE SET version = excluded.version, access_token = excluded.access_token,
+                   refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, scope = excluded.scope,
+                   username = excluded.username, needs_reauth = excluded.needs_reauth,
+                   refreshed_at = excluded.refreshed_at",
+                params![
+                    account, row.version, row.access_token, row.refresh_token, row.expires_at, row.scope,
+                    row.username, row.needs_reauth, row.refreshed_at
+                ],
+            ),
+        }
+        .map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+}
