@@ -1,0 +1,260 @@
+//! What the tests do with a running stack: restart its servers, deliver and seed mail,
+//! and write the configs that point flowmail at it.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{MailStack, PASSWORD, run_daemon, wait_for_port};
+
+impl MailStack {
+    /// Stops and starts dovecot, breaking every open IMAP connection: its session
+    /// processes outlive a stopped master, so they are killed as a crash would.
+    pub fn restart_dovecot(&self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("log/dovecot.log");
+        let master = std::fs::read_to_string(self.dir.path().join("dovecot/run/master.pid"))?;
+        let children = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", master.trim()])
+            .output()?;
+        let children: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        run_daemon(
+            Command::new("dovecot")
+                .arg("-c")
+                .arg(&self.dovecot_conf)
+                .arg("stop"),
+            &log,
+        )?;
+        let start = Instant::now();
+        while (TcpStream::connect(("127.0.0.1", self.ports.imap)).is_ok()
+            || self.dir.path().join("dovecot/run/master.pid").exists())
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        if !children.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .args(&children)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        run_daemon(
+            Command::new("dovecot").arg("-c").arg(&self.dovecot_conf),
+            &log,
+        )?;
+        wait_for_port(self.ports.imap, "dovecot", &log)?;
+        wait_for_port(self.ports.lmtp, "dovecot", &log)
+    }
+
+    /// Delivers `message` to `user` over LMTP, as postfix would.
+    pub fn deliver(&self, user: &str, message: &[u8]) -> anyhow::Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        let stream = TcpStream::connect(("127.0.0.1", self.ports.lmtp))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut w = stream;
+        let mut expect = |code: &str| -> anyhow::Result<()> {
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                if !line.starts_with(code) {
+                    bail!("LMTP: expected {code}, got {line:?}");
+                }
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return Ok(());
+                }
+            }
+        };
+        expect("220")?;
+        write!(w, "LHLO test\r\n")?;
+        expect("250")?;
+        write!(w, "MAIL FROM:<sender@demo.example>\r\n")?;
+        expect("250")?;
+        write!(w, "RCPT TO:<{user}>\r\n")?;
+        expect("250")?;
+        write!(w, "DATA\r\n")?;
+        expect("354")?;
+        for line in message.split_inclusive(|b| *b == b'\n') {
+            if line.first() == Some(&b'.') {
+                w.write_all(b".")?;
+            }
+            w.write_all(line)?;
+        }
+        if !message.ends_with(b"\n") {
+            w.write_all(b"\r\n")?;
+        }
+        write!(w, ".\r\n")?;
+        expect("250")?;
+        write!(w, "QUIT\r\n")?;
+        Ok(())
+    }
+
+    /// A `flowmail.toml` with one account `box` that reads `user`'s `folder` over IMAP
+    /// (LOGIN with the test password, or `auth` when given) and sends to a file outbox.
+    pub fn imap_config(
+        &self,
+        dir: &Path,
+        user: &str,
+        port: u16,
+        ssl: bool,
+        folder: &str,
+        auth: &str,
+    ) -> anyhow::Result<String> {
+        let pw = dir.join("imap-password");
+        std::fs::write(&pw, PASSWORD)?;
+        let auth = if auth.is_empty() {
+            format!(
+                "[accounts.box.auth]\nkind = \"basic\"\nusername = \"{user}\"\npassword = {{ file = \"{}\" }}\n",
+                pw.display()
+            )
+        } else {
+            auth.to_owned()
+        };
+        Ok(format!(
+            "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{user}\"\n\
+             [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+             [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"localhost\"\nport = {port}\nssl = {ssl}\nfolder = \"{folder}\"\nca_file = \"{}\"\ntimeout_secs = 10\n{auth}",
+            self.certs.ca.display()
+        ))
+    }
+
+    /// Puts `count` messages made by `make(n)` into `user`'s inbox, 500 at a time; returns
+    /// their total size in bytes.
+    pub fn seed_many(
+        &self,
+        user: &str,
+        count: usize,
+        make: impl Fn(usize) -> Vec<u8>,
+    ) -> anyhow::Result<usize> {
+        let mut total = 0;
+        for start in (0..count).step_by(500) {
+            let mails: Vec<Vec<u8>> = (start..count.min(start + 500)).map(&make).collect();
+            total += mails.iter().map(Vec::len).sum::<usize>();
+            let refs: Vec<&[u8]> = mails.iter().map(Vec::as_slice).collect();
+            self.seed(user, "", &refs)?;
+        }
+        Ok(total)
+    }
+
+    /// A workspace whose account `box` reads `user`'s `folder` over IMAP with STARTTLS.
+    pub fn imap_workspace(&self, user: &str, folder: &str) -> anyhow::Result<crate::Workspace> {
+        let ws = crate::Workspace::with_config("")?;
+        let config = self.imap_config(ws.path(), user, self.ports.imap, false, folder, "")?;
+        std::fs::write(ws.path().join("flowmail.toml"), config)?;
+        Ok(ws)
+    }
+
+    /// `user`'s Maildir (folder `""` is the inbox).
+    pub fn maildir(&self, user: &str, folder: &str) -> PathBuf {
+        let dir = self.dir.path().join("mail").join(user).join("Maildir");
+        if folder.is_empty() {
+            dir
+        } else {
+            dir.join(format!(".{folder}"))
+        }
+    }
+
+    /// Stops and starts postfix, breaking every open SMTP connection.
+    pub fn restart_postfix(&self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("log/postfix.log");
+        run_daemon(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(&self.postfix_dir)
+                .arg("stop"),
+            &log,
+        )?;
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.ports.submission)).is_ok()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        run_daemon(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(&self.postfix_dir)
+                .arg("start"),
+            &log,
+        )?;
+        wait_for_port(
+            self.ports.submission,
+            "postfix",
+            &self.dir.path().join("log/postfix.log"),
+        )
+    }
+
+    /// An account section for `flowmail.toml` that sends through this stack.
+    pub fn account(&self, name: &str, from: &str, port: u16, ssl: bool, auth: &str) -> String {
+        format!(
+            "[accounts.{name}]\nfrom = \"{from}\"\n[accounts.{name}.transport]\nkind = \"smtp\"\nhost = \"localhost\"\n\
+             port = {port}\nssl = {ssl}\nca_file = \"{ca}\"\ntimeout_secs = 10\n{auth}\n",
+            ca = self.certs.ca.display(),
+        )
+    }
+}
+
+impl MailStack {
+    /// Puts `messages` into `user`'s Maildir (folder `""` is the inbox), as delivery would.
+    pub fn seed(&self, user: &str, folder: &str, messages: &[&[u8]]) -> anyhow::Result<()> {
+        let mut dir = self.dir.path().join("mail").join(user).join("Maildir");
+        if !folder.is_empty() {
+            dir = dir.join(format!(".{folder}"));
+        }
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let (uid, gid) = mail_owner()?;
+        let user_dir = self.dir.path().join("mail").join(user);
+        let mut owned = vec![user_dir.clone(), user_dir.join("Maildir"), dir.clone()];
+        owned.extend(["new", "cur", "tmp"].map(|s| dir.join(s)));
+        for d in owned {
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid))?;
+        }
+        static SEEDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        for m in messages {
+            // Maildir names start with the delivery time, so arrival order is name order.
+            let n = SEEDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("{}.M{n}P{}.seed", 1_795_000_000 + n, std::process::id());
+            std::fs::write(dir.join("tmp").join(&name), m)?;
+            std::os::unix::fs::chown(dir.join("tmp").join(&name), Some(uid), Some(gid))?;
+            std::fs::rename(dir.join("tmp").join(&name), dir.join("new").join(&name))?;
+        }
+        Ok(())
+    }
+}
+
+/// The numeric owner of mail files: dovecot's `mail_uid = nobody`, `mail_gid = nogroup`.
+fn mail_owner() -> anyhow::Result<(u32, u32)> {
+    static OWNER: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    if let Some(o) = OWNER.get() {
+        return Ok(*o);
+    }
+    let id = |args: &[&str]| -> anyhow::Result<u32> {
+        let out = Command::new("id").args(args).output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .with_context(|| format!("`id {}` gave no number", args.join(" ")))
+    };
+    let uid = id(&["-u", "nobody"])?;
+    let gid = Command::new("getent")
+        .args(["group", "nogroup"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(':')
+                .nth(2)
+                .and_then(|g| g.trim().parse().ok())
+        })
+        .map_or_else(|| id(&["-g", "nobody"]), Ok)?;
+    Ok(*OWNER.get_or_init(|| (uid, gid)))
+}
