@@ -1,0 +1,206 @@
+//! How triggers wait for news: IDLE within seconds, IDLE issued again each refresh,
+//! polling a server without IDLE, one IDLE shared by two workflows, and the watchdog
+//! against a frozen network path.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_delivers_a_new_message_to_the_workflow_within_seconds() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = workspace(&stack, "INBOX");
+    // Polling every ten minutes could not explain a run within seconds: IDLE must.
+    let wf = workflow(&ws, "    poll_interval: 10m\n    on_success: seen\n", false);
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until(
+        "the trigger to wait in IDLE",
+        Duration::from_secs(20),
+        || {
+            store
+                .watches()
+                .unwrap()
+                .iter()
+                .any(|w| w.mode == "idle" || w.last_ok.is_some())
+        },
+    )
+    .await;
+    // Let the first IDLE begin.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    stack.deliver(USER, &mail("pushed by idle")).unwrap();
+    wait_until("the run", Duration::from_secs(10), || {
+        ws.outbox().len() == 1
+    })
+    .await;
+    let latency = sent.elapsed();
+    assert!(latency < Duration::from_secs(5), "took {latency:?}");
+    assert_eq!(handled(&ws), ["handled: pushed by idle"]);
+    wait_until(
+        "the message to be marked seen",
+        Duration::from_secs(10),
+        || files(&stack.maildir(USER, "")).iter().all(|f| seen(f)),
+    )
+    .await;
+    let watch = store.watches().unwrap();
+    assert_eq!(watch[0].mode, "idle", "{watch:?}");
+    stop_serving(stop, handle).await;
+    assert_eq!(store.watches().unwrap()[0].mode, "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_is_issued_again_each_refresh_and_still_delivers() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(&ws, "    idle_refresh: 1s\n    poll_interval: 10m\n", false);
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the first IDLE", Duration::from_secs(20), || {
+        store.watches().unwrap().iter().any(|w| w.mode == "idle")
+    })
+    .await;
+    let first = store.watches().unwrap()[0].last_ok.unwrap();
+    // Each ended IDLE is a successful wait: the watchdog's clock moves on.
+    wait_until("IDLE to be issued again", Duration::from_secs(10), || {
+        store.watches().unwrap()[0].last_ok.unwrap() >= first + 2
+    })
+    .await;
+    stack.deliver(USER, &mail("after refreshes")).unwrap();
+    wait_until("the run", Duration::from_secs(5), || ws.outbox().len() == 1).await;
+    assert_eq!(handled(&ws), ["handled: after refreshes"]);
+    stop_serving(stop, handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_idle_is_polled_at_the_configured_interval() {
+    // This dovecot leaves IDLE out of the capabilities it announces after login.
+    let stack = MailStack::start_with(
+        None,
+        "protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE UIDPLUS MOVE NAMESPACE CHILDREN\n}",
+    )
+    .unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(&ws, "    poll_interval: 1s\n", false);
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the first poll", Duration::from_secs(20), || {
+        store.watches().unwrap().iter().any(|w| w.mode == "poll")
+    })
+    .await;
+    stack.deliver(USER, &mail("found by polling")).unwrap();
+    wait_until("the run", Duration::from_secs(10), || {
+        ws.outbox().len() == 1
+    })
+    .await;
+    assert_eq!(handled(&ws), ["handled: found by polling"]);
+    assert_eq!(store.watches().unwrap()[0].mode, "poll");
+    stop_serving(stop, handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workflows_on_one_mailbox_both_wake_for_each_message() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let first = workflow(&ws, "    poll_interval: 10m\n", false);
+    let text = std::fs::read_to_string(ws.path().join("workflows/per-message.yaml"))
+        .unwrap()
+        .replace("name: per-message", "name: second")
+        .replace("handled: ", "second: ");
+    std::fs::write(ws.path().join("workflows/second.yaml"), text).unwrap();
+    let second = Workflow::load(&ws.path().join("workflows/second.yaml")).unwrap();
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (tx, rx) = watch::channel(false);
+    let served = store.clone();
+    let handle = tokio::spawn(async move {
+        serve(&rt, &served, &[first, second], rx).await.unwrap();
+    });
+    wait_until("both triggers to wait", Duration::from_secs(20), || {
+        let w = store.watches().unwrap();
+        w.len() == 2 && w.iter().all(|w| w.mode == "idle")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for subject in ["first news", "second news"] {
+        let before = ws.outbox().len();
+        stack.deliver(USER, &mail(subject)).unwrap();
+        wait_until("both runs", Duration::from_secs(8), || {
+            ws.outbox().len() == before + 2
+        })
+        .await;
+    }
+    let mut got = handled(&ws);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "handled: first news",
+            "handled: second news",
+            "second: first news",
+            "second: second news"
+        ]
+    );
+    stop_serving(tx, handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
+    let stack = MailStack::start(None).unwrap();
+    let proxy = flowmail_tests::FreezableProxy::start(stack.ports.imap).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let config = stack
+        .imap_config(ws.path(), USER, proxy.port, false, "INBOX", "")
+        .unwrap()
+        .replace("timeout_secs = 10", "timeout_secs = 3");
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let wf = workflow(
+        &ws,
+        "    idle_refresh: 1s\n    poll_interval: 1s\n    silence_alert: 2s\n",
+        false,
+    );
+    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the first IDLE", Duration::from_secs(20), || {
+        store.watches().unwrap().iter().any(|w| w.mode == "idle")
+    })
+    .await;
+    // The path goes dead without closing: no error ever comes, only silence.
+    proxy.freeze(true);
+    wait_until("the watchdog's alert", Duration::from_secs(30), || {
+        store.watches().unwrap()[0].alerts > 0
+    })
+    .await;
+    let status = flowmail::status::collect(&store).unwrap();
+    assert!(
+        status[0]
+            .last_alert
+            .as_deref()
+            .unwrap_or_default()
+            .contains("silent"),
+        "{status:?}"
+    );
+    let text = flowmail::status::render(&status);
+    assert!(text.contains("alerts:"), "{text}");
+    // Once the path works again, the trigger reconnects and mail flows.
+    proxy.freeze(false);
+    stack.deliver(USER, &mail("after the outage")).unwrap();
+    wait_until("the run after recovery", Duration::from_secs(30), || {
+        ws.outbox().len() == 1
+    })
+    .await;
+    assert_eq!(handled(&ws), ["handled: after the outage"]);
+    // A second outage, this time while news is being read: it must show just the same.
+    let alerts = store.watches().unwrap()[0].alerts;
+    stack.deliver(USER, &mail("during the outage")).unwrap();
+    proxy.freeze(true);
+    wait_until("the second alert", Duration::from_secs(30), || {
+        store.watches().unwrap()[0].alerts > alerts
+    })
+    .await;
+    proxy.freeze(false);
+    wait_until(
+        "the run after the second outage",
+        Duration::from_secs(30),
+        || ws.outbox().len() == 2,
+    )
+    .await;
+    stop_serving(stop, handle).await;
+}
