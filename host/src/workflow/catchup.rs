@@ -2,7 +2,7 @@
 //! the record of each message in the store (done, waiting for a retry, dead), retries that
 //! fall due, post-actions and dead letters.
 
-use serde_json::Map;
+use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
 use super::Workflow;
@@ -47,6 +47,15 @@ fn message_key(m: &ReceivedMessage) -> String {
     }
 }
 
+/// The runs that `messages` make: one each, or one for all of them.
+fn units(per: Per, messages: Vec<ReceivedMessage>) -> Vec<Vec<ReceivedMessage>> {
+    match per {
+        Per::Message => messages.into_iter().map(|m| vec![m]).collect(),
+        Per::Batch if messages.is_empty() => Vec::new(),
+        Per::Batch => vec![messages],
+    }
+}
+
 pub(super) fn store_failure(e: crate::store::StoreError) -> RunError {
     RunError {
         retryable: true,
@@ -87,12 +96,13 @@ impl Runner<'_> {
                 .map_err(store_failure)?;
         }
         let mut progress = None;
-        let mut validity;
-        loop {
-            let stored = self
-                .store
-                .cursor(&wf.name, account)
-                .map_err(store_failure)?;
+        // This process holds the workflow's lock, so the cursor is only written here.
+        let mut cursor = self
+            .store
+            .cursor(&wf.name, account)
+            .map_err(store_failure)?;
+        let validity = loop {
+            let stored = cursor;
             let after = stored.map(|c| Cursor {
                 uid_validity: c.uid_validity,
                 last_uid: c.last_uid,
@@ -110,7 +120,6 @@ impl Runner<'_> {
                 .await
                 .map_err(|e| RunError::from_step("trigger", "trigger", e))?;
             let current = page.next_cursor.uid_validity;
-            validity = Some(current);
             if let Some(s) = stored
                 && s.uid_validity != current
             {
@@ -128,52 +137,43 @@ impl Runner<'_> {
                 };
                 progress = Some(Progress::start(&wf.name, total));
             }
-            let page_json = inputs::page_json(account, &page);
             for s in page.skipped.iter() {
                 report.lines.push(format!(
                     "skipped message {} of `{account}`: it {}",
                     s.uid, s.reason
                 ));
+                report
+                    .skipped
+                    .push(json!({"uid": s.uid, "reason": s.reason}));
             }
-            report
-                .skipped
-                .extend(page_json["skipped"].as_array().cloned().unwrap_or_default());
             report.scanned += u64::from(page.scanned);
             report.lines.push(format!(
                 "trigger: {} new message(s) in `{account}`, {} matched",
                 page.scanned,
                 page.messages.len()
             ));
-            let units: Vec<Vec<ReceivedMessage>> = match trigger.per {
-                Per::Message => page.messages.into_iter().map(|m| vec![m]).collect(),
-                Per::Batch if page.messages.is_empty() => Vec::new(),
-                Per::Batch => vec![page.messages],
-            };
-            for unit in units {
+            for unit in units(trigger.per, page.messages) {
                 let last = unit.iter().map(|m| m.uid).max().unwrap_or_default();
                 self.run_unit(wf, trigger, current, unit, options, report)
                     .await?;
-                self.advance(wf, account, stored, current, last)?;
+                self.advance(wf, account, &mut cursor, current, last)?;
                 if stopping() {
                     return Ok(());
                 }
             }
-            self.advance(wf, account, stored, current, page.next_cursor.last_uid)?;
+            self.advance(wf, account, &mut cursor, current, page.next_cursor.last_uid)?;
             if let Some(p) = &mut progress {
                 p.advance(u64::from(page.scanned));
             }
             if !page.more {
-                break;
+                break current;
             }
-        }
+        };
         if let Some(p) = progress {
             p.finish();
         }
-        if let Some(current) = validity {
-            self.retry_due(wf, trigger, &filter, current, options, report)
-                .await?;
-        }
-        Ok(())
+        self.retry_due(wf, trigger, &filter, validity, options, report)
+            .await
     }
 
     /// Moves the cursor forward to `last_uid` under `validity`, never back.
@@ -181,27 +181,23 @@ impl Runner<'_> {
         &self,
         wf: &Workflow,
         account: &str,
-        stored: Option<StoredCursor>,
+        cursor: &mut Option<StoredCursor>,
         validity: u32,
         last_uid: u32,
     ) -> Result<(), RunError> {
-        let now = self
-            .store
-            .cursor(&wf.name, account)
-            .map_err(store_failure)?
-            .or(stored);
-        let next = StoredCursor {
-            uid_validity: validity,
-            last_uid,
-        };
-        let forward = match now {
+        let forward = match *cursor {
             Some(c) if c.uid_validity == validity => last_uid > c.last_uid,
             _ => true,
         };
         if forward {
+            let next = StoredCursor {
+                uid_validity: validity,
+                last_uid,
+            };
             self.store
                 .set_cursor(&wf.name, account, next)
                 .map_err(store_failure)?;
+            *cursor = Some(next);
         }
         Ok(())
     }
@@ -257,12 +253,7 @@ impl Runner<'_> {
                 }
             }
         }
-        let units: Vec<Vec<ReceivedMessage>> = match trigger.per {
-            Per::Message => found.into_iter().map(|m| vec![m]).collect(),
-            Per::Batch if found.is_empty() => Vec::new(),
-            Per::Batch => vec![found],
-        };
-        for unit in units {
+        for unit in units(trigger.per, found) {
             self.run_unit(wf, trigger, validity, unit, options, report)
                 .await?;
         }
