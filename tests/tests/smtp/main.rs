@@ -66,6 +66,25 @@ fn runtime(
     (ws, rt)
 }
 
+/// A runtime whose account `ops` (ops@demo.example) sends through `port` with a password.
+fn ops_runtime(
+    stack: &MailStack,
+    port: u16,
+    ssl: bool,
+    password: &str,
+    mechanism: Option<&str>,
+) -> (Workspace, flowmail::runtime::Runtime) {
+    runtime(|dir| {
+        stack.account(
+            "ops",
+            "ops@demo.example",
+            port,
+            ssl,
+            &basic(dir, "ops", "ops@demo.example", password, mechanism),
+        )
+    })
+}
+
 fn expect_mail_error(r: Result<impl std::fmt::Debug, StepError>) -> MailError {
     match r {
         Err(StepError::Mail(e)) => e,
@@ -121,15 +140,7 @@ async fn starttls_with_plain_delivers_utf8_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls_with_login_delivers_a_10_mb_attachment_intact() {
     let stack = MailStack::start(None).unwrap();
-    let (_ws, rt) = runtime(|dir| {
-        stack.account(
-            "ops",
-            "ops@demo.example",
-            stack.ports.smtps,
-            true,
-            &basic(dir, "ops", "ops@demo.example", PASSWORD, Some("login")),
-        )
-    });
+    let (_ws, rt) = ops_runtime(&stack, stack.ports.smtps, true, PASSWORD, Some("login"));
     let mut data = Vec::with_capacity(10_000_000);
     let mut x: u32 = 0x1234_5678;
     while data.len() < 10_000_000 {
@@ -164,15 +175,13 @@ async fn implicit_tls_with_login_delivers_a_10_mb_attachment_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_auth_failed_and_never_echoed() {
     let stack = MailStack::start(None).unwrap();
-    let (_ws, rt) = runtime(|dir| {
-        stack.account(
-            "ops",
-            "ops@demo.example",
-            stack.ports.submission,
-            false,
-            &basic(dir, "ops", "ops@demo.example", "wrong-password-1234", None),
-        )
-    });
+    let (_ws, rt) = ops_runtime(
+        &stack,
+        stack.ports.submission,
+        false,
+        "wrong-password-1234",
+        None,
+    );
     let e = expect_mail_error(
         rt.send_mail("send", "ops", &message("bob@demo.example", "x"))
             .await,
@@ -393,15 +402,7 @@ async fn xoauth2_works_with_a_valid_token_and_fails_with_a_revoked_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_is_reused_and_replaced_once_when_broken() {
     let stack = MailStack::start(None).unwrap();
-    let (_ws, rt) = runtime(|dir| {
-        stack.account(
-            "ops",
-            "ops@demo.example",
-            stack.ports.submission,
-            false,
-            &basic(dir, "ops", "ops@demo.example", PASSWORD, None),
-        )
-    });
+    let (_ws, rt) = ops_runtime(&stack, stack.ports.submission, false, PASSWORD, None);
     for i in 0..3 {
         rt.send_mail(
             "send",
