@@ -10,13 +10,11 @@
 
 use std::cell::RefCell;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowmail::app::{App, Plugin};
 use flowmail::bindings::types::{Address, OutgoingMessage};
 use flowmail::config::Config;
-use flowmail::runtime::{Runtime, engine, load_component};
-use flowmail::store::Store;
 use flowmail_plugin as native;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
@@ -168,11 +166,8 @@ fn main() {
     )
     .unwrap();
     let config = Config::load(&dir.path().join("flowmail.toml")).unwrap();
-    let store = Arc::new(Store::open(&config.store_path()).unwrap());
-    let caps = Arc::new(config.capabilities(&store).unwrap());
-    let engine = engine().unwrap();
-    let component = load_component(&engine, flowmail::DEFAULT_PLUGIN, None).unwrap();
-    let runtime = Runtime::new(&engine, &component, caps, config.limits()).unwrap();
+    let app = App::open(&config, Plugin::Embedded).unwrap();
+    let runtime = app.runtime().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

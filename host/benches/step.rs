@@ -5,17 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use criterion::{Criterion, criterion_group, criterion_main};
+use flowmail::app::{App, Plugin};
 use flowmail::bindings::actions::Filter;
 use flowmail::bindings::types::{Address, OutgoingMessage};
-use flowmail::caps::Capabilities;
 use flowmail::config::Config;
-use flowmail::runtime::{Runtime, engine, load_component};
-use flowmail::store::Store;
+use flowmail::runtime::{engine, load_component};
 
-fn setup(dir: &std::path::Path) -> (Config, Arc<Store>, Arc<Capabilities>) {
+fn setup(dir: &std::path::Path) -> App {
     for sub in ["mail/new", "mail/cur", "mail/tmp"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -25,18 +22,16 @@ fn setup(dir: &std::path::Path) -> (Config, Arc<Store>, Arc<Capabilities>) {
          [accounts.b.mailbox]\nkind = \"maildir\"\npath = \"mail\"\n",
     )
     .unwrap();
-    let config = Config::load(&dir.join("flowmail.toml")).unwrap();
-    let store = Arc::new(Store::open(&config.store_path()).unwrap());
-    let caps = Arc::new(config.capabilities(&store).unwrap());
-    (config, store, caps)
+    let mut config = Config::load(&dir.join("flowmail.toml")).unwrap();
+    // Each run compiles the component afresh, as a first start does.
+    config.runtime.cache_dir = "".into();
+    App::open(&config, Plugin::Embedded).unwrap()
 }
 
 fn step(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let (config, _store, caps) = setup(dir.path());
-    let engine = engine().unwrap();
-    let component = load_component(&engine, flowmail::DEFAULT_PLUGIN, None).unwrap();
-    let runtime = Runtime::new(&engine, &component, caps, config.limits()).unwrap();
+    let app = setup(dir.path());
+    let runtime = app.runtime().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

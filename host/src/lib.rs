@@ -1,15 +1,21 @@
 //! flowmail's host: loads the mail plugin component, serves it the smtp, mailbox, tokens
 //! and log capabilities, and runs workflows whose steps call the plugin's actions.
 
+pub mod app;
+pub mod auth;
 pub mod bindings;
 pub mod caps;
+pub mod cli;
 pub mod config;
-pub mod oauth;
+pub mod net;
 pub mod runtime;
 pub mod secret;
 pub mod status;
 pub mod store;
 pub mod workflow;
+
+/// A boxed future, for traits that must stay object safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> i64 {

@@ -14,7 +14,7 @@ use crate::bindings::actions::{Filter, MailboxPage, Receipt};
 use crate::bindings::mailbox::{Cursor, SizeCap};
 use crate::bindings::types::OutgoingMessage;
 use crate::bindings::{MailError, MailPlugin, MailPluginPre};
-use crate::caps::{self, Audit, Capabilities};
+use crate::caps::{self, Audit, Capabilities, Live};
 
 const TICK: Duration = Duration::from_millis(10);
 
@@ -49,7 +49,7 @@ pub enum StepError {
     Memory { wanted: usize, limit: usize },
     #[error("the plugin failed: {0}")]
     Trap(String),
-    #[error("{}", crate::bindings::describe(.0))]
+    #[error("{}", .0.describe())]
     Mail(#[from] MailError),
 }
 
@@ -108,7 +108,7 @@ impl WasiView for StepState {
 pub struct Runtime {
     engine: Engine,
     pre: MailPluginPre<StepState>,
-    caps: Arc<Capabilities>,
+    caps: Arc<Live>,
     limits: Limits,
     audit: Audit,
 }
@@ -187,8 +187,8 @@ fn store_compiled(component: &Component, dir: &Path, path: &Path) -> wasmtime::R
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
     let mut linker: Linker<StepState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    caps::smtp::add_to_linker(&mut linker, |s| caps::smtp::Smtp {
-        ctx: &s.caps.smtp,
+    caps::transport::add_to_linker(&mut linker, |s| caps::transport::TransportView {
+        ctx: &s.caps.transport,
         audit: &s.audit,
     })?;
     caps::mailbox::add_to_linker(&mut linker, |s| caps::mailbox::Mailbox {
@@ -212,7 +212,7 @@ impl Runtime {
     pub fn new(
         engine: &Engine,
         component: &Component,
-        caps: Arc<Capabilities>,
+        caps: Arc<Live>,
         limits: Limits,
     ) -> wasmtime::Result<Self> {
         let pre = MailPluginPre::new(linker(engine)?.instantiate_pre(component)?)?;
@@ -232,11 +232,6 @@ impl Runtime {
     }
 
     /// The engine this runtime runs on.
-    /// The mailbox of `account`, for the trigger's own reads and post-actions.
-    pub fn mailbox(&self, account: &str) -> Option<Arc<dyn caps::mailbox::Backend>> {
-        self.caps.mailbox.accounts.get(account).cloned()
-    }
-
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -254,7 +249,7 @@ impl Runtime {
                 limit: self.limits.memory_bytes,
                 refused: None,
             },
-            caps: self.caps.clone(),
+            caps: self.caps.current(),
             audit: self.audit.clone(),
             step: step.to_owned(),
         };

@@ -31,7 +31,7 @@ fn main() {
         })
         .unwrap();
     let ws = stack.imap_workspace(USER, "INBOX").unwrap();
-    let (rt, _store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _store) = ws.app(None, Audit::default()).unwrap();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     // Not searchable on the server, so every message is fetched and parsed in the plugin.
     let filter = Filter {
@@ -47,7 +47,11 @@ fn main() {
         let (mut scanned, mut matched) = (0u64, 0u64);
         loop {
             let page = tokio
-                .block_on(rt.read_mailbox("bench", "box", &filter, after, BATCH, None))
+                .block_on(
+                    rt.runtime()
+                        .unwrap()
+                        .read_mailbox("bench", "box", &filter, after, BATCH, None),
+                )
                 .unwrap();
             scanned += u64::from(page.scanned);
             matched += page.messages.len() as u64;

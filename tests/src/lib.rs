@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flowmail::app::{App, Plugin};
 use flowmail::caps::Audit;
 use flowmail::config::Config;
-use flowmail::runtime::{Runtime, engine, load_component};
 use flowmail::store::Store;
 
 pub mod oauth;
@@ -14,6 +14,23 @@ pub mod stack;
 
 /// The misbehaving test plugin, built by this crate's build script.
 pub const MISBEHAVE_PLUGIN: &str = env!("MISBEHAVE_PLUGIN");
+
+/// The `flowmail` binary of this build, beside the test executables (`cargo test
+/// --workspace` builds it for the host's own command-line tests).
+pub fn flowmail_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("flowmail"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p flowmail` or run `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -137,26 +154,24 @@ impl Workspace {
         files
     }
 
-    /// A runtime over this workspace's config, with `plugin` (the embedded one if `None`).
-    pub fn runtime(
+    /// The application over this workspace's config, with `plugin` (the embedded one if
+    /// `None`), its runtime built, and its store.
+    pub fn app(
         &self,
         plugin: Option<&str>,
         audit: Audit,
-    ) -> anyhow::Result<(Runtime, Arc<Store>)> {
-        let config = self.config()?;
-        let store = Arc::new(Store::open(&config.store_path())?);
-        let caps = Arc::new(config.capabilities(&store)?);
-        let wasm = match plugin {
-            Some(path) => std::fs::read(path)?,
-            None => flowmail::DEFAULT_PLUGIN.to_vec(),
+    ) -> anyhow::Result<(Arc<App>, Arc<Store>)> {
+        let mut config = self.config()?;
+        // One compiled-component cache for every test: a debug host compiles slowly.
+        config.runtime.cache_dir = std::env::temp_dir().join("flowmail-test-cache");
+        let plugin = match plugin {
+            Some(path) => Plugin::File(path.into()),
+            None => Plugin::Embedded,
         };
-        let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let cache = std::env::temp_dir().join("flowmail-test-cache");
-        let component =
-            load_component(&engine, &wasm, Some(&cache)).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let runtime = Runtime::new(&engine, &component, caps, config.limits())
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        Ok((runtime.with_audit(audit), store))
+        let app = App::open(&config, plugin)?.with_audit(audit);
+        app.runtime()?;
+        let store = app.store().clone();
+        Ok((Arc::new(app), store))
     }
 }
 

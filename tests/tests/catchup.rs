@@ -45,16 +45,13 @@ async fn ten_thousand_messages_catch_up_in_bounded_memory() {
     .unwrap();
     let wf = Workflow::load(&ws.path().join("workflows/bulk.yaml")).unwrap();
     wf.check(&ws.config().unwrap()).unwrap();
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     // Reset the peak to what the process holds now, with the runtime loaded.
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let before = peak_kib();
     let started = Instant::now();
-    let report = Runner {
-        runtime: &rt,
-        store: &store,
-    }
-    .run_with(
+    let report = flowmail::workflow::run_with(
+        &Runner::new(&rt).unwrap(),
         &wf,
         RunOptions {
             retry_now: true,

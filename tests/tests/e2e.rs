@@ -25,11 +25,11 @@ async fn a_looping_plugin_is_stopped_and_the_host_serves_the_next_call() {
             .replace("step_timeout_ms = 30000", "step_timeout_ms = 500"),
     )
     .unwrap();
-    let (runtime, _) = ws
-        .runtime(Some(MISBEHAVE_PLUGIN), Audit::default())
-        .unwrap();
+    let (runtime, _) = ws.app(Some(MISBEHAVE_PLUGIN), Audit::default()).unwrap();
     let started = Instant::now();
     let err = runtime
+        .runtime()
+        .unwrap()
         .send_mail("spin", "demo", &message("loop"))
         .await
         .unwrap_err();
@@ -43,6 +43,8 @@ async fn a_looping_plugin_is_stopped_and_the_host_serves_the_next_call() {
         "the deadline must stop it"
     );
     let receipt = runtime
+        .runtime()
+        .unwrap()
         .send_mail("after", "demo", &message("fine"))
         .await
         .unwrap();
@@ -60,10 +62,10 @@ async fn a_plugin_that_grows_memory_without_bound_is_stopped() {
             .replace("memory_limit_mb = 256", "memory_limit_mb = 32"),
     )
     .unwrap();
-    let (runtime, _) = ws
-        .runtime(Some(MISBEHAVE_PLUGIN), Audit::default())
-        .unwrap();
+    let (runtime, _) = ws.app(Some(MISBEHAVE_PLUGIN), Audit::default()).unwrap();
     let err = runtime
+        .runtime()
+        .unwrap()
         .send_mail("hog", "demo", &message("hog"))
         .await
         .unwrap_err();
@@ -76,6 +78,8 @@ async fn a_plugin_that_grows_memory_without_bound_is_stopped() {
     }
     assert!(err.to_string().contains("memory"), "{err}");
     runtime
+        .runtime()
+        .unwrap()
         .send_mail("after", "demo", &message("fine"))
         .await
         .unwrap();
@@ -96,20 +100,16 @@ async fn no_secret_crosses_into_the_guest() {
     let crossings = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = crossings.clone();
     let audit = Audit::new(move |line| sink.lock().unwrap().push(line.to_owned()));
-    let (runtime, store) = ws.runtime(None, audit).unwrap();
+    let (runtime, _store) = ws.app(None, audit).unwrap();
 
     let config = ws.config().unwrap();
     let creds = format!("{:?}", config.credentials("demo").unwrap());
     assert!(!creds.contains(SECRET), "Debug must redact: {creds}");
     let wf = Workflow::load(&ws.path().join("workflows/alert-digest.yaml")).unwrap();
     wf.check(&config).unwrap();
-    let report = Runner {
-        runtime: &runtime,
-        store: &store,
-    }
-    .run(&wf)
-    .await
-    .unwrap();
+    let report = flowmail::workflow::run(&Runner::new(&runtime).unwrap(), &wf)
+        .await
+        .unwrap();
     assert_eq!(report.sent.len(), 1);
 
     let all = crossings.lock().unwrap().join("\n");
@@ -128,4 +128,96 @@ async fn no_secret_crosses_into_the_guest() {
         "the guest sees the kind of credential"
     );
     assert!(!all.contains(SECRET), "the password crossed the boundary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_read_files_see_the_environment_or_open_sockets() {
+    let ws = Workspace::new("").unwrap();
+    // A socket the plugin is told to reach: nothing may ever connect to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(
+        std::env::var("PATH").is_ok(),
+        "the host itself has an environment to hide"
+    );
+    let (app, _) = ws.app(Some(MISBEHAVE_PLUGIN), Audit::default()).unwrap();
+    let started = Instant::now();
+    let receipt = app
+        .runtime()
+        .unwrap()
+        .send_mail(
+            "probe",
+            "demo",
+            &flowmail_tests::text_message("ops@demo.example", "probe", &port.to_string()),
+        )
+        .await
+        .unwrap();
+    let report = receipt.reference.unwrap();
+    let line = |prefix: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {report}"))
+            .to_owned()
+    };
+    for prefix in [
+        "file read: denied",
+        "dir list: denied",
+        "file write: denied",
+    ] {
+        line(prefix);
+    }
+    assert_eq!(line("env: "), "env: 0 variable(s) []");
+    assert_eq!(line("env PATH: "), "env PATH: absent");
+    assert!(line("socket: ").starts_with("socket: denied"), "{report}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the plugin reached the host's socket"
+    );
+    // Stdout goes nowhere: 64 MiB vanish without filling memory or the host's output,
+    // and the step ends well within its limit.
+    assert!(line("stdout: ").starts_with("stdout: 67108864 bytes written"));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(ws.outbox().is_empty());
+}
+
+#[test]
+fn the_plugin_flag_loads_and_runs_another_component() {
+    let ws = Workspace::new("").unwrap();
+    std::fs::write(
+        ws.path().join("workflows/probe.yaml"),
+        "name: probe\nsteps:\n  - id: send\n    action: send-mail\n    with:\n      account: demo\n      message: { to: ops@demo.example, subject: probe, text: \"1\" }\n",
+    )
+    .unwrap();
+    let run = |plugin: Option<&str>| {
+        let mut cmd = std::process::Command::new(flowmail_tests::flowmail_bin());
+        cmd.current_dir(ws.path()).env_remove("RUST_LOG");
+        if let Some(p) = plugin {
+            cmd.args(["--plugin", p]);
+        }
+        cmd.args(["run", "workflows/probe.yaml"]).output().unwrap()
+    };
+    // The misbehaving plugin answers `probe` itself, through no transport.
+    let out = run(Some(MISBEHAVE_PLUGIN));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sent <probe@example.com> to 0 recipient(s) via probe"),
+        "{stdout}"
+    );
+    assert!(ws.outbox().is_empty());
+    // The embedded plugin sends it to the outbox.
+    let out = run(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via outbox"));
+    assert_eq!(ws.outbox().len(), 1);
 }

@@ -61,8 +61,10 @@ async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed
             imap_account(&stack, ws.path(), port, ssl, ""),
         )
         .unwrap();
-        let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+        let (rt, _) = ws.app(None, Audit::default()).unwrap();
         let page = rt
+            .runtime()
+            .unwrap()
             .read_mailbox("read", "box", &all(), None, 10, None)
             .await
             .unwrap();
@@ -72,6 +74,8 @@ async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed
         assert!(page.skipped[0].reason.contains("header"));
         assert_eq!(page.next_cursor.last_uid, 3);
         let again = rt
+            .runtime()
+            .unwrap()
             .read_mailbox("read", "box", &all(), Some(page.next_cursor), 10, None)
             .await
             .unwrap();
@@ -86,8 +90,10 @@ async fn wrong_password_is_auth_failed() {
     let config = imap_account(&stack, ws.path(), stack.ports.imap, false, "");
     std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
     std::fs::write(ws.path().join("imap-password"), "wrong").unwrap();
-    let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _) = ws.app(None, Audit::default()).unwrap();
     let e = rt
+        .runtime()
+        .unwrap()
         .read_mailbox("read", "box", &all(), None, 10, None)
         .await
         .unwrap_err()
@@ -114,8 +120,10 @@ async fn xoauth2_reads_the_mailbox() {
         imap_account(&stack, ws.path(), stack.ports.imaps, true, &auth),
     )
     .unwrap();
-    let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _) = ws.app(None, Audit::default()).unwrap();
     let page = rt
+        .runtime()
+        .unwrap()
         .read_mailbox("read", "box", &all(), None, 10, None)
         .await
         .unwrap();
@@ -134,9 +142,8 @@ async fn flags_and_moves_reach_the_server() {
     )
     .unwrap();
     let config = ws.config().unwrap();
-    let store = std::sync::Arc::new(flowmail::store::Store::open(&config.store_path()).unwrap());
-    let caps = config.capabilities(&store).unwrap();
-    let imap = caps.mailbox.accounts.get("box").unwrap();
+    let app = flowmail::app::App::open(&config, flowmail::app::Plugin::Embedded).unwrap();
+    let imap = app.mailbox("box").unwrap();
     imap.set_flags(vec![1], vec![Flag::Seen], vec![])
         .await
         .unwrap();
@@ -171,22 +178,14 @@ async fn a_mailbox_triggered_workflow_runs_once_per_new_mail() {
     std::fs::write(ws.path().join("workflows/imap.yaml"), wf_text).unwrap();
     let wf = Workflow::load(&ws.path().join("workflows/imap.yaml")).unwrap();
     wf.check(&ws.config().unwrap()).unwrap();
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
-    let first = Runner {
-        runtime: &rt,
-        store: &store,
-    }
-    .run(&wf)
-    .await
-    .unwrap();
+    let (rt, _store) = ws.app(None, Audit::default()).unwrap();
+    let first = flowmail::workflow::run(&Runner::new(&rt).unwrap(), &wf)
+        .await
+        .unwrap();
     assert_eq!(first.sent.len(), 1);
-    let second = Runner {
-        runtime: &rt,
-        store: &store,
-    }
-    .run(&wf)
-    .await
-    .unwrap();
+    let second = flowmail::workflow::run(&Runner::new(&rt).unwrap(), &wf)
+        .await
+        .unwrap();
     assert!(second.sent.is_empty(), "nothing new, nothing sent");
     assert_eq!(ws.outbox().len(), 1);
 }

@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowmail::app::{App, Plugin};
+use flowmail::auth::TokenManager;
+use flowmail::auth::authorize::authorize;
 use flowmail::bindings::MailError;
 use flowmail::bindings::tokens::CredentialState;
 use flowmail::caps::Audit;
 use flowmail::config::Config;
-use flowmail::oauth::TokenManager;
-use flowmail::oauth::authorize::authorize;
 use flowmail::store::{Store, TokenRow};
 use flowmail_tests::oauth::OAuth;
 use flowmail_tests::stack::{MailStack, free_port};
@@ -44,13 +45,13 @@ fn setup(oauth: &OAuth, transport: &str) -> Setup {
     let ws = Workspace::with_config(&config(oauth, free_port().unwrap(), transport)).unwrap();
     std::fs::write(ws.path().join("client-secret"), "client-secret-value-93ab").unwrap();
     let config = ws.config().unwrap();
-    let store = Arc::new(Store::open(&config.store_path()).unwrap());
-    let manager = config
-        .token_managers(&store)
-        .unwrap()
-        .remove("o365")
-        .unwrap();
-    Setup { ws, store, manager }
+    let app = App::open(&config, Plugin::Embedded).unwrap();
+    let manager = app.token_manager("o365").unwrap();
+    Setup {
+        ws,
+        store: app.store().clone(),
+        manager,
+    }
 }
 
 /// Runs `authorize` and lets `browser` play the user's browser with the URL it announces.
@@ -280,9 +281,11 @@ async fn a_reused_refresh_token_leads_to_reauthorization_and_fast_failures() {
     );
 
     // The plugin sees the state too, and refuses to send before composing anything.
-    let (rt, _) = s.ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _) = s.ws.app(None, Audit::default()).unwrap();
     let msg = text_message("bob@demo.example", "x", "x");
     let e = rt
+        .runtime()
+        .unwrap()
         .send_mail("send", "o365", &msg)
         .await
         .unwrap_err()
@@ -299,7 +302,9 @@ async fn a_missing_or_wrong_key_is_a_clear_error_and_never_resets_tokens() {
     let original = std::fs::read(&key).unwrap();
 
     std::fs::remove_file(&key).unwrap();
-    let err = config.token_managers(&s.store).unwrap_err().to_string();
+    let err = App::open(&config, Plugin::Embedded)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("flowmail.key is missing") && err.contains("never discards"),
         "{err}"
@@ -307,10 +312,9 @@ async fn a_missing_or_wrong_key_is_a_clear_error_and_never_resets_tokens() {
     assert!(!key.exists(), "no new key replaces the lost one");
 
     std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
-    let manager = config
-        .token_managers(&s.store)
+    let manager = App::open(&config, Plugin::Embedded)
         .unwrap()
-        .remove("o365")
+        .token_manager("o365")
         .unwrap();
     let err = manager.access_token().await.unwrap_err();
     assert!(
@@ -319,10 +323,9 @@ async fn a_missing_or_wrong_key_is_a_clear_error_and_never_resets_tokens() {
     );
 
     std::fs::write(&key, original).unwrap();
-    let manager = config
-        .token_managers(&s.store)
+    let manager = App::open(&config, Plugin::Embedded)
         .unwrap()
-        .remove("o365")
+        .token_manager("o365")
         .unwrap();
     assert!(
         manager.access_token().await.is_ok(),
@@ -340,15 +343,23 @@ async fn xoauth2_through_postfix_refreshes_after_the_server_refuses_the_token() 
         stack.certs.ca.display()
     );
     let s = authorized(&oauth, &transport).await;
-    let (rt, _) = s.ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _) = s.ws.app(None, Audit::default()).unwrap();
     let msg = |subject: &str| text_message("frank@demo.example", subject, "via the token store");
-    rt.send_mail("send", "o365", &msg("first")).await.unwrap();
+    rt.runtime()
+        .unwrap()
+        .send_mail("send", "o365", &msg("first"))
+        .await
+        .unwrap();
     assert_eq!(oauth.grants("refresh_token").unwrap(), 0);
 
     // The provider expires the token early; flowmail still thinks it valid.
     oauth.expire_all().unwrap();
     stack.restart_postfix().unwrap();
-    rt.send_mail("send", "o365", &msg("second")).await.unwrap();
+    rt.runtime()
+        .unwrap()
+        .send_mail("send", "o365", &msg("second"))
+        .await
+        .unwrap();
     assert_eq!(
         oauth.grants("refresh_token").unwrap(),
         1,
@@ -383,11 +394,9 @@ async fn client_credentials_and_keep_alive() {
     let ws = Workspace::with_config(&text).unwrap();
     std::fs::write(ws.path().join("client-secret"), "s").unwrap();
     let config = ws.config().unwrap();
-    let store = Arc::new(Store::open(&config.store_path()).unwrap());
-    let manager = config
-        .token_managers(&store)
+    let manager = App::open(&config, Plugin::Embedded)
         .unwrap()
-        .remove("o365")
+        .token_manager("o365")
         .unwrap();
     assert!(matches!(manager.state(), CredentialState::Ready));
     let token = manager.access_token().await.unwrap();
@@ -416,4 +425,57 @@ async fn client_credentials_and_keep_alive() {
     assert!(s.manager.keep_alive().await.unwrap());
     assert_eq!(oauth.grants("refresh_token").unwrap(), 1);
     assert!(!s.manager.keep_alive().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorize_command_prints_the_url_and_stores_the_tokens() {
+    use std::io::BufRead;
+    let oauth = OAuth::start().unwrap();
+    let s = setup(&oauth, OUTBOX);
+    let mut child = std::process::Command::new(flowmail_tests::flowmail_bin())
+        .current_dir(s.ws.path())
+        .args(["authorize", "--account", "o365", "--timeout", "30"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (url, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(u) = line.trim().strip_prefix("http") {
+                url = Some(format!("http{u}"));
+                break;
+            }
+        }
+        let url = url.expect("the command announces the URL to open");
+        // Play the browser: the provider approves and redirects to the callback.
+        http_get(&provider_redirect(&url)).unwrap();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        (url, rest)
+    })
+    .await
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert!(rest.iter().any(|l| l.contains("Authorized as")), "{rest:?}");
+    let config = s.ws.config().unwrap();
+    let manager = App::open(&config, Plugin::Embedded)
+        .unwrap()
+        .token_manager("o365")
+        .unwrap();
+    assert!(matches!(manager.state(), CredentialState::Ready));
+    assert!(
+        oauth
+            .is_active(manager.access_token().await.unwrap().expose())
+            .unwrap()
+    );
 }

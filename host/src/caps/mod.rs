@@ -1,23 +1,57 @@
 //! The host capabilities, one module each: a context, a view implementing the generated
 //! `Host` trait, a small backend trait, and `add_to_linker`.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub mod log;
 pub mod mailbox;
-pub mod smtp;
 pub mod tokens;
-
-/// A boxed future, for backend traits that must stay object safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub mod transport;
 
 /// Everything the capabilities serve, shared by all steps.
+#[derive(Clone, Default)]
 pub struct Capabilities {
-    pub smtp: smtp::SmtpCtx,
+    pub transport: transport::TransportCtx,
     pub mailbox: mailbox::MailboxCtx,
     pub tokens: tokens::TokensCtx,
+}
+
+impl Capabilities {
+    /// Forgets everything of `account`.
+    pub fn remove_account(&mut self, account: &str) {
+        self.transport.accounts.remove(account);
+        self.mailbox.accounts.remove(account);
+        self.tokens.accounts.remove(account);
+        self.tokens.managers.remove(account);
+    }
+}
+
+/// The capabilities in force. A step takes the set current when it starts and keeps it to
+/// its end; replacing the set (an account edited while `serve` runs) affects later steps.
+#[derive(Default)]
+pub struct Live(RwLock<Arc<Capabilities>>);
+
+impl Live {
+    pub fn new(caps: Capabilities) -> Self {
+        Self(RwLock::new(Arc::new(caps)))
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> Arc<Capabilities> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `caps` in force for the steps that start from now on.
+    pub fn replace(&self, caps: Capabilities) {
+        let caps = Arc::new(caps);
+        match self.0.write() {
+            Ok(mut c) => *c = caps,
+            Err(poisoned) => *poisoned.into_inner() = caps,
+        }
+    }
 }
 
 /// An optional tap on every value that crosses the component boundary, for audits and

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::smtp::TokenSource;
-use super::{Audit, BoxFuture};
-use crate::bindings::MailError;
+use super::Audit;
+use crate::auth::TokenManager;
 use crate::bindings::tokens::{self as generated, AuthKind, CredentialState};
-use crate::secret::{Secret, SecretRef};
+use crate::bindings::{Credential, MailError};
 
 /// What the host tells the guest about one account's credential.
 #[derive(Debug, Clone)]
@@ -20,58 +19,12 @@ pub struct CredentialInfo {
     pub state: CredentialState,
 }
 
-/// An access token given by reference (env var or file), read anew for each session so
-/// that whatever refreshes it can replace it in place.
-pub struct ReferencedToken {
-    source: SecretRef,
-    base: std::path::PathBuf,
-    account: String,
-}
-
-impl ReferencedToken {
-    pub fn new(source: SecretRef, base: std::path::PathBuf, account: &str) -> Self {
-        Self {
-            source,
-            base,
-            account: account.to_owned(),
-        }
-    }
-}
-
-impl TokenSource for ReferencedToken {
-    fn refresh_after_rejection(&self, _since: i64) -> BoxFuture<'_, Result<Secret, MailError>> {
-        Box::pin(async move {
-            Err(MailError::AuthFailed(format!(
-                "the server refused the access token of `{}`, and flowmail does not refresh a token given by reference",
-                self.account
-            )))
-        })
-    }
-
-    fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>> {
-        Box::pin(async move {
-            self.source.resolve(&self.base).map_err(|e| {
-                MailError::AuthFailed(format!(
-                    "account `{}` has no usable access token: {e}; authorize it again",
-                    self.account
-                ))
-            })
-        })
-    }
-}
-
-/// The guest's handle: the account it stands for, nothing secret.
-#[derive(Debug)]
-pub struct Credential {
-    account: String,
-}
-
 /// Credentials by account name.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct TokensCtx {
     pub accounts: HashMap<String, CredentialInfo>,
     /// Accounts whose tokens come from the token store; their state is read from it.
-    pub managers: HashMap<String, std::sync::Arc<crate::oauth::TokenManager>>,
+    pub managers: HashMap<String, std::sync::Arc<TokenManager>>,
 }
 
 /// The view of [`TokensCtx`] that serves one step.

@@ -3,27 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::bindings::smtp::AccountPolicy;
-use crate::bindings::tokens::{AuthKind, CredentialState};
 use crate::bindings::types::Address;
-
-use crate::caps::Capabilities;
-use crate::caps::mailbox::{Backend, Imap, ImapAuth, MailboxCtx, Maildir};
-use crate::caps::smtp::{Outbox, SmtpAccount, SmtpCtx, Transport};
-use crate::caps::tokens::{CredentialInfo, ReferencedToken, TokensCtx};
-use crate::oauth::TokenManager;
-
-/// The token managers of the accounts that use the token store, by account.
-pub type TokenManagers = std::collections::HashMap<String, Arc<TokenManager>>;
-use crate::runtime::Limits;
 use crate::secret::{Secret, SecretRef};
-use crate::store::Store;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -242,6 +227,9 @@ impl Config {
             if let Some(TransportConfig::Smtp(_)) = &a.transport {
                 self.smtp_settings(name)?;
             }
+            if let Some(MailboxConfig::Imap(_)) = &a.mailbox {
+                self.imap_settings(name)?;
+            }
             self.oauth_settings(name)?;
             if a.transport.is_none() && a.mailbox.is_none() {
                 bail!(
@@ -268,14 +256,6 @@ impl Config {
             .then(|| self.resolve(&self.runtime.cache_dir))
     }
 
-    /// The per-call limits.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            timeout: Duration::from_millis(self.runtime.step_timeout_ms),
-            memory_bytes: (self.runtime.memory_limit_mb as usize).saturating_mul(1 << 20),
-        }
-    }
-
     /// Resolves `account`'s credentials from their references.
     pub fn credentials(&self, account: &str) -> anyhow::Result<Credentials> {
         let a = self
@@ -296,97 +276,6 @@ impl Config {
             Some(AuthConfig::OAuth2 { username, .. }) => Credentials::OAuth2 {
                 username: username.clone(),
             },
-        })
-    }
-
-    /// Builds the capabilities that the plugin is served.
-    pub fn capabilities(&self, store: &Arc<Store>) -> anyhow::Result<Capabilities> {
-        let mut smtp = SmtpCtx::default();
-        let mut mailbox = MailboxCtx::default();
-        let managers = self.token_managers(store)?;
-        let mut tokens = TokensCtx {
-            managers: managers.clone(),
-            ..TokensCtx::default()
-        };
-        for (name, a) in &self.accounts {
-            let credentials = self.credentials(name)?;
-            let (kind, username) = match &credentials {
-                Credentials::None => (AuthKind::None, None),
-                Credentials::Basic { username, .. } => (AuthKind::Basic, Some(username.clone())),
-                Credentials::OAuth2 { username } => (AuthKind::Oauth2, Some(username.clone())),
-            };
-            tokens.accounts.insert(
-                name.clone(),
-                CredentialInfo {
-                    kind,
-                    username,
-                    state: CredentialState::Ready,
-                },
-            );
-            if let Some(transport) = &a.transport {
-                let required_sender = match &credentials {
-                    Credentials::OAuth2 { username } => Some(username.clone()),
-                    _ => None,
-                };
-                let policy = AccountPolicy {
-                    default_sender: a.from.as_deref().map(parse_address).transpose()?,
-                    required_sender,
-                    max_message_bytes: a.max_message_bytes,
-                    max_attachment_bytes: a.max_attachment_bytes,
-                };
-                let transport: Arc<dyn Transport> = match transport {
-                    TransportConfig::Outbox { dir } => Arc::new(Outbox::new(self.resolve(dir))),
-                    TransportConfig::Smtp(_) => Arc::new(self.relay_with(name, &managers)?),
-                };
-                smtp.accounts
-                    .insert(name.clone(), SmtpAccount { policy, transport });
-            }
-            if let Some(MailboxConfig::Imap(server)) = &a.mailbox {
-                let settings =
-                    self.connection(&format!("accounts.{name}.mailbox"), server, (993, 143))?;
-                let auth = match (&a.auth, credentials) {
-                    (_, Credentials::Basic { username, password }) => {
-                        ImapAuth::Login { username, password }
-                    }
-                    (
-                        Some(AuthConfig::OAuth2 {
-                            access_token: Some(reference),
-                            ..
-                        }),
-                        Credentials::OAuth2 { username },
-                    ) => ImapAuth::OAuth2 {
-                        username,
-                        token: Arc::new(ReferencedToken::new(
-                            reference.clone(),
-                            self.base.clone(),
-                            name,
-                        )),
-                    },
-                    (_, Credentials::OAuth2 { username }) => ImapAuth::OAuth2 {
-                        username,
-                        token: managers
-                            .get(name)
-                            .cloned()
-                            .with_context(|| format!("account `{name}` has no token store"))?,
-                    },
-                    (_, Credentials::None) => bail!(
-                        "accounts.{name}.auth: an IMAP mailbox needs credentials (basic or oauth2)"
-                    ),
-                };
-                let backend: Arc<dyn Backend> =
-                    Arc::new(Imap::new(settings, auth, server.folder.clone()));
-                mailbox.accounts.insert(name.clone(), backend);
-            }
-            if let Some(MailboxConfig::Maildir { path }) = &a.mailbox {
-                let backend: Arc<dyn Backend> =
-                    Arc::new(Maildir::new(self.resolve(path), store.clone()));
-                mailbox.accounts.insert(name.clone(), backend);
-            }
-        }
-        Ok(Capabilities {
-            smtp,
-            mailbox,
-            tokens,
         })
     }
 }

@@ -1,14 +1,11 @@
-//! The OAuth2 part of an account: its settings, checked, and the token store's managers.
+//! The OAuth2 part of an account: its settings, checked.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::{AuthConfig, Config, TokenManagers};
-use crate::oauth::crypt::Sealer;
-use crate::oauth::{OAuthSettings, TokenManager};
-use crate::store::Store;
+use super::{AuthConfig, Config};
+use crate::auth::OAuthSettings;
 
 impl Config {
     /// The OAuth2 settings of `account` when it takes its tokens from the token store.
@@ -71,30 +68,5 @@ impl Config {
             margin: Duration::from_secs(*refresh_margin_secs),
             keep_alive: Duration::from_secs(keep_alive_days.saturating_mul(86_400)),
         }))
-    }
-
-    /// Opens the token store: the managers of every account that uses it, with the key
-    /// that seals its tokens.
-    pub fn token_managers(&self, store: &Arc<Store>) -> anyhow::Result<TokenManagers> {
-        let mut managers = TokenManagers::new();
-        let mut sealer: Option<Arc<Sealer>> = None;
-        for name in self.accounts.keys() {
-            let Some(settings) = self.oauth_settings(name)? else {
-                continue;
-            };
-            let sealer = match &sealer {
-                Some(s) => s.clone(),
-                None => {
-                    let key_file = self.resolve(&self.store.key_file);
-                    let s = Arc::new(Sealer::load(&key_file, store.has_sealed_tokens()?)?);
-                    sealer = Some(s.clone());
-                    s
-                }
-            };
-            let manager =
-                TokenManager::new(settings, store.clone(), sealer).map_err(anyhow::Error::msg)?;
-            managers.insert(name.clone(), Arc::new(manager));
-        }
-        Ok(managers)
     }
 }

@@ -1,16 +1,14 @@
-//! The SMTP part of an account: its settings, checked, and the relay built from them.
+//! A mail server's connection settings (SMTP or IMAP), checked into the network layer's
+//! [`Settings`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use lettre::transport::smtp::authentication::Mechanism;
 use serde::Deserialize;
 
-use super::{AuthConfig, Config, Credentials, TokenManagers, TransportConfig};
-use crate::caps::smtp::{Auth, MinTls, Relay, Security, Settings, tls_config};
-use crate::caps::tokens::ReferencedToken;
+use super::{Config, MailboxConfig, TransportConfig};
+use crate::net::{MinTls, Security, Settings, tls_config};
 
 /// A mail server's connection settings (the settings page's fields), for SMTP and IMAP.
 #[derive(Debug, Deserialize)]
@@ -59,66 +57,6 @@ fn default_smtp_timeout() -> u64 {
 }
 
 impl Config {
-    /// The SMTP relay of `account`, for accounts whose credentials need no token store.
-    pub fn relay(&self, account: &str) -> anyhow::Result<Relay> {
-        self.relay_with(account, &TokenManagers::new())
-    }
-
-    /// The SMTP relay of `account`, taking OAuth2 tokens from `managers`.
-    pub fn relay_with(&self, account: &str, managers: &TokenManagers) -> anyhow::Result<Relay> {
-        let settings = self.smtp_settings(account)?;
-        let a = self
-            .accounts
-            .get(account)
-            .with_context(|| format!("no account `{account}` in the config"))?;
-        let auth = match (&a.auth, self.credentials(account)?) {
-            (_, Credentials::None) => Auth::None,
-            (
-                Some(AuthConfig::Basic { mechanism, .. }),
-                Credentials::Basic { username, password },
-            ) => {
-                let mechanisms = match mechanism.as_deref() {
-                    None => vec![Mechanism::Plain, Mechanism::Login],
-                    Some("plain") => vec![Mechanism::Plain],
-                    Some("login") => vec![Mechanism::Login],
-                    Some(other) => bail!(
-                        "accounts.{account}.auth.mechanism: `{other}` is not supported; use \"plain\" or \"login\""
-                    ),
-                };
-                Auth::Basic {
-                    username,
-                    password,
-                    mechanisms,
-                }
-            }
-            (
-                Some(AuthConfig::OAuth2 {
-                    access_token: Some(reference),
-                    ..
-                }),
-                Credentials::OAuth2 { username },
-            ) => Auth::OAuth2 {
-                username,
-                token: Arc::new(ReferencedToken::new(
-                    reference.clone(),
-                    self.base.clone(),
-                    account,
-                )),
-            },
-            (Some(AuthConfig::OAuth2 { .. }), Credentials::OAuth2 { username }) => {
-                let manager = managers
-                    .get(account)
-                    .with_context(|| format!("account `{account}` takes its tokens from the token store, which is not open"))?;
-                Auth::OAuth2 {
-                    username,
-                    token: manager.clone(),
-                }
-            }
-            _ => Auth::None,
-        };
-        Ok(Relay::new(settings, auth))
-    }
-
     /// The SMTP connection settings of `account`, checked.
     pub fn smtp_settings(&self, account: &str) -> anyhow::Result<Settings> {
         let a = self
@@ -131,9 +69,22 @@ impl Config {
         self.connection(&format!("accounts.{account}.transport"), smtp, (465, 587))
     }
 
+    /// The IMAP connection settings of `account`, checked, and its folder.
+    pub fn imap_settings(&self, account: &str) -> anyhow::Result<(Settings, String)> {
+        let a = self
+            .accounts
+            .get(account)
+            .with_context(|| format!("no account `{account}` in the config"))?;
+        let Some(MailboxConfig::Imap(imap)) = &a.mailbox else {
+            bail!("account `{account}` has no IMAP mailbox");
+        };
+        let settings = self.connection(&format!("accounts.{account}.mailbox"), imap, (993, 143))?;
+        Ok((settings, imap.folder.clone()))
+    }
+
     /// Checks a server's connection settings; `field` names them in errors, `ports` are
     /// the defaults with and without `ssl`.
-    pub(super) fn connection(
+    fn connection(
         &self,
         field: &str,
         c: &ServerConfig,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::caps::smtp::Security;
+use crate::net::Security;
 
 fn load(text: &str) -> anyhow::Result<Config> {
     let dir = tempfile::tempdir()?;
@@ -61,27 +61,26 @@ fn smtp_tls_settings_are_checked() {
     let err = load(&smtp("tls = \"optional\"\n")).unwrap_err();
     assert!(format!("{err:#}").contains("not a TLS policy"), "{err:#}");
     let config = load(&smtp("")).unwrap();
-    let relay = config.relay("m").unwrap();
+    let settings = config.smtp_settings("m").unwrap();
     assert_eq!(
-        relay.settings().security,
+        settings.security,
         Security::StartTls,
         "STARTTLS is required by default"
     );
-    assert_eq!(relay.settings().port, 587);
+    assert_eq!(settings.port, 587);
     let config = load(&smtp("ssl = true\n")).unwrap();
     assert_eq!(
         (
-            config.relay("m").unwrap().settings().security,
-            config.relay("m").unwrap().settings().port
+            config.smtp_settings("m").unwrap().security,
+            config.smtp_settings("m").unwrap().port
         ),
         (Security::Implicit, 465)
     );
     assert_eq!(
         load(&smtp("tls = \"none\"\n"))
             .unwrap()
-            .relay("m")
+            .smtp_settings("m")
             .unwrap()
-            .settings()
             .security,
         Security::None
     );

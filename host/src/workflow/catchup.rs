@@ -7,7 +7,6 @@ use sha2::{Digest, Sha256};
 
 use super::Workflow;
 use super::inputs;
-use super::progress::Progress;
 use super::runner::{RunError, RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, Per, PostAction};
 use crate::bindings::actions::Filter;
@@ -63,7 +62,18 @@ pub(super) fn store_failure(e: crate::store::StoreError) -> RunError {
     }
 }
 
-impl Runner<'_> {
+/// One trigger's catch-up: reads from the cursor it owns (this process holds the
+/// workflow's lock), runs the steps through the [`Runner`], and keeps each message's
+/// attempts, retries and dead letters in the store.
+pub struct CatchUp<'a> {
+    runner: Runner<'a>,
+}
+
+impl<'a> CatchUp<'a> {
+    pub fn new(runner: Runner<'a>) -> Self {
+        Self { runner }
+    }
+
     /// Processes everything new since the trigger's cursor, then the retries that are due.
     /// A failing run does not stop the catch-up: its messages are kept for a retry. Only a
     /// failure to read the mailbox or the store is an error. When `stop` turns true, the
@@ -83,6 +93,7 @@ impl Runner<'_> {
         let now = crate::unix_now();
         // A run that was cut short (the process died) counts as a failed attempt.
         for mut row in self
+            .runner
             .store
             .handled_in(&wf.name, account, Handling::Running, None)
             .map_err(store_failure)?
@@ -91,13 +102,15 @@ impl Runner<'_> {
             row.attempts += 1;
             row.next_attempt = now;
             row.last_error = Some("the run was interrupted before it finished".into());
-            self.store
+            self.runner
+                .store
                 .put_handled(&wf.name, account, &row)
                 .map_err(store_failure)?;
         }
-        let mut progress = None;
+        let mut progress = false;
         // This process holds the workflow's lock, so the cursor is only written here.
         let mut cursor = self
+            .runner
             .store
             .cursor(&wf.name, account)
             .map_err(store_failure)?;
@@ -108,7 +121,8 @@ impl Runner<'_> {
                 last_uid: c.last_uid,
             });
             let page = self
-                .runtime
+                .runner
+                .actions
                 .read_mailbox(
                     "trigger",
                     account,
@@ -130,12 +144,13 @@ impl Runner<'_> {
                 tracing::warn!("{line}");
                 report.lines.push(line);
             }
-            if progress.is_none() && page.more && options.progress {
-                let total = match self.runtime.mailbox(account) {
+            if !progress && page.more && options.progress {
+                let total = match self.runner.mailboxes.mailbox(account) {
                     Some(b) => b.count_after(after).await.unwrap_or_default(),
                     None => 0,
                 };
-                progress = Some(Progress::start(&wf.name, total));
+                self.runner.events.catch_up_started(&wf.name, total);
+                progress = true;
             }
             for s in page.skipped.iter() {
                 report.lines.push(format!(
@@ -162,15 +177,17 @@ impl Runner<'_> {
                 }
             }
             self.advance(wf, account, &mut cursor, current, page.next_cursor.last_uid)?;
-            if let Some(p) = &mut progress {
-                p.advance(u64::from(page.scanned));
+            if progress {
+                self.runner
+                    .events
+                    .catch_up_advanced(&wf.name, u64::from(page.scanned));
             }
             if !page.more {
                 break current;
             }
         };
-        if let Some(p) = progress {
-            p.finish();
+        if progress {
+            self.runner.events.catch_up_finished(&wf.name);
         }
         self.retry_due(wf, trigger, &filter, validity, options, report)
             .await
@@ -194,7 +211,8 @@ impl Runner<'_> {
                 uid_validity: validity,
                 last_uid,
             };
-            self.store
+            self.runner
+                .store
                 .set_cursor(&wf.name, account, next)
                 .map_err(store_failure)?;
             *cursor = Some(next);
@@ -215,6 +233,7 @@ impl Runner<'_> {
         let account = trigger.account.as_str();
         let due_by = (!options.retry_now).then(crate::unix_now);
         let mut due = self
+            .runner
             .store
             .handled_in(&wf.name, account, Handling::Pending, due_by)
             .map_err(store_failure)?;
@@ -228,7 +247,8 @@ impl Runner<'_> {
                     last_uid: row.uid.saturating_sub(1),
                 };
                 Some(
-                    self.runtime
+                    self.runner
+                        .actions
                         .read_mailbox("trigger", account, filter, Some(after), 1, trigger.cap())
                         .await
                         .map_err(|e| RunError::from_step("trigger", "trigger", e))?,
@@ -247,7 +267,8 @@ impl Runner<'_> {
                     report.lines.push(line);
                     row.status = Handling::Dead;
                     row.last_error = Some("gone from the mailbox before its retry".into());
-                    self.store
+                    self.runner
+                        .store
                         .put_handled(&wf.name, account, &row)
                         .map_err(store_failure)?;
                 }
@@ -279,6 +300,7 @@ impl Runner<'_> {
         for m in unit {
             let key = message_key(&m);
             let existing = self
+                .runner
                 .store
                 .handled(&wf.name, account, &key)
                 .map_err(store_failure)?;
@@ -295,7 +317,8 @@ impl Runner<'_> {
                         m.uid
                     ));
                     if (row.uid_validity, row.uid) != (validity, m.uid) {
-                        self.store
+                        self.runner
+                            .store
                             .put_handled(&wf.name, account, &moved(row))
                             .map_err(store_failure)?;
                     }
@@ -306,7 +329,8 @@ impl Runner<'_> {
                         && row.next_attempt > now =>
                 {
                     // Seen again before its retry is due: keep waiting.
-                    self.store
+                    self.runner
+                        .store
                         .put_handled(&wf.name, account, &moved(row))
                         .map_err(store_failure)?;
                 }
@@ -337,7 +361,8 @@ impl Runner<'_> {
             .extend(rows.iter().map(|row| row.key.clone()));
         for row in &mut rows {
             row.status = Handling::Running;
-            self.store
+            self.runner
+                .store
                 .put_handled(&wf.name, account, row)
                 .map_err(store_failure)?;
         }
@@ -351,8 +376,8 @@ impl Runner<'_> {
         }
         ctx.insert("trigger".into(), trigger_json);
         let started = crate::unix_now();
-        let result = self.steps(wf, ctx, report).await;
-        self.record(wf, started, &result, report);
+        let result = self.runner.steps(wf, ctx, report).await;
+        self.runner.record(wf, started, &result, report);
         match result {
             Ok(()) => {
                 report.runs += 1;
@@ -360,7 +385,8 @@ impl Runner<'_> {
                     row.status = Handling::Done;
                     row.attempts += 1;
                     row.last_error = None;
-                    self.store
+                    self.runner
+                        .store
                         .put_handled(&wf.name, account, row)
                         .map_err(store_failure)?;
                 }
@@ -379,7 +405,8 @@ impl Runner<'_> {
                         let wait = trigger.retry.delay(row.attempts);
                         row.next_attempt = now + wait.as_secs().max(1) as i64;
                     }
-                    self.store
+                    self.runner
+                        .store
                         .put_handled(&wf.name, account, row)
                         .map_err(store_failure)?;
                 }
@@ -410,7 +437,7 @@ impl Runner<'_> {
     /// The trigger's post-action after a successful run. A failure here is logged and
     /// reported; the run stays done.
     async fn post_action(&self, trigger: &MailboxTrigger, uids: &[u32], report: &mut RunReport) {
-        let Some(mailbox) = self.runtime.mailbox(&trigger.account) else {
+        let Some(mailbox) = self.runner.mailboxes.mailbox(&trigger.account) else {
             return;
         };
         let (what, result) = match &trigger.on_success {
@@ -430,7 +457,7 @@ impl Runner<'_> {
         if let Err(e) = result {
             let line = format!(
                 "the run for message(s) {uids:?} succeeded, but {what} failed: {}",
-                crate::bindings::describe(&e)
+                e.describe()
             );
             tracing::error!("{line}");
             report.lines.push(line);
@@ -439,7 +466,7 @@ impl Runner<'_> {
 
     /// Flags or moves messages that failed every attempt.
     async fn dead_letter(&self, trigger: &MailboxTrigger, uids: &[u32], report: &mut RunReport) {
-        let Some(mailbox) = self.runtime.mailbox(&trigger.account) else {
+        let Some(mailbox) = self.runner.mailboxes.mailbox(&trigger.account) else {
             return;
         };
         let result = match (&trigger.dead_letter.folder, trigger.dead_letter.flag) {
@@ -457,7 +484,7 @@ impl Runner<'_> {
         if let Err(e) = result {
             let line = format!(
                 "message(s) {uids:?} could not be put in the dead letters: {}",
-                crate::bindings::describe(&e)
+                e.describe()
             );
             tracing::error!("{line}");
             report.lines.push(line);

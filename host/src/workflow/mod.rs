@@ -2,9 +2,9 @@
 //! outputs feed later inputs through `${{ ... }}` expressions.
 
 mod catchup;
+pub mod events;
 mod expr;
 mod inputs;
-mod progress;
 mod runner;
 pub mod serve;
 pub mod trigger;
@@ -15,9 +15,48 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-pub use self::runner::{RunError, RunOptions, RunReport, Runner};
+pub use self::catchup::CatchUp;
+pub use self::events::{Events, Silent};
+pub use self::runner::{Actions, Mailboxes, RunError, RunOptions, RunReport, Runner};
 pub use self::trigger::{MailboxTrigger, Per, PostAction};
 use crate::config::Config;
+
+/// Runs `wf` once, as `flowmail run` does, with every failed message retried now. With a
+/// mailbox trigger this is a catch-up of everything new since the cursor. The first
+/// failed run, if any, is the error, after every message was tried.
+pub async fn run(runner: &Runner<'_>, wf: &Workflow) -> Result<RunReport, RunError> {
+    let report = run_with(runner, wf, RunOptions::default()).await?;
+    match report.failed.first() {
+        Some(first) => Err(RunError {
+            step: first.step.clone(),
+            field: first.field.clone(),
+            reason: first.reason.clone(),
+            retryable: first.retryable,
+        }),
+        None => Ok(report),
+    }
+}
+
+/// Runs `wf` once with `options`. Failed runs are in the report's `failed`; the error is
+/// for a trigger that could not read its mailbox or the store.
+pub async fn run_with(
+    runner: &Runner<'_>,
+    wf: &Workflow,
+    options: RunOptions,
+) -> Result<RunReport, RunError> {
+    let Some(trigger) = &wf.trigger.mailbox else {
+        return Ok(runner.run_steps(wf).await);
+    };
+    let _claim = runner
+        .store
+        .lock_workflow(&wf.name)
+        .map_err(catchup::store_failure)?;
+    let mut report = RunReport::default();
+    CatchUp::new(*runner)
+        .catch_up(wf, trigger, options, &mut report, None)
+        .await?;
+    Ok(report)
+}
 
 /// A workflow file.
 #[derive(Debug, Deserialize)]
@@ -170,3 +209,6 @@ impl Workflow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

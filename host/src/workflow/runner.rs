@@ -1,13 +1,80 @@
 //! Runs a workflow's steps in order. A failing step stops the run and names the step, the
-//! field and the reason. Mailbox-triggered runs are driven by [`super::catchup`].
+//! field and the reason. The runner knows the plugin only as [`Actions`] and the mailboxes
+//! only as [`Mailboxes`], so it runs as well against fakes as against the sandbox.
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use super::events::{Events, SILENT};
 use super::inputs::{self, ReadMailboxInput, SendMailInput};
 use super::{Action, Step, Workflow, expr};
+use crate::BoxFuture;
+use crate::app::App;
 use crate::bindings::MailError;
+use crate::bindings::actions::{Filter, MailboxPage, Receipt};
+use crate::bindings::mailbox::{Cursor, SizeCap};
+use crate::bindings::types::OutgoingMessage;
+use crate::caps::mailbox::Watch;
 use crate::runtime::{Runtime, StepError};
 use crate::store::Store;
+
+/// The plugin's actions, as the runner calls them: the sandbox, or a fake in tests.
+pub trait Actions: Send + Sync {
+    /// `send-mail` as step `step`.
+    fn send_mail<'a>(
+        &'a self,
+        step: &'a str,
+        account: &'a str,
+        message: &'a OutgoingMessage,
+    ) -> BoxFuture<'a, Result<Receipt, StepError>>;
+    /// `read-mailbox` as step `step`.
+    fn read_mailbox<'a>(
+        &'a self,
+        step: &'a str,
+        account: &'a str,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        limit: u32,
+        cap: Option<SizeCap>,
+    ) -> BoxFuture<'a, Result<MailboxPage, StepError>>;
+}
+
+impl Actions for Runtime {
+    fn send_mail<'a>(
+        &'a self,
+        step: &'a str,
+        account: &'a str,
+        message: &'a OutgoingMessage,
+    ) -> BoxFuture<'a, Result<Receipt, StepError>> {
+        Box::pin(Runtime::send_mail(self, step, account, message))
+    }
+
+    fn read_mailbox<'a>(
+        &'a self,
+        step: &'a str,
+        account: &'a str,
+        filter: &'a Filter,
+        after: Option<Cursor>,
+        limit: u32,
+        cap: Option<SizeCap>,
+    ) -> BoxFuture<'a, Result<MailboxPage, StepError>> {
+        Box::pin(Runtime::read_mailbox(
+            self, step, account, filter, after, limit, cap,
+        ))
+    }
+}
+
+/// The mailboxes a trigger waits on and acts on after a run (host-only operations).
+pub trait Mailboxes: Send + Sync {
+    fn mailbox(&self, account: &str) -> Option<Arc<dyn Watch>>;
+}
+
+impl Mailboxes for App {
+    fn mailbox(&self, account: &str) -> Option<Arc<dyn Watch>> {
+        App::mailbox(self, account)
+    }
+}
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +107,13 @@ impl RunError {
                 };
                 Self::new(step, Some(&field), f.reason)
             }
-            StepError::Mail(MailError::Transient(m)) => Self {
+            StepError::Mail(e) if e.is_retryable() => Self {
                 retryable: true,
-                ..Self::new(step, None, format!("temporary failure, retry later: {m}"))
+                ..Self::new(
+                    step,
+                    None,
+                    format!("temporary failure, retry later: {}", e.message()),
+                )
             },
             other => Self::new(step, None, other.to_string()),
         }
@@ -91,54 +162,43 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs workflows with one runtime and store.
+/// Runs a workflow's steps, with what they need.
+#[derive(Clone, Copy)]
 pub struct Runner<'a> {
-    pub runtime: &'a Runtime,
+    pub actions: &'a dyn Actions,
     pub store: &'a Store,
+    pub mailboxes: &'a dyn Mailboxes,
+    pub events: &'a dyn Events,
 }
 
-impl Runner<'_> {
-    /// Runs `wf` once, as `flowmail run` does: every failed message is retried now. With a
-    /// mailbox trigger this is a catch-up of everything new since the cursor. The first
-    /// failed run, if any, is the error, after every message was tried.
-    pub async fn run(&self, wf: &Workflow) -> Result<RunReport, RunError> {
-        let report = self.run_with(wf, RunOptions::default()).await?;
-        match report.failed.first() {
-            Some(first) => Err(RunError {
-                step: first.step.clone(),
-                field: first.field.clone(),
-                reason: first.reason.clone(),
-                retryable: first.retryable,
-            }),
-            None => Ok(report),
-        }
+impl<'a> Runner<'a> {
+    /// A runner over `app`'s plugin runtime, store and mailboxes, reporting nothing as it
+    /// goes.
+    pub fn new(app: &'a App) -> anyhow::Result<Self> {
+        Ok(Self {
+            actions: app.runtime()?,
+            store: app.store(),
+            mailboxes: app,
+            events: &SILENT,
+        })
     }
 
-    /// Runs `wf` once with `options`. Failed runs are in the report's `failed`; the error
-    /// is for a trigger that could not read its mailbox or the store.
-    pub async fn run_with(
-        &self,
-        wf: &Workflow,
-        options: RunOptions,
-    ) -> Result<RunReport, RunError> {
+    /// The same runner, telling `events` what happens as it goes.
+    pub fn with_events(self, events: &'a dyn Events) -> Self {
+        Self { events, ..self }
+    }
+
+    /// Runs a workflow without a trigger once.
+    pub async fn run_steps(&self, wf: &Workflow) -> RunReport {
         let mut report = RunReport::default();
-        let Some(trigger) = &wf.trigger.mailbox else {
-            let started = crate::unix_now();
-            let result = self.steps(wf, Map::new(), &mut report).await;
-            self.record(wf, started, &result, &report);
-            match result {
-                Ok(()) => report.runs += 1,
-                Err(e) => report.failed.push(e),
-            }
-            return Ok(report);
-        };
-        let _claim = self
-            .store
-            .lock_workflow(&wf.name)
-            .map_err(super::catchup::store_failure)?;
-        self.catch_up(wf, trigger, options, &mut report, None)
-            .await?;
-        Ok(report)
+        let started = crate::unix_now();
+        let result = self.steps(wf, Map::new(), &mut report).await;
+        self.record(wf, started, &result, &report);
+        match result {
+            Ok(()) => report.runs += 1,
+            Err(e) => report.failed.push(e),
+        }
+        report
     }
 
     pub(super) fn record(
@@ -220,7 +280,7 @@ impl Runner<'_> {
                 let input: SendMailInput = inputs::parse(&with, "with").map_err(fail)?;
                 let message = inputs::message(&input.message, &wf.dir).map_err(fail)?;
                 let receipt = self
-                    .runtime
+                    .actions
                     .send_mail(&step.id, &input.account, &message)
                     .await
                     .map_err(|e| RunError::from_step(&step.id, "with", e))?;
@@ -246,7 +306,7 @@ impl Runner<'_> {
                     RunError::new(&step.id, Some(&format!("with.filter.{f}")), r)
                 })?;
                 let page = self
-                    .runtime
+                    .actions
                     .read_mailbox(&step.id, &input.account, &filter, None, input.limit, None)
                     .await
                     .map_err(|e| RunError::from_step(&step.id, "with", e))?;

@@ -10,11 +10,11 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 
 use super::Workflow;
+use super::catchup::CatchUp;
+use super::events::Events;
 use super::runner::{RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, jitter};
-use crate::bindings::describe;
 use crate::caps::mailbox::WaitPlan;
-use crate::runtime::Runtime;
 use crate::store::{Handling, Store, StoreError, WatchRow};
 
 /// The first wait after a failure; it doubles up to [`MAX_BACKOFF`].
@@ -30,18 +30,17 @@ pub fn reconnect_delay(failures: u32) -> Duration {
 /// Serves `workflows` (those with a mailbox trigger) until `stop` turns true. Fails at
 /// once, serving nothing, when another process already runs one of them.
 pub async fn serve(
-    runtime: &Runtime,
-    store: &Store,
+    runner: &Runner<'_>,
     workflows: &[Workflow],
     stop: watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
     let mut claims = Vec::with_capacity(workflows.len());
     for wf in workflows.iter().filter(|wf| wf.trigger.mailbox.is_some()) {
-        claims.push(store.lock_workflow(&wf.name)?);
+        claims.push(runner.store.lock_workflow(&wf.name)?);
     }
     let loops = workflows.iter().filter_map(|wf| {
         let trigger = wf.trigger.mailbox.as_ref()?;
-        Some(watch_one(runtime, store, wf, trigger, stop.clone()))
+        Some(watch_one(runner, wf, trigger, stop.clone()))
     });
     join_all(loops).await;
     drop(claims);
@@ -61,12 +60,13 @@ fn put(store: &Store, row: &WatchRow) {
 
 /// One trigger's loop.
 async fn watch_one(
-    runtime: &Runtime,
-    store: &Store,
+    runner: &Runner<'_>,
     wf: &Workflow,
     trigger: &MailboxTrigger,
     mut stop: watch::Receiver<bool>,
 ) {
+    let store = runner.store;
+    let events = runner.events;
     let name = wf.name.as_str();
     let account = trigger.account.as_str();
     let mut row = WatchRow {
@@ -79,18 +79,18 @@ async fn watch_one(
         ..WatchRow::default()
     };
     put(store, &row);
-    let Some(mailbox) = runtime.mailbox(account) else {
+    let Some(mailbox) = runner.mailboxes.mailbox(account) else {
         row.last_error = Some(format!("account `{account}` has no mailbox"));
         row.last_error_at = Some(crate::unix_now());
         put(store, &row);
         tracing::error!("workflow `{name}`: account `{account}` has no mailbox; not served");
         return;
     };
-    let runner = Runner { runtime, store };
+    let catch_up = CatchUp::new(*runner);
     let silence = trigger.silence();
     let mut failures = 0u32;
     let mut last_alert: Option<i64> = None;
-    println!("{name}: watching `{account}`");
+    events.line(name, &format!("watching `{account}`"));
     loop {
         if *stop.borrow() {
             break;
@@ -101,7 +101,7 @@ async fn watch_one(
             retry_now: false,
             progress: true,
         };
-        let result = runner
+        let result = catch_up
             .catch_up(wf, trigger, options, &mut report, Some(&stop))
             .await;
         for line in report
@@ -109,7 +109,7 @@ async fn watch_one(
             .iter()
             .filter(|l| !l.starts_with("trigger: 0 new"))
         {
-            println!("{name}: {line}");
+            events.line(name, line);
         }
         match result {
             Ok(()) => {
@@ -126,7 +126,7 @@ async fn watch_one(
                 row.last_error = Some(e.to_string());
                 row.last_error_at = Some(crate::unix_now());
                 row.unhandled_since = row.unhandled_since.or(row.last_error_at);
-                alert_if_silent(&mut row, silence, &mut last_alert);
+                alert_if_silent(events, &mut row, silence, &mut last_alert);
                 put(store, &row);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
@@ -161,13 +161,13 @@ async fn watch_one(
             Ok(Err(e)) => {
                 failures += 1;
                 let delay = reconnect_delay(failures);
-                let text = describe(&e);
+                let text = e.describe().to_string();
                 tracing::error!(
                     "workflow `{name}`: waiting on `{account}` failed ({failures} in a row): {text}; reconnecting in {delay:?}"
                 );
                 row.last_error = Some(text);
                 row.last_error_at = Some(crate::unix_now());
-                alert_if_silent(&mut row, silence, &mut last_alert);
+                alert_if_silent(events, &mut row, silence, &mut last_alert);
                 put(store, &row);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -178,6 +178,7 @@ async fn watch_one(
                 // The wait should have ended by itself well before this: the connection
                 // hangs. Dropping the wait dropped it; the next round reconnects.
                 raise_alert(
+                    events,
                     &mut row,
                     format!(
                         "`{account}` was silent for {silence:?} (no IDLE answer and no poll); reconnected"
@@ -190,14 +191,19 @@ async fn watch_one(
     }
     row.mode = "stopped".into();
     put(store, &row);
-    println!("{name}: stopped");
+    events.line(name, "stopped");
 }
 
 /// Counts and logs an alert, and records it as the last error too.
-fn raise_alert(row: &mut WatchRow, alert: String, last_alert: &mut Option<i64>) {
+fn raise_alert(
+    events: &dyn Events,
+    row: &mut WatchRow,
+    alert: String,
+    last_alert: &mut Option<i64>,
+) {
     let now = crate::unix_now();
     tracing::error!("ALERT: workflow `{}`: {alert}", row.workflow);
-    eprintln!("ALERT: {}: {alert}", row.workflow);
+    events.alert(&row.workflow, &alert);
     row.alerts += 1;
     row.last_alert = Some(alert.clone());
     row.last_error = Some(alert);
@@ -207,7 +213,12 @@ fn raise_alert(row: &mut WatchRow, alert: String, last_alert: &mut Option<i64>) 
 
 /// Raises an alert when nothing has succeeded for `silence` (the failures go on, each
 /// with its own reconnect), at most once per `silence`.
-fn alert_if_silent(row: &mut WatchRow, silence: Duration, last_alert: &mut Option<i64>) {
+fn alert_if_silent(
+    events: &dyn Events,
+    row: &mut WatchRow,
+    silence: Duration,
+    last_alert: &mut Option<i64>,
+) {
     let now = crate::unix_now();
     let limit = silence.as_secs().max(1) as i64;
     let quiet_since = row.last_ok.unwrap_or(row.started_at);
@@ -215,6 +226,7 @@ fn alert_if_silent(row: &mut WatchRow, silence: Duration, last_alert: &mut Optio
     if now - quiet_since >= limit && due {
         let cause = row.last_error.clone().unwrap_or_default();
         raise_alert(
+            events,
             row,
             format!(
                 "`{}` has been silent for {}s (no successful IDLE or poll); reconnecting with backoff; last error: {cause}",

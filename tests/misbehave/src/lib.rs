@@ -1,6 +1,9 @@
 //! A plugin that misbehaves on request, to prove the host's limits: `send-mail` with the
-//! subject `loop` never returns, with `hog` it allocates without bound; any other subject
-//! sends a minimal message, so a test can see the host serve the next call.
+//! subject `loop` never returns, with `hog` it allocates without bound, with `probe` it
+//! tries to escape the sandbox (read files, list the environment, open a socket to the
+//! port in the text, flood stdout) and reports what happened in the receipt's reference;
+//! any other subject sends a minimal message, so a test can see the host serve the next
+//! call.
 
 wit_bindgen::generate!({
     world: "mail-plugin",
@@ -29,6 +32,17 @@ impl Guest for Misbehave {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "probe" => {
+                let report = probe(message.text.as_deref().unwrap_or_default());
+                Ok(Receipt {
+                    message_id: "probe@example.com".into(),
+                    accepted: Vec::new(),
+                    transport: "probe".into(),
+                    status: smtp::DeliveryStatus::Queued,
+                    reference: Some(report),
+                    size: 0,
+                })
             }
             _ => {
                 let to = message
@@ -79,6 +93,56 @@ impl Guest for Misbehave {
             more: batch.more,
         })
     }
+}
+
+/// Tries each way out of the sandbox; one line per attempt.
+fn probe(port: &str) -> String {
+    use std::io::Write;
+    let mut lines = Vec::new();
+    let outcome = |r: Result<String, std::io::Error>| match r {
+        Ok(v) => format!("allowed {v}"),
+        Err(e) => format!("denied ({e})"),
+    };
+    lines.push(format!(
+        "file read: {}",
+        outcome(std::fs::read("/etc/passwd").map(|b| format!("{} bytes", b.len())))
+    ));
+    lines.push(format!(
+        "dir list: {}",
+        outcome(std::fs::read_dir("/").map(|d| format!("{} entries", d.count())))
+    ));
+    lines.push(format!(
+        "file write: {}",
+        outcome(std::fs::write("/tmp/flowmail-probe", b"x").map(|()| "written".into()))
+    ));
+    let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    lines.push(format!("env: {} variable(s) {vars:?}", vars.len()));
+    lines.push(format!(
+        "env PATH: {}",
+        std::env::var("PATH").map_or("absent".into(), |v| format!("present ({} chars)", v.len()))
+    ));
+    lines.push(format!(
+        "socket: {}",
+        outcome(
+            std::net::TcpStream::connect(format!("127.0.0.1:{}", port.trim()))
+                .map(|s| format!("{:?}", s.peer_addr()))
+        )
+    ));
+    let chunk = vec![b'x'; 1 << 20];
+    let mut out = std::io::stdout();
+    let mut written = 0usize;
+    let mut error = None;
+    for _ in 0..64 {
+        match out.write_all(&chunk) {
+            Ok(()) => written += chunk.len(),
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    lines.push(format!("stdout: {written} bytes written, error {error:?}"));
+    lines.join("\n")
 }
 
 export!(Misbehave);

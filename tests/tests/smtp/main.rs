@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowmail::bindings::MailError;
 use flowmail::bindings::types::{Address, Attachment, OutgoingMessage};
 use flowmail::caps::Audit;
-use flowmail::caps::smtp::test_mail;
+use flowmail::caps::transport::smtp::test_mail;
 use flowmail::runtime::StepError;
 use flowmail::workflow::{Runner, Workflow};
 use flowmail_tests::Workspace;
@@ -58,11 +58,11 @@ fn message(to: &str, subject: &str) -> OutgoingMessage {
 /// A workspace whose config is `HEAD` plus `accounts`, and its runtime.
 fn runtime(
     accounts: impl FnOnce(&std::path::Path) -> String,
-) -> (Workspace, flowmail::runtime::Runtime) {
+) -> (Workspace, std::sync::Arc<flowmail::app::App>) {
     let ws = Workspace::with_config("").unwrap();
     let config = format!("{HEAD}{}", accounts(ws.path()));
     std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
-    let (rt, _) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _) = ws.app(None, Audit::default()).unwrap();
     (ws, rt)
 }
 
@@ -73,7 +73,7 @@ fn ops_runtime(
     ssl: bool,
     password: &str,
     mechanism: Option<&str>,
-) -> (Workspace, flowmail::runtime::Runtime) {
+) -> (Workspace, std::sync::Arc<flowmail::app::App>) {
     runtime(|dir| {
         stack.account(
             "ops",
@@ -105,6 +105,8 @@ async fn starttls_with_plain_delivers_utf8_intact() {
         )
     });
     let receipt = rt
+        .runtime()
+        .unwrap()
         .send_mail(
             "send",
             "ops",
@@ -157,7 +159,11 @@ async fn implicit_tls_with_login_delivers_a_10_mb_attachment_intact() {
         data: data.clone(),
         content_id: None,
     });
-    rt.send_mail("send", "ops", &msg).await.unwrap();
+    rt.runtime()
+        .unwrap()
+        .send_mail("send", "ops", &msg)
+        .await
+        .unwrap();
     let got = stack
         .wait_for_mail("carol@demo.example", 1, Duration::from_secs(60))
         .unwrap();
@@ -183,7 +189,9 @@ async fn a_wrong_password_is_auth_failed_and_never_echoed() {
         None,
     );
     let e = expect_mail_error(
-        rt.send_mail("send", "ops", &message("bob@demo.example", "x"))
+        rt.runtime()
+            .unwrap()
+            .send_mail("send", "ops", &message("bob@demo.example", "x"))
             .await,
     );
     let MailError::AuthFailed(text) = &e else {
@@ -206,7 +214,9 @@ async fn sending_without_authentication_is_refused() {
         )
     });
     let e = expect_mail_error(
-        rt.send_mail("send", "anon", &message("bob@demo.example", "x"))
+        rt.runtime()
+            .unwrap()
+            .send_mail("send", "anon", &message("bob@demo.example", "x"))
             .await,
     );
     let MailError::Permanent(text) = &e else {
@@ -233,7 +243,9 @@ async fn a_dead_server_is_transient() {
         )
     });
     let e = expect_mail_error(
-        rt.send_mail("send", "down", &message("bob@demo.example", "x"))
+        rt.runtime()
+            .unwrap()
+            .send_mail("send", "down", &message("bob@demo.example", "x"))
             .await,
     );
     let MailError::Transient(text) = &e else {
@@ -280,7 +292,7 @@ async fn tls_policy_is_enforced_at_the_tls_stage() {
     std::fs::write(ws.path().join("flowmail.toml"), &config).unwrap();
     let config = ws.config().unwrap();
     let report = |name: &'static str| {
-        let relay = config.relay(name).unwrap();
+        let relay = flowmail::app::relay(&config, name, &Default::default()).unwrap();
         async move { test_mail::run(name, &relay, "ops@demo.example", "bob@demo.example").await }
     };
 
@@ -363,7 +375,9 @@ async fn xoauth2_works_with_a_valid_token_and_fails_with_a_revoked_one() {
         oauth.token_for("owner@demo.example").unwrap(),
     )
     .unwrap();
-    rt.send_mail("send", "o365", &message("dave@demo.example", "via XOAUTH2"))
+    rt.runtime()
+        .unwrap()
+        .send_mail("send", "o365", &message("dave@demo.example", "via XOAUTH2"))
         .await
         .unwrap();
     let got = stack
@@ -380,7 +394,12 @@ async fn xoauth2_works_with_a_valid_token_and_fails_with_a_revoked_one() {
         name: None,
         email: "ceo@demo.example".into(),
     });
-    let e = expect_mail_error(rt.send_mail("send", "o365", &other).await);
+    let e = expect_mail_error(
+        rt.runtime()
+            .unwrap()
+            .send_mail("send", "o365", &other)
+            .await,
+    );
     assert!(
         matches!(&e, MailError::InvalidInput(f) if f.field == "message.sender"),
         "{e:?}"
@@ -390,7 +409,9 @@ async fn xoauth2_works_with_a_valid_token_and_fails_with_a_revoked_one() {
     // A new session is needed for the server to check the token again.
     stack.restart_postfix().unwrap();
     let e = expect_mail_error(
-        rt.send_mail("send", "o365", &message("dave@demo.example", "revoked"))
+        rt.runtime()
+            .unwrap()
+            .send_mail("send", "o365", &message("dave@demo.example", "revoked"))
             .await,
     );
     assert!(
@@ -404,13 +425,15 @@ async fn a_pooled_connection_is_reused_and_replaced_once_when_broken() {
     let stack = MailStack::start(None).unwrap();
     let (_ws, rt) = ops_runtime(&stack, stack.ports.submission, false, PASSWORD, None);
     for i in 0..3 {
-        rt.send_mail(
-            "send",
-            "ops",
-            &message("erin@demo.example", &format!("pooled {i}")),
-        )
-        .await
-        .unwrap();
+        rt.runtime()
+            .unwrap()
+            .send_mail(
+                "send",
+                "ops",
+                &message("erin@demo.example", &format!("pooled {i}")),
+            )
+            .await
+            .unwrap();
     }
     let log = std::fs::read_to_string(stack.dir.path().join("log/postfix.log")).unwrap();
     assert_eq!(
@@ -425,13 +448,15 @@ async fn a_pooled_connection_is_reused_and_replaced_once_when_broken() {
         "over one session:\n{log}"
     );
     stack.restart_postfix().unwrap();
-    rt.send_mail(
-        "send",
-        "ops",
-        &message("erin@demo.example", "after restart"),
-    )
-    .await
-    .unwrap();
+    rt.runtime()
+        .unwrap()
+        .send_mail(
+            "send",
+            "ops",
+            &message("erin@demo.example", "after restart"),
+        )
+        .await
+        .unwrap();
     stack
         .wait_for_mail("erin@demo.example", 4, Duration::from_secs(20))
         .unwrap();
@@ -456,16 +481,12 @@ async fn the_demo_workflow_delivers_through_postfix() {
     ) + "\n[accounts.demo.transport]"
         + transport;
     std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, _store) = ws.app(None, Audit::default()).unwrap();
     let wf = Workflow::load(&ws.path().join("workflows/alert-digest.yaml")).unwrap();
     wf.check(&ws.config().unwrap()).unwrap();
-    let report = Runner {
-        runtime: &rt,
-        store: &store,
-    }
-    .run(&wf)
-    .await
-    .unwrap();
+    let report = flowmail::workflow::run(&Runner::new(&rt).unwrap(), &wf)
+        .await
+        .unwrap();
     assert_eq!(report.sent.len(), 1);
     let got = stack
         .wait_for_mail("oncall@demo.example", 1, Duration::from_secs(20))
@@ -481,3 +502,88 @@ async fn the_demo_workflow_delivers_through_postfix() {
 }
 
 mod replies;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_mail_command_reports_each_stage_as_text_and_json() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let auth = basic(ws.path(), "a", "ops@demo.example", PASSWORD, None);
+    let config = format!(
+        "{HEAD}{}{}",
+        stack.account(
+            "good",
+            "ops@demo.example",
+            stack.ports.submission,
+            false,
+            &auth.replace("accounts.a.", "accounts.good.")
+        ),
+        stack
+            .account(
+                "untrusted",
+                "ops@demo.example",
+                stack.ports.submission,
+                false,
+                &auth.replace("accounts.a.", "accounts.untrusted.")
+            )
+            .replace(&format!("ca_file = \"{}\"\n", stack.certs.ca.display()), ""),
+    )
+    .replace("[accounts.a.auth]", "[accounts.good.auth]");
+    std::fs::write(ws.path().join("flowmail.toml"), &config).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(flowmail_tests::flowmail_bin())
+            .current_dir(ws.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "test-mail",
+        "--account",
+        "good",
+        "--to",
+        "bob@demo.example",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["dns", "tcp", "tls", "ehlo", "auth", "transaction", "queue"]
+    );
+    let mail = stack
+        .wait_for_mail("bob@demo.example", 1, Duration::from_secs(20))
+        .unwrap();
+    assert!(String::from_utf8_lossy(&mail[0]).contains("flowmail Test Mail"));
+
+    let out = run(&[
+        "test-mail",
+        "--account",
+        "untrusted",
+        "--to",
+        "bob@demo.example",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Test Mail failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("TLS handshake") && stdout.contains("ca_file"),
+        "the text report names the stage and the fix: {stdout}"
+    );
+}

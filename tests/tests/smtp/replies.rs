@@ -1,7 +1,7 @@
 //! Provider replies that no server here produces, from a scripted peer, and the fix each
 //! one gets.
 
-use flowmail::caps::smtp::test_mail;
+use flowmail::caps::transport::smtp::test_mail;
 use flowmail_tests::Workspace;
 use flowmail_tests::stack::PASSWORD;
 
@@ -95,7 +95,7 @@ async fn known_provider_replies_come_with_their_fix() {
             ),
         )
         .unwrap();
-        let relay = ws.config().unwrap().relay("p").unwrap();
+        let relay = flowmail::app::relay(&ws.config().unwrap(), "p", &Default::default()).unwrap();
         let report = test_mail::run("p", &relay, "ops@demo.example", "bob@demo.example").await;
         assert_eq!(
             report.error_kind,

@@ -12,7 +12,7 @@ async fn a_thousand_messages_through_two_dovecot_restarts_run_exactly_once_each(
         "    batch: 50\n    poll_interval: 10m\n    on_success: seen\n",
         false,
     );
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
     let total = 1000;
     let mut subjects = Vec::new();
@@ -64,7 +64,7 @@ async fn a_failing_step_leaves_the_message_unseen_and_unmoved_retries_it_and_dea
         true,
     );
     let gates = ws.path().join("workflows/gates");
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
     stack.deliver(USER, &mail("alpha")).unwrap();
     stack.deliver(USER, &mail("beta")).unwrap();
@@ -136,12 +136,11 @@ async fn a_forced_uidvalidity_change_runs_nothing_twice_and_malformed_mail_is_re
     stack.seed(USER, "Alerts", &seeded).unwrap();
     let ws = workspace(&stack, "Alerts");
     let wf = workflow(&ws, "", false);
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
-    let runner = Runner {
-        runtime: &rt,
-        store: &store,
-    };
-    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let runner = Runner::new(&rt).unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.runs, 3);
     assert!(report.failed.is_empty());
     assert_eq!(report.skipped.len(), 1, "{:?}", report.lines);
@@ -159,7 +158,9 @@ async fn a_forced_uidvalidity_change_runs_nothing_twice_and_malformed_mail_is_re
     let four = mail("four");
     again.push(&four);
     stack.seed(USER, "Alerts", &again).unwrap();
-    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
+        .await
+        .unwrap();
     let after = store.cursor("per-message", "box").unwrap().unwrap();
     assert_ne!(
         before.uid_validity, after.uid_validity,
@@ -187,7 +188,9 @@ async fn a_forced_uidvalidity_change_runs_nothing_twice_and_malformed_mail_is_re
             "handled: two"
         ]
     );
-    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.runs, 0);
     assert_eq!(ws.outbox().len(), 4);
 }
@@ -198,11 +201,8 @@ async fn a_message_waiting_for_a_retry_keeps_its_attempts_across_a_uidvalidity_c
     stack.seed(USER, "Alerts", &[&mail("alpha")]).unwrap();
     let ws = workspace(&stack, "Alerts");
     let wf = workflow(&ws, "    retry: { attempts: 5 }\n", true);
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
-    let runner = Runner {
-        runtime: &rt,
-        store: &store,
-    };
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let runner = Runner::new(&rt).unwrap();
     let attempts = || {
         store
             .handled_in("per-message", "box", Handling::Pending, None)
@@ -211,13 +211,17 @@ async fn a_message_waiting_for_a_retry_keeps_its_attempts_across_a_uidvalidity_c
             .map(|r| r.attempts)
             .collect::<Vec<_>>()
     };
-    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.failed.len(), 1);
     assert_eq!(attempts(), [1]);
 
     std::fs::remove_dir_all(stack.maildir(USER, "Alerts")).unwrap();
     stack.seed(USER, "Alerts", &[&mail("alpha")]).unwrap();
-    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         report.failed.len(),
         1,
@@ -227,7 +231,9 @@ async fn a_message_waiting_for_a_retry_keeps_its_attempts_across_a_uidvalidity_c
     assert_eq!(attempts(), [2]);
 
     std::fs::write(ws.path().join("workflows/gates/alpha"), "ok").unwrap();
-    let report = runner.run_with(&wf, RunOptions::default()).await.unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.runs, 1);
     assert_eq!(handled(&ws), ["handled: alpha"]);
     let done = store

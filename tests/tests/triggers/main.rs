@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowmail::app::App;
 use flowmail::caps::Audit;
-use flowmail::runtime::Runtime;
 use flowmail::store::{Handling, Store};
 use flowmail::workflow::serve::serve;
 use flowmail::workflow::{RunOptions, Runner, Workflow};
@@ -75,15 +75,14 @@ fn handled(ws: &Workspace) -> Vec<String> {
 
 /// `flowmail serve` for `wf`, in the background until the returned sender says stop.
 fn start_serving(
-    runtime: Runtime,
-    store: Arc<Store>,
+    app: Arc<App>,
+    _store: Arc<Store>,
     wf: Workflow,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
-        serve(&runtime, &store, std::slice::from_ref(&wf), rx)
-            .await
-            .unwrap();
+        let runner = Runner::new(&app).unwrap();
+        serve(&runner, std::slice::from_ref(&wf), rx).await.unwrap();
     });
     (tx, handle)
 }

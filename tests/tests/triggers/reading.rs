@@ -34,13 +34,9 @@ async fn server_side_search_and_the_size_cap() {
             false,
         );
         std::fs::remove_file(ws.path().join("var/flowmail.db")).ok();
-        let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
-        let audit_runner = Runner {
-            runtime: &rt,
-            store: &store,
-        };
-        let report = audit_runner
-            .run_with(&wf, RunOptions::default())
+        let (rt, _store) = ws.app(None, Audit::default()).unwrap();
+        let audit_runner = Runner::new(&rt).unwrap();
+        let report = flowmail::workflow::run_with(&audit_runner, &wf, RunOptions::default())
             .await
             .unwrap();
         assert_eq!(report.runs, expect_runs, "{oversize}: {:?}", report.lines);

@@ -10,7 +10,7 @@ async fn idle_delivers_a_new_message_to_the_workflow_within_seconds() {
     let ws = workspace(&stack, "INBOX");
     // Polling every ten minutes could not explain a run within seconds: IDLE must.
     let wf = workflow(&ws, "    poll_interval: 10m\n    on_success: seen\n", false);
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
     wait_until(
         "the trigger to wait in IDLE",
@@ -52,7 +52,7 @@ async fn idle_is_issued_again_each_refresh_and_still_delivers() {
     let stack = MailStack::start(None).unwrap();
     let ws = workspace(&stack, "INBOX");
     let wf = workflow(&ws, "    idle_refresh: 1s\n    poll_interval: 10m\n", false);
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
     wait_until("the first IDLE", Duration::from_secs(20), || {
         store.watches().unwrap().iter().any(|w| w.mode == "idle")
@@ -80,7 +80,7 @@ async fn a_server_without_idle_is_polled_at_the_configured_interval() {
     .unwrap();
     let ws = workspace(&stack, "INBOX");
     let wf = workflow(&ws, "    poll_interval: 1s\n", false);
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
     wait_until("the first poll", Duration::from_secs(20), || {
         store.watches().unwrap().iter().any(|w| w.mode == "poll")
@@ -107,11 +107,11 @@ async fn two_workflows_on_one_mailbox_both_wake_for_each_message() {
         .replace("handled: ", "second: ");
     std::fs::write(ws.path().join("workflows/second.yaml"), text).unwrap();
     let second = Workflow::load(&ws.path().join("workflows/second.yaml")).unwrap();
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (tx, rx) = watch::channel(false);
-    let served = store.clone();
     let handle = tokio::spawn(async move {
-        serve(&rt, &served, &[first, second], rx).await.unwrap();
+        let runner = Runner::new(&rt).unwrap();
+        serve(&runner, &[first, second], rx).await.unwrap();
     });
     wait_until("both triggers to wait", Duration::from_secs(20), || {
         let w = store.watches().unwrap();
@@ -156,7 +156,7 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
         "    idle_refresh: 1s\n    poll_interval: 1s\n    silence_alert: 2s\n",
         false,
     );
-    let (rt, store) = ws.runtime(None, Audit::default()).unwrap();
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
     wait_until("the first IDLE", Duration::from_secs(20), || {
         store.watches().unwrap().iter().any(|w| w.mode == "idle")

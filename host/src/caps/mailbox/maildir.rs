@@ -6,16 +6,16 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::Backend;
+use super::{Backend, Watch};
 use crate::bindings::MailError;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::{WaitPlan, Wake, strip};
+use crate::BoxFuture;
 use crate::bindings::mailbox::{
     Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
 };
-use crate::caps::BoxFuture;
 use crate::store::Store;
 
 /// A Maildir at `root`, with `new/`, `cur/` and `tmp/`.
@@ -300,7 +300,9 @@ impl Backend for Maildir {
     fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>> {
         Box::pin(async move { self.move_sync(&uids, &folder) })
     }
+}
 
+impl Watch for Maildir {
     fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>> {
         Box::pin(async move {
             let (validity, indexed) = self.indexed()?;

@@ -13,7 +13,8 @@ use wasmtime::component::{HasData, Linker};
 
 pub use self::imap::{Imap, ImapAuth};
 pub use self::maildir::Maildir;
-use super::{Audit, BoxFuture};
+use super::Audit;
+use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{
     self as generated, Batch, Cursor, Flag, RawMessage, Search, SizeCap,
@@ -38,7 +39,8 @@ pub struct Wake {
     pub changed: bool,
 }
 
-/// A mailbox store. Implementations classify their own failures into [`MailError`].
+/// A mailbox store, as the plugin may use it: exactly what the WIT `mailbox` interface
+/// offers. Implementations classify their own failures into [`MailError`].
 pub trait Backend: Send + Sync {
     /// Messages after `after` that may match `search` (a backend that cannot search
     /// ignores it), at most `limit`, with messages over `cap` cut down as it says.
@@ -57,6 +59,11 @@ pub trait Backend: Send + Sync {
         remove: Vec<Flag>,
     ) -> BoxFuture<'_, Result<(), MailError>>;
     fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>>;
+}
+
+/// What only the host does with a mailbox, for long-running triggers: waiting for news,
+/// counting for progress, and post-actions the plugin is not offered.
+pub trait Watch: Backend {
     /// How many messages follow `after` (all of them under a new UIDVALIDITY), for a
     /// catch-up's progress bar.
     fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>>;
@@ -69,9 +76,9 @@ pub trait Backend: Send + Sync {
 }
 
 /// The accounts that have a mailbox, by name.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct MailboxCtx {
-    pub accounts: HashMap<String, Arc<dyn Backend>>,
+    pub accounts: HashMap<String, Arc<dyn Watch>>,
 }
 
 /// The view of [`MailboxCtx`] that serves one step.
@@ -81,7 +88,7 @@ pub struct Mailbox<'a> {
 }
 
 impl Mailbox<'_> {
-    fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, MailError> {
+    fn backend(&self, name: &str) -> Result<&Arc<dyn Watch>, MailError> {
         self.ctx.accounts.get(name).ok_or_else(|| {
             MailError::NotFound(format!("no account `{name}` with a mailbox is configured"))
         })

@@ -12,7 +12,7 @@ use super::classify;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{Content, Flag, RawMessage, Search};
 use crate::caps::mailbox::strip::{self, TextPart};
-use crate::caps::smtp::wire::Wire;
+use crate::net::Stream;
 
 pub(super) fn flag_name(f: Flag) -> &'static str {
     match f {
@@ -50,7 +50,7 @@ pub(super) fn uid_set(uids: &[u32]) -> String {
 /// slower). When UIDVALIDITY changed under the session, the folder is selected anew so that
 /// UIDs mean the same.
 pub(super) async fn status(
-    session: &mut Session<Wire>,
+    session: &mut Session<Stream>,
     server: &str,
     folder: &str,
     selected: &AtomicU32,
@@ -123,7 +123,7 @@ pub(super) fn imap_date(day: &str) -> Option<String> {
 
 /// `UID FETCH set items`, collected.
 pub(super) async fn uid_fetch(
-    session: &mut Session<Wire>,
+    session: &mut Session<Stream>,
     server: &str,
     set: impl AsRef<str>,
     items: impl AsRef<str>,
@@ -139,7 +139,7 @@ pub(super) async fn uid_fetch(
 
 /// Size and flags of `uids`, for the size cap.
 pub(super) async fn sizes(
-    session: &mut Session<Wire>,
+    session: &mut Session<Stream>,
     server: &str,
     uids: &[u32],
 ) -> Result<Vec<(u32, u64, Vec<String>)>, MailError> {
@@ -187,7 +187,7 @@ pub(super) fn text_parts(body: &BodyStructure<'_>, path: Vec<u32>, out: &mut Vec
 /// A message over the cap, fetched without attachments: its header, then each text part
 /// (its MIME header and at most `cap` bytes of its body).
 pub(super) async fn fetch_without_attachments(
-    session: &mut Session<Wire>,
+    session: &mut Session<Stream>,
     server: &str,
     uid: u32,
     cap: u64,
@@ -251,7 +251,7 @@ pub(super) async fn fetch_without_attachments(
 
 /// The messages with `uids` (those that exist), in UID order, with flags and size.
 pub(super) async fn fetch_raw(
-    session: &mut Session<Wire>,
+    session: &mut Session<Stream>,
     server: &str,
     uids: &[u32],
 ) -> Result<Vec<RawMessage>, MailError> {

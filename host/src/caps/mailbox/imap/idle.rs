@@ -10,7 +10,7 @@ use async_imap::types::UnsolicitedResponse;
 use super::{Imap, NOT_OFFERED, OFFERED, classify};
 use crate::bindings::MailError;
 use crate::caps::mailbox::{WaitPlan, Wake};
-use crate::caps::smtp::wire::Wire;
+use crate::net::Stream;
 
 impl Imap {
     /// Waits for news. One trigger at a time idles on the account's IDLE connection; the
@@ -41,7 +41,7 @@ impl Imap {
     async fn wait_idle(
         &self,
         plan: WaitPlan,
-        mut guard: tokio::sync::MutexGuard<'_, Option<Session<Wire>>>,
+        mut guard: tokio::sync::MutexGuard<'_, Option<Session<Stream>>>,
     ) -> Result<Wake, MailError> {
         let server = self.server();
         if self.idle_offered.load(Ordering::Relaxed) == NOT_OFFERED {

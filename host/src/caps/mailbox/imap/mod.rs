@@ -15,14 +15,14 @@ use tokio::sync::Mutex;
 use self::fetch::{
     fetch_raw, fetch_without_attachments, flag_name, search_query, sizes, status, uid_set,
 };
-use super::{Backend, WaitPlan, Wake};
+use super::{Backend, WaitPlan, Wake, Watch};
+use crate::BoxFuture;
+use crate::auth::TokenSource;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{
     Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
 };
-use crate::caps::BoxFuture;
-use crate::caps::smtp::wire::{self, Wire};
-use crate::caps::smtp::{Security, Settings, TokenSource};
+use crate::net::{self, Security, Settings, Stream};
 use crate::secret::Secret;
 
 /// How the mailbox authenticates.
@@ -42,9 +42,9 @@ pub struct Imap {
     settings: Settings,
     auth: ImapAuth,
     folder: String,
-    session: Mutex<Option<Session<Wire>>>,
+    session: Mutex<Option<Session<Stream>>>,
     /// The connection that waits in IDLE, apart from the one that fetches.
-    idle: Mutex<Option<Session<Wire>>>,
+    idle: Mutex<Option<Session<Stream>>>,
     /// What the one IDLE of this account saw, for the other triggers that wait on it.
     wakes: tokio::sync::broadcast::Sender<Wake>,
     /// Whether the server offers IDLE: unknown, yes or no.
@@ -118,7 +118,7 @@ impl Imap {
 
     /// Opens a session: TCP, TLS, login and SELECT, within twice the timeout in all, so
     /// that a server that accepts but never answers cannot hold a trigger.
-    async fn connect(&self) -> Result<Session<Wire>, MailError> {
+    async fn connect(&self) -> Result<Session<Stream>, MailError> {
         let limit = self.settings.timeout.saturating_mul(2);
         tokio::time::timeout(limit, self.open())
             .await
@@ -130,15 +130,16 @@ impl Imap {
             })
     }
 
-    async fn open(&self) -> Result<Session<Wire>, MailError> {
+    async fn open(&self) -> Result<Session<Stream>, MailError> {
         let s = &self.settings;
         let server = self.server();
-        let net = |e: std::io::Error| MailError::Transient(format!("cannot reach {server}: {e}"));
+        let unreachable =
+            |e: std::io::Error| MailError::Transient(format!("cannot reach {server}: {e}"));
         let limit = |e: tokio::time::error::Elapsed| {
             MailError::Transient(format!("{server} did not answer in time: {e}"))
         };
-        let addrs = wire::resolve(&s.host, s.port).await.map_err(net)?;
-        let tcp = wire::connect(&addrs, s.timeout).await.map_err(net)?;
+        let addrs = net::resolve(&s.host, s.port).await.map_err(unreachable)?;
+        let tcp = net::connect(&addrs, s.timeout).await.map_err(unreachable)?;
         let tls_fail = |e: std::io::Error| {
             MailError::Permanent(format!(
                 "TLS with {server} failed: {e}; check ca_file and min_tls"
@@ -146,34 +147,34 @@ impl Imap {
         };
         let client = match s.security {
             Security::None => {
-                let mut c = Client::new(Wire::plain(tcp));
-                c.read_response().await.map_err(net)?;
+                let mut c = Client::new(Stream::plain(tcp));
+                c.read_response().await.map_err(unreachable)?;
                 c
             }
             Security::Implicit => {
                 let tls =
-                    tokio::time::timeout(s.timeout, wire::handshake(tcp, &s.host, s.tls.clone()))
+                    tokio::time::timeout(s.timeout, net::handshake(tcp, &s.host, s.tls.clone()))
                         .await
                         .map_err(limit)?
                         .map_err(tls_fail)?;
-                let mut c = Client::new(Wire::tls(tls));
-                c.read_response().await.map_err(net)?;
+                let mut c = Client::new(Stream::tls(tls));
+                c.read_response().await.map_err(unreachable)?;
                 c
             }
             Security::StartTls => {
                 let mut plain = Client::new(tcp);
-                plain.read_response().await.map_err(net)?;
+                plain.read_response().await.map_err(unreachable)?;
                 plain
                     .run_command_and_check_ok("STARTTLS", None)
                     .await
                     .map_err(|e| classify(&server, "STARTTLS", e))?;
                 let tcp = plain.into_inner();
                 let tls =
-                    tokio::time::timeout(s.timeout, wire::handshake(tcp, &s.host, s.tls.clone()))
+                    tokio::time::timeout(s.timeout, net::handshake(tcp, &s.host, s.tls.clone()))
                         .await
                         .map_err(limit)?
                         .map_err(tls_fail)?;
-                Client::new(Wire::tls(tls))
+                Client::new(Stream::tls(tls))
             }
         };
         let mut session = match &self.auth {
@@ -203,7 +204,7 @@ impl Imap {
     /// reopened once.
     async fn with_session<T>(
         &self,
-        op: impl for<'a> Fn(&'a mut Session<Wire>) -> BoxFuture<'a, Result<T, MailError>>,
+        op: impl for<'a> Fn(&'a mut Session<Stream>) -> BoxFuture<'a, Result<T, MailError>>,
     ) -> Result<T, MailError> {
         let mut guard = self.session.lock().await;
         for attempt in 0..2 {
@@ -388,7 +389,9 @@ impl Backend for Imap {
             })
         }))
     }
+}
 
+impl Watch for Imap {
     fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>> {
         let server = self.server();
         let folder = self.folder.clone();

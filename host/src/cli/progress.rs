@@ -1,9 +1,13 @@
 //! Progress of a long catch-up: a bar on a terminal, plain log lines otherwise.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::workflow::Events;
 
 /// Shows how far a catch-up has come.
 pub enum Progress {
@@ -77,5 +81,44 @@ impl Progress {
                 started.elapsed().as_secs_f64()
             ),
         }
+    }
+}
+
+/// The command line's [`Events`] sink: catch-up progress on stderr, served triggers' lines
+/// on stdout, alerts on stderr.
+#[derive(Default)]
+pub struct Console {
+    progress: Mutex<HashMap<String, Progress>>,
+}
+
+impl Events for Console {
+    fn catch_up_started(&self, workflow: &str, total: u64) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.insert(workflow.to_owned(), Progress::start(workflow, total));
+        }
+    }
+
+    fn catch_up_advanced(&self, workflow: &str, scanned: u64) {
+        if let Ok(mut p) = self.progress.lock()
+            && let Some(p) = p.get_mut(workflow)
+        {
+            p.advance(scanned);
+        }
+    }
+
+    fn catch_up_finished(&self, workflow: &str) {
+        if let Ok(mut p) = self.progress.lock()
+            && let Some(p) = p.remove(workflow)
+        {
+            p.finish();
+        }
+    }
+
+    fn line(&self, workflow: &str, line: &str) {
+        println!("{workflow}: {line}");
+    }
+
+    fn alert(&self, workflow: &str, alert: &str) {
+        eprintln!("ALERT: {workflow}: {alert}");
     }
 }

@@ -17,7 +17,8 @@ use oauth2::{
 };
 use tokio::sync::oneshot;
 
-use super::{TokenManager, describe};
+use super::TokenManager;
+use super::provider::describe;
 
 /// An authorization in progress.
 pub struct Pending {

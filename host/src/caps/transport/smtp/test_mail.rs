@@ -34,17 +34,6 @@ pub struct Report {
     pub queue_id: Option<String>,
 }
 
-fn kind(e: &MailError) -> (&'static str, String) {
-    match e {
-        MailError::InvalidInput(f) => ("invalid-input", format!("{}: {}", f.field, f.reason)),
-        MailError::AccessDenied(m) => ("access-denied", m.clone()),
-        MailError::AuthFailed(m) => ("auth-failed", m.clone()),
-        MailError::Transient(m) => ("transient", m.clone()),
-        MailError::Permanent(m) => ("permanent", m.clone()),
-        MailError::NotFound(m) => ("not-found", m.clone()),
-    }
-}
-
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
@@ -80,8 +69,11 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
     };
     let started = Instant::now();
     let fail = |report: &mut Report, stage: Stage, e: MailError, took: Duration| {
-        let (k, text) = kind(&e);
-        report.error_kind = Some(k);
+        report.error_kind = Some(e.kind_name());
+        let text = match e.field() {
+            Some(field) => format!("{field}: {}", e.message()),
+            None => e.message().to_owned(),
+        };
         report.stages.push(StageReport {
             stage,
             title: stage.title(),

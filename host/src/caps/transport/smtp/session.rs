@@ -10,42 +10,13 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
-use rustls::ClientConfig;
 
-use super::wire::{self, TlsInfo, Wire, WireError};
+use super::wire::{self, WireError};
+use crate::auth::TokenSource;
 use crate::bindings::MailError;
 use crate::bindings::smtp::Envelope;
-use crate::caps::BoxFuture;
+use crate::net::{self, Security, Settings, Stream, TlsInfo};
 use crate::secret::Secret;
-
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// TLS from the first byte (SMTPS, usually port 465).
-    Implicit,
-    /// STARTTLS, required (usually port 587).
-    StartTls,
-    /// Plaintext, only when the config says `tls = "none"`.
-    None,
-}
-
-/// Where and how to connect.
-pub struct Settings {
-    pub host: String,
-    pub port: u16,
-    pub security: Security,
-    pub tls: Arc<ClientConfig>,
-    pub timeout: Duration,
-    pub hello: String,
-}
-
-/// Gives the current OAuth2 access token of an account.
-pub trait TokenSource: Send + Sync {
-    fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>>;
-    /// A new token after the server refused one obtained at or before `since` (Unix
-    /// seconds); an error when no new one can be had.
-    fn refresh_after_rejection(&self, since: i64) -> BoxFuture<'_, Result<Secret, MailError>>;
-}
 
 /// How the session authenticates.
 pub enum Auth {
@@ -143,7 +114,7 @@ pub async fn open(
     observe: Observer<'_>,
 ) -> Result<AsyncSmtpConnection, Failure> {
     let t = Instant::now();
-    let addrs = timed(Stage::Dns, s.timeout, wire::resolve(&s.host, s.port), |e| {
+    let addrs = timed(Stage::Dns, s.timeout, net::resolve(&s.host, s.port), |e| {
         Cause::Wire(e.into())
     })
     .await?;
@@ -161,7 +132,7 @@ pub async fn open(
     let mut tcp = timed(
         Stage::Tcp,
         s.timeout,
-        wire::connect(&addrs, s.timeout),
+        net::connect(&addrs, s.timeout),
         |e| Cause::Wire(e.into()),
     )
     .await?;
@@ -176,7 +147,7 @@ pub async fn open(
                 t.elapsed(),
                 "none: plaintext, as the account's tls = \"none\" allows".into(),
             );
-            Wire::plain(tcp)
+            Stream::plain(tcp)
         }
         Security::Implicit | Security::StartTls => {
             if s.security == Security::StartTls {
@@ -191,7 +162,7 @@ pub async fn open(
             let tls = timed(
                 Stage::Tls,
                 s.timeout,
-                wire::handshake(tcp, &s.host, s.tls.clone()),
+                net::handshake(tcp, &s.host, s.tls.clone()),
                 |e| Cause::Wire(e.into()),
             )
             .await?;
@@ -214,9 +185,9 @@ pub async fn open(
                     info.not_after
                 ),
             );
-            let wire = Wire::tls(tls);
+            let wire = Stream::tls(tls);
             if s.security == Security::StartTls {
-                wire.replaying("flowmail after STARTTLS")
+                wire.replaying(b"220 flowmail after STARTTLS\r\n".to_vec())
             } else {
                 wire
             }

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Transport;
+use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::smtp::{Delivery, DeliveryStatus, Envelope};
-use crate::caps::BoxFuture;
 
 /// Writes messages into `dir`, atomically: a reader never sees half a file.
 pub struct Outbox {

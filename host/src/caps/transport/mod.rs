@@ -1,11 +1,8 @@
-//! The `smtp` capability: hands composed messages to an account's transport.
+//! The `smtp` WIT import: hands composed messages to an account's transport. Backends:
+//! the file outbox and SMTP (Microsoft Graph next).
 
-mod classify;
 mod outbox;
-mod relay;
-mod session;
-pub mod test_mail;
-pub(crate) mod wire;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +11,9 @@ use tracing::instrument;
 use wasmtime::component::{HasData, Linker};
 
 pub use self::outbox::Outbox;
-pub use self::relay::Relay;
-pub use self::session::{Auth, Security, Settings, TokenSource};
-pub use self::wire::{MinTls, tls_config};
-use super::{Audit, BoxFuture};
+pub use self::smtp::Relay;
+use super::Audit;
+use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::smtp::{self as generated, AccountPolicy, Delivery, Envelope};
 use crate::bindings::types::FieldError;
@@ -33,25 +29,26 @@ pub trait Transport: Send + Sync {
 }
 
 /// One account's sending side.
-pub struct SmtpAccount {
+#[derive(Clone)]
+pub struct TransportAccount {
     pub policy: AccountPolicy,
     pub transport: Arc<dyn Transport>,
 }
 
 /// The accounts that may send, by name.
-#[derive(Default)]
-pub struct SmtpCtx {
-    pub accounts: HashMap<String, SmtpAccount>,
+#[derive(Clone, Default)]
+pub struct TransportCtx {
+    pub accounts: HashMap<String, TransportAccount>,
 }
 
-/// The view of [`SmtpCtx`] that serves one step.
-pub struct Smtp<'a> {
-    pub ctx: &'a SmtpCtx,
+/// The view of [`TransportCtx`] that serves one step.
+pub struct TransportView<'a> {
+    pub ctx: &'a TransportCtx,
     pub audit: &'a Audit,
 }
 
-impl Smtp<'_> {
-    fn account(&self, name: &str) -> Result<&SmtpAccount, MailError> {
+impl TransportView<'_> {
+    fn account(&self, name: &str) -> Result<&TransportAccount, MailError> {
         self.ctx.accounts.get(name).ok_or_else(|| {
             MailError::NotFound(format!(
                 "no account `{name}` with a transport is configured"
@@ -60,7 +57,7 @@ impl Smtp<'_> {
     }
 }
 
-impl generated::Host for Smtp<'_> {
+impl generated::Host for TransportView<'_> {
     #[instrument(name = "smtp.policy", skip(self))]
     async fn policy(
         &mut self,
@@ -99,7 +96,7 @@ impl generated::Host for Smtp<'_> {
 }
 
 /// The host never trusts the guest's checks alone.
-fn check(account: &SmtpAccount, envelope: &Envelope, message: &[u8]) -> Result<(), MailError> {
+fn check(account: &TransportAccount, envelope: &Envelope, message: &[u8]) -> Result<(), MailError> {
     let invalid = |field: &str, reason: String| {
         MailError::InvalidInput(FieldError {
             field: field.into(),
@@ -130,16 +127,16 @@ fn check(account: &SmtpAccount, envelope: &Envelope, message: &[u8]) -> Result<(
     Ok(())
 }
 
-struct HasSmtp;
+struct HasTransport;
 
-impl HasData for HasSmtp {
-    type Data<'a> = Smtp<'a>;
+impl HasData for HasTransport {
+    type Data<'a> = TransportView<'a>;
 }
 
 /// Adds the `smtp` interface to `linker`.
 pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
-    f: fn(&mut T) -> Smtp<'_>,
+    f: fn(&mut T) -> TransportView<'_>,
 ) -> wasmtime::Result<()> {
-    generated::add_to_linker::<T, HasSmtp>(linker, f)
+    generated::add_to_linker::<T, HasTransport>(linker, f)
 }

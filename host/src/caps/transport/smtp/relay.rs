@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 
-use super::Transport;
 use super::classify::classify;
-use super::session::{self, Auth, Failure, Settings, Stage};
+use super::session::{self, Auth, Failure, Stage};
+use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::smtp::{Delivery, DeliveryStatus, Envelope};
-use crate::caps::BoxFuture;
+use crate::caps::transport::Transport;
+use crate::net::Settings;
 
 /// How long an idle session is kept.
 const IDLE: Duration = Duration::from_secs(60);
@@ -93,18 +94,10 @@ impl Relay {
                 self.server()
             );
             if let Err(refresh) = token.refresh_after_rejection(started).await {
-                let text = |e: &MailError| match e {
-                    MailError::InvalidInput(f) => f.reason.clone(),
-                    MailError::AccessDenied(m)
-                    | MailError::AuthFailed(m)
-                    | MailError::Transient(m)
-                    | MailError::Permanent(m)
-                    | MailError::NotFound(m) => m.clone(),
-                };
                 return Err(MailError::AuthFailed(format!(
                     "{}; {}",
-                    text(&error),
-                    text(&refresh)
+                    error.message(),
+                    refresh.message()
                 )));
             }
             return session::open(&self.settings, &self.auth, &mut |_, _, _| {})

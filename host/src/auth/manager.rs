@@ -1,27 +1,25 @@
-//! OAuth2 for accounts: the authorization-code flow with PKCE ("Save & Authorize"),
+//! The OAuth2 token manager: the authorization-code flow with PKCE ("Save & Authorize"),
 //! client credentials, and refresh that never races. Tokens live sealed in the store; a
 //! refresh is single-flight per account and writes with compare-and-swap, so a rotated
 //! refresh token is never lost.
 
-pub mod authorize;
-pub mod crypt;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::basic::{BasicClient, BasicTokenResponse};
 use oauth2::{
-    AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, StandardErrorResponse, TokenResponse, TokenUrl,
+    AuthUrl, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RedirectUrl, RefreshToken, Scope,
+    TokenResponse, TokenUrl,
 };
 
-use self::crypt::Sealer;
+use super::TokenSource;
+use super::provider::describe;
+use super::seal::{self, Sealer};
 use crate::bindings::MailError;
 use crate::bindings::tokens::CredentialState;
-use crate::caps::BoxFuture;
-use crate::caps::smtp::TokenSource;
 use crate::secret::Secret;
 use crate::store::{Store, TokenRow};
+use crate::{BoxFuture, net};
 
 type Client =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -43,71 +41,14 @@ pub struct OAuthSettings {
     pub keep_alive: Duration,
 }
 
-/// Known provider errors and what fixes them.
-const KNOWN_ERRORS: &[(&str, &str)] = &[
-    (
-        "AADSTS7000222",
-        "the client secret expired: create a new one in the app registration and update client_secret",
-    ),
-    (
-        "AADSTS700082",
-        "the refresh token expired after 90 days unused: authorize the account again",
-    ),
-    (
-        "AADSTS54005",
-        "the authorization code was already redeemed: start the authorization again, each code works once",
-    ),
-    (
-        "AADSTS50011",
-        "the redirect URI does not match the app registration: register exactly the configured redirect_url",
-    ),
-    (
-        "AADSTS900971",
-        "no reply address is registered: add the configured redirect_url to the app registration",
-    ),
-];
-
-/// What a token endpoint said, as text with the fix for known errors.
-fn describe<RE: std::error::Error + 'static>(
-    e: &RequestTokenError<RE, StandardErrorResponse<BasicErrorResponseType>>,
-) -> (bool, String) {
-    match e {
-        RequestTokenError::ServerResponse(r) => {
-            let mut text = r.error().to_string();
-            if let Some(d) = r.error_description() {
-                text.push_str(&format!(": {d}"));
-            }
-            if let Some((_, fix)) = KNOWN_ERRORS.iter().find(|(code, _)| text.contains(code)) {
-                text.push_str(&format!(". Fix: {fix}"));
-            }
-            let final_ = matches!(
-                r.error(),
-                BasicErrorResponseType::InvalidGrant
-                    | BasicErrorResponseType::InvalidClient
-                    | BasicErrorResponseType::UnauthorizedClient
-            );
-            (final_, text)
-        }
-        RequestTokenError::Request(e) => (
-            false,
-            format!("the token endpoint could not be reached: {e}"),
-        ),
-        RequestTokenError::Parse(e, _) => (
-            false,
-            format!("the token endpoint's answer is not OAuth2: {e}"),
-        ),
-        RequestTokenError::Other(e) => (false, e.clone()),
-    }
-}
-
 /// Obtains, stores, refreshes and hands out one account's access tokens.
 pub struct TokenManager {
-    settings: OAuthSettings,
-    client: Client,
-    http: reqwest::Client,
-    store: Arc<Store>,
-    sealer: Arc<Sealer>,
-    single_flight: tokio::sync::Mutex<()>,
+    pub(super) settings: OAuthSettings,
+    pub(super) client: Client,
+    pub(super) http: reqwest::Client,
+    pub(super) store: Arc<Store>,
+    pub(super) sealer: Arc<Sealer>,
+    pub(super) single_flight: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -131,11 +72,8 @@ impl TokenManager {
         if let Some(secret) = &settings.client_secret {
             client = client.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
         }
-        let http = reqwest::ClientBuilder::new()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let tls = net::tls_config(None, net::MinTls::V12)?;
+        let http = net::http_client(&tls, Duration::from_secs(30))?;
         Ok(Self {
             settings,
             client,
@@ -166,7 +104,7 @@ impl TokenManager {
 
     fn open(&self, row: &TokenRow) -> Result<(Secret, Option<Secret>), MailError> {
         let account = self.account();
-        let fail = |e: crypt::KeyError| MailError::AuthFailed(e.to_string());
+        let fail = |e: seal::KeyError| MailError::AuthFailed(e.to_string());
         let access = self
             .sealer
             .open(account, &format!("{account}/access"), &row.access_token)
@@ -418,7 +356,7 @@ impl TokenManager {
         Ok(Secret::new(response.access_token().secret().clone()))
     }
 
-    fn auth_client(
+    pub(super) fn auth_client(
         &self,
     ) -> Result<
         BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>,
@@ -453,6 +391,3 @@ impl TokenSource for TokenManager {
         Box::pin(TokenManager::refresh_after_rejection(self, since))
     }
 }
-
-#[cfg(test)]
-mod tests;

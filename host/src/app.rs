@@ -1,0 +1,435 @@
+//! The composition root: the one place where a [`Config`] becomes live objects. `App::open`
+//! opens the store, the token store's managers and every account's backends once; the
+//! plugin runtime is built on first use. The command line, the tests and the benches all
+//! start here, and an account's backends can be rebuilt while steps run.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lettre::transport::smtp::authentication::Mechanism;
+
+use crate::auth::seal::Sealer;
+use crate::auth::{ReferencedToken, TokenManager, TokenSource};
+use crate::bindings::smtp::AccountPolicy;
+use crate::bindings::tokens::{AuthKind, CredentialState};
+use crate::caps::mailbox::{Imap, ImapAuth, Maildir, Watch};
+use crate::caps::tokens::CredentialInfo;
+use crate::caps::transport::smtp::{Auth, Relay};
+use crate::caps::transport::{Outbox, Transport, TransportAccount};
+use crate::caps::{Audit, Capabilities, Live};
+use crate::config::{AuthConfig, Config, Credentials, MailboxConfig, TransportConfig};
+use crate::runtime::{Limits, Runtime, engine, load_component};
+use crate::store::Store;
+
+/// The token managers of the accounts that use the token store, by account.
+pub type TokenManagers = HashMap<String, Arc<TokenManager>>;
+
+/// Which plugin component runs the steps.
+#[derive(Debug, Clone)]
+pub enum Plugin {
+    /// The component built from `plugin/` and embedded in the binary.
+    Embedded,
+    /// A component file (`--plugin`).
+    File(PathBuf),
+    /// A component in memory.
+    Bytes(Arc<Vec<u8>>),
+}
+
+/// Everything a command needs, built once.
+pub struct App {
+    store: Arc<Store>,
+    base: PathBuf,
+    key_file: PathBuf,
+    sealer: Mutex<Option<Arc<Sealer>>>,
+    managers: RwLock<TokenManagers>,
+    caps: Arc<Live>,
+    plugin: Plugin,
+    cache_dir: Option<PathBuf>,
+    limits: Limits,
+    audit: Audit,
+    runtime: OnceLock<Runtime>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("base", &self.base)
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Opens the store, the token store's managers and every account's backends.
+    pub fn open(config: &Config, plugin: Plugin) -> anyhow::Result<Self> {
+        let store = Arc::new(Store::open(&config.store_path())?);
+        let app = Self {
+            store,
+            base: config.base.clone(),
+            key_file: config.resolve(&config.store.key_file),
+            sealer: Mutex::new(None),
+            managers: RwLock::new(TokenManagers::new()),
+            caps: Arc::new(Live::new(Capabilities::default())),
+            plugin,
+            cache_dir: config.cache_dir(),
+            limits: limits(config),
+            audit: Audit::default(),
+            runtime: OnceLock::new(),
+        };
+        let mut managers = TokenManagers::new();
+        for name in config.accounts.keys() {
+            if let Some(m) = app.token_manager_for(config, name)? {
+                managers.insert(name.clone(), m);
+            }
+        }
+        let mut caps = Capabilities::default();
+        for name in config.accounts.keys() {
+            account_caps(config, &app.store, &managers, name, &mut caps)?;
+        }
+        caps.tokens.managers = managers.clone();
+        *app.managers.write().map_err(poisoned)? = managers;
+        app.caps.replace(caps);
+        Ok(app)
+    }
+
+    /// Sets the tap that sees every value crossing the plugin boundary; it takes effect
+    /// when the runtime is built, so set it before the first [`App::runtime`].
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The capabilities in force now.
+    pub fn capabilities(&self) -> Arc<Capabilities> {
+        self.caps.current()
+    }
+
+    /// The plugin runtime, compiled (or loaded from the compiled-component cache) on first
+    /// use.
+    pub fn runtime(&self) -> anyhow::Result<&Runtime> {
+        if let Some(r) = self.runtime.get() {
+            return Ok(r);
+        }
+        let wasm: Arc<Vec<u8>> = match &self.plugin {
+            Plugin::Embedded => Arc::new(crate::DEFAULT_PLUGIN.to_vec()),
+            Plugin::File(path) => Arc::new(
+                std::fs::read(path)
+                    .with_context(|| format!("reading the plugin {}", path.display()))?,
+            ),
+            Plugin::Bytes(b) => b.clone(),
+        };
+        let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let component = load_component(&engine, &wasm, self.cache_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("loading the plugin: {e:#}"))?;
+        let runtime = Runtime::new(&engine, &component, self.caps.clone(), self.limits)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?
+            .with_audit(self.audit.clone());
+        let _ = self.runtime.set(runtime);
+        self.runtime
+            .get()
+            .context("the plugin runtime could not be kept")
+    }
+
+    /// The mailbox of `account` with its host-only operations, for triggers.
+    pub fn mailbox(&self, account: &str) -> Option<Arc<dyn Watch>> {
+        self.caps.current().mailbox.accounts.get(account).cloned()
+    }
+
+    /// The token manager of `account`, when it takes its tokens from the token store.
+    pub fn token_manager(&self, account: &str) -> Option<Arc<TokenManager>> {
+        self.managers.read().ok()?.get(account).cloned()
+    }
+
+    /// The SMTP relay of `account`, for Test Mail.
+    pub fn relay(&self, config: &Config, account: &str) -> anyhow::Result<Relay> {
+        let managers = self.managers.read().map_err(poisoned)?.clone();
+        relay(config, account, &managers)
+    }
+
+    /// Refreshes every idle refresh token before its provider lets it lapse.
+    pub async fn keep_tokens_alive(&self) {
+        let managers: Vec<(String, Arc<TokenManager>)> = match self.managers.read() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return,
+        };
+        for (account, manager) in managers {
+            match manager.keep_alive().await {
+                Ok(true) => tracing::info!(
+                    "refreshed the idle refresh token of `{account}` to keep it alive"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("keeping the tokens of `{account}` alive failed: {e:?}"),
+            }
+        }
+    }
+
+    /// Rebuilds `account`'s backends and credentials from `config`, or removes them when
+    /// `config` no longer has the account. Steps already running keep the backends they
+    /// started with; the next step gets the new ones.
+    pub fn reload_account(&self, config: &Config, account: &str) -> anyhow::Result<()> {
+        let manager = if config.accounts.contains_key(account) {
+            self.token_manager_for(config, account)?
+        } else {
+            None
+        };
+        let mut managers = self.managers.read().map_err(poisoned)?.clone();
+        match &manager {
+            Some(m) => managers.insert(account.to_owned(), m.clone()),
+            None => managers.remove(account),
+        };
+        let mut caps = Capabilities::clone(&self.caps.current());
+        caps.remove_account(account);
+        if config.accounts.contains_key(account) {
+            account_caps(config, &self.store, &managers, account, &mut caps)?;
+        }
+        caps.tokens.managers = managers.clone();
+        *self.managers.write().map_err(poisoned)? = managers;
+        self.caps.replace(caps);
+        Ok(())
+    }
+
+    /// A token manager for `account`'s OAuth2 settings, opening the sealing key on first
+    /// need.
+    fn token_manager_for(
+        &self,
+        config: &Config,
+        account: &str,
+    ) -> anyhow::Result<Option<Arc<TokenManager>>> {
+        let Some(settings) = config.oauth_settings(account)? else {
+            return Ok(None);
+        };
+        let sealer = {
+            let mut slot = self.sealer.lock().map_err(poisoned)?;
+            match &*slot {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Sealer::load(
+                        &self.key_file,
+                        self.store.has_sealed_tokens()?,
+                    )?);
+                    *slot = Some(s.clone());
+                    s
+                }
+            }
+        };
+        let manager = TokenManager::new(settings, self.store.clone(), sealer)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("accounts.{account}.auth"))?;
+        Ok(Some(Arc::new(manager)))
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
+    anyhow::anyhow!("a lock of the application state was poisoned by a failed thread")
+}
+
+/// The per-call limits of the runtime.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(config.runtime.step_timeout_ms),
+        memory_bytes: (config.runtime.memory_limit_mb as usize).saturating_mul(1 << 20),
+    }
+}
+
+/// Adds `name`'s transport, mailbox and credential to `caps`.
+fn account_caps(
+    config: &Config,
+    store: &Arc<Store>,
+    managers: &TokenManagers,
+    name: &str,
+    caps: &mut Capabilities,
+) -> anyhow::Result<()> {
+    let a = config
+        .accounts
+        .get(name)
+        .with_context(|| format!("no account `{name}` in the config"))?;
+    let credentials = config.credentials(name)?;
+    let (kind, username) = match &credentials {
+        Credentials::None => (AuthKind::None, None),
+        Credentials::Basic { username, .. } => (AuthKind::Basic, Some(username.clone())),
+        Credentials::OAuth2 { username } => (AuthKind::Oauth2, Some(username.clone())),
+    };
+    caps.tokens.accounts.insert(
+        name.to_owned(),
+        CredentialInfo {
+            kind,
+            username,
+            state: CredentialState::Ready,
+        },
+    );
+    if let Some(transport) = &a.transport {
+        let required_sender = match &credentials {
+            Credentials::OAuth2 { username } => Some(username.clone()),
+            _ => None,
+        };
+        let policy = AccountPolicy {
+            default_sender: a
+                .from
+                .as_deref()
+                .map(crate::config::parse_address)
+                .transpose()?,
+            required_sender,
+            max_message_bytes: a.max_message_bytes,
+            max_attachment_bytes: a.max_attachment_bytes,
+        };
+        let transport: Arc<dyn Transport> = match transport {
+            TransportConfig::Outbox { dir } => Arc::new(Outbox::new(config.resolve(dir))),
+            TransportConfig::Smtp(_) => Arc::new(relay(config, name, managers)?),
+        };
+        caps.transport
+            .accounts
+            .insert(name.to_owned(), TransportAccount { policy, transport });
+    }
+    match &a.mailbox {
+        Some(MailboxConfig::Imap(_)) => {
+            let (settings, folder) = config.imap_settings(name)?;
+            let auth = match credentials {
+                Credentials::Basic { username, password } => ImapAuth::Login { username, password },
+                Credentials::OAuth2 { username } => ImapAuth::OAuth2 {
+                    username,
+                    token: token_source(config, name, managers)?,
+                },
+                Credentials::None => bail!(
+                    "accounts.{name}.auth: an IMAP mailbox needs credentials (basic or oauth2)"
+                ),
+            };
+            let backend: Arc<dyn Watch> = Arc::new(Imap::new(settings, auth, folder));
+            caps.mailbox.accounts.insert(name.to_owned(), backend);
+        }
+        Some(MailboxConfig::Maildir { path }) => {
+            let backend: Arc<dyn Watch> =
+                Arc::new(Maildir::new(config.resolve(path), store.clone()));
+            caps.mailbox.accounts.insert(name.to_owned(), backend);
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Where an OAuth2 account's access tokens come from: a reference in the config, or the
+/// token store.
+fn token_source(
+    config: &Config,
+    account: &str,
+    managers: &TokenManagers,
+) -> anyhow::Result<Arc<dyn TokenSource>> {
+    let a = config
+        .accounts
+        .get(account)
+        .with_context(|| format!("no account `{account}` in the config"))?;
+    if let Some(AuthConfig::OAuth2 {
+        access_token: Some(reference),
+        ..
+    }) = &a.auth
+    {
+        return Ok(Arc::new(ReferencedToken::new(
+            reference.clone(),
+            config.base.clone(),
+            account,
+        )));
+    }
+    let manager = managers.get(account).cloned().with_context(|| {
+        format!("account `{account}` takes its tokens from the token store, which is not open")
+    })?;
+    Ok(manager)
+}
+
+/// The SMTP relay of `account`, taking OAuth2 tokens from `managers`.
+pub fn relay(config: &Config, account: &str, managers: &TokenManagers) -> anyhow::Result<Relay> {
+    let settings = config.smtp_settings(account)?;
+    let a = config
+        .accounts
+        .get(account)
+        .with_context(|| format!("no account `{account}` in the config"))?;
+    let auth = match (&a.auth, config.credentials(account)?) {
+        (_, Credentials::None) => Auth::None,
+        (Some(AuthConfig::Basic { mechanism, .. }), Credentials::Basic { username, password }) => {
+            let mechanisms = match mechanism.as_deref() {
+                None => vec![Mechanism::Plain, Mechanism::Login],
+                Some("plain") => vec![Mechanism::Plain],
+                Some("login") => vec![Mechanism::Login],
+                Some(other) => bail!(
+                    "accounts.{account}.auth.mechanism: `{other}` is not supported; use \"plain\" or \"login\""
+                ),
+            };
+            Auth::Basic {
+                username,
+                password,
+                mechanisms,
+            }
+        }
+        (_, Credentials::OAuth2 { username }) => Auth::OAuth2 {
+            username,
+            token: token_source(config, account, managers)?,
+        },
+        _ => Auth::None,
+    };
+    Ok(Relay::new(settings, auth))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn config(dir: &std::path::Path, text: &str) -> Config {
+        std::fs::write(dir.join("flowmail.toml"), text).unwrap();
+        Config::load(&dir.join("flowmail.toml")).unwrap()
+    }
+
+    #[test]
+    fn an_account_is_rebuilt_or_removed_while_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[accounts.keep.transport]\nkind = \"outbox\"\ndir = \"k\"\n";
+        let first = config(
+            dir.path(),
+            &format!(
+                "{base}[accounts.edit]\nmax_message_bytes = 1000\n[accounts.edit.transport]\nkind = \"outbox\"\ndir = \"a\"\n"
+            ),
+        );
+        let app = App::open(&first, Plugin::Embedded).unwrap();
+        let before = app.capabilities();
+        let keep = before.transport.accounts["keep"].transport.clone();
+        assert_eq!(
+            before.transport.accounts["edit"].policy.max_message_bytes,
+            1000
+        );
+
+        let second = config(
+            dir.path(),
+            &format!(
+                "{base}[accounts.edit]\nmax_message_bytes = 2000\n[accounts.edit.transport]\nkind = \"outbox\"\ndir = \"b\"\n"
+            ),
+        );
+        app.reload_account(&second, "edit").unwrap();
+        let after = app.capabilities();
+        assert_eq!(
+            after.transport.accounts["edit"].policy.max_message_bytes,
+            2000
+        );
+        assert!(
+            Arc::ptr_eq(&after.transport.accounts["keep"].transport, &keep),
+            "other accounts keep their backends"
+        );
+        assert_eq!(
+            before.transport.accounts["edit"].policy.max_message_bytes, 1000,
+            "a step that started before keeps what it had"
+        );
+
+        let third = config(dir.path(), base);
+        app.reload_account(&third, "edit").unwrap();
+        let now = app.capabilities();
+        assert!(!now.transport.accounts.contains_key("edit"));
+        assert!(!now.tokens.accounts.contains_key("edit"));
+        assert!(now.transport.accounts.contains_key("keep"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The bodies of the `flowmail` commands. `main.rs` parses the command line and calls
+//! one of these; each builds what it needs through [`App`] and prints its own output.
+
+mod progress;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use self::progress::Console;
+use crate::app::{App, Plugin};
+use crate::config::Config;
+use crate::workflow::{RunOptions, Runner, Workflow};
+
+/// Loads the config and a workflow, and checks one against the other.
+pub fn load(config: &Path, workflow: &Path) -> anyhow::Result<(Config, Workflow)> {
+    let config = Config::load(config)?;
+    let wf = Workflow::load(workflow)?;
+    wf.check(&config)
+        .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
+    Ok((config, wf))
+}
+
+/// `flowmail check`.
+pub fn check(config: &Path, workflow: &Path) -> anyhow::Result<()> {
+    let (_, wf) = load(config, workflow)?;
+    println!("workflow `{}` is valid ({} steps)", wf.name, wf.steps.len());
+    Ok(())
+}
+
+/// `flowmail test-mail`: sends a test message through `account`, stage by stage.
+pub async fn test_mail(config: &Path, account: &str, to: &str, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let app = App::open(&config, Plugin::Embedded)?;
+    let relay = app.relay(&config, account)?;
+    let from = config
+        .accounts
+        .get(account)
+        .and_then(|a| a.from.as_deref())
+        .map(crate::config::parse_address)
+        .transpose()?
+        .map(|a| a.email)
+        .with_context(|| {
+            format!("account `{account}` has no `from` address to send the test from")
+        })?;
+    let report = crate::caps::transport::smtp::test_mail::run(account, &relay, &from, to).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("Test Mail failed"))
+    }
+}
+
+/// `flowmail authorize`: Save & Authorize, the authorization-code flow in a browser.
+pub async fn authorize(config: &Path, account: &str, timeout: u64) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let app = App::open(&config, Plugin::Embedded)?;
+    let manager = app.token_manager(account).with_context(|| {
+        format!("account `{account}` has no OAuth2 settings with client_id and token_url")
+    })?;
+    let user = crate::auth::authorize::authorize(
+        manager,
+        |url| {
+            println!(
+                "Open this URL in a browser to authorize `{account}`:\n\n  {url}\n\nWaiting for the callback..."
+            )
+        },
+        std::time::Duration::from_secs(timeout),
+    )
+    .await?;
+    println!("Authorized as {user}");
+    Ok(())
+}
+
+/// `flowmail status`.
+pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let store = crate::store::Store::open(&config.store_path())?;
+    let report = crate::status::collect(&store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::status::render(&report));
+    }
+    Ok(())
+}
+
+/// `flowmail run`: one workflow once; with a mailbox trigger, a catch-up.
+pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Result<()> {
+    let (config, wf) = load(config, workflow)?;
+    let app = App::open(&config, plugin)?;
+    app.keep_tokens_alive().await;
+    let console = Console::default();
+    let runner = Runner::new(&app)?.with_events(&console);
+    let options = RunOptions {
+        retry_now: true,
+        progress: true,
+    };
+    let report = crate::workflow::run_with(&runner, &wf, options)
+        .await
+        .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if let Some(first) = report.failed.first() {
+        return Err(anyhow::anyhow!(
+            "workflow `{}`: {first}{}",
+            wf.name,
+            match report.failed.len() {
+                1 => String::new(),
+                n => format!(" (and {} more failed run(s))", n - 1),
+            }
+        ));
+    }
+    if report.sent.is_empty() {
+        println!("{}: nothing to send", wf.name);
+    }
+    Ok(())
+}
+
+/// `flowmail serve`: every mailbox-triggered workflow in `paths`, until Ctrl-C or SIGTERM.
+pub async fn serve(config: &Path, plugin: Plugin, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let workflows = load_all(&config, paths)?;
+    let app = App::open(&config, plugin)?;
+    app.keep_tokens_alive().await;
+    let console = Console::default();
+    let runner = Runner::new(&app)?.with_events(&console);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signals = async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        eprintln!("stopping: runs in progress finish first (a second Ctrl-C stops at once)");
+        let _ = tx.send(true);
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    };
+    let work = crate::workflow::serve::serve(&runner, &workflows, rx);
+    tokio::select! {
+        r = work => r?,
+        () = async { signals.await; } => {}
+    }
+    Ok(())
+}
+
+/// Every workflow with a mailbox trigger in `paths` (files, or folders of `.yaml` files).
+fn load_all(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Vec<Workflow>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut workflows: Vec<Workflow> = Vec::new();
+    for file in files {
+        let wf = Workflow::load(&file)?;
+        if wf.trigger.mailbox.is_none() {
+            continue;
+        }
+        wf.check(config)
+            .map_err(|e| anyhow::anyhow!("workflow `{}` ({}): {e}", wf.name, file.display()))?;
+        if workflows.iter().any(|w| w.name == wf.name) {
+            anyhow::bail!(
+                "two workflows are named `{}`; names key the mailbox cursors, so make them unique",
+                wf.name
+            );
+        }
+        workflows.push(wf);
+    }
+    if workflows.is_empty() {
+        anyhow::bail!(
+            "no workflow with a mailbox trigger in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(workflows)
+}

@@ -1,0 +1,363 @@
+//! The runner against fake actions: `for_each`, `if`, step outputs feeding later steps, a
+//! `read-mailbox` step, unknown names, and failures that name the step and the field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::BoxFuture;
+use crate::bindings::MailError;
+use crate::bindings::actions::{Filter, MailboxPage, Receipt};
+use crate::bindings::mailbox::{Cursor, SizeCap};
+use crate::bindings::smtp::DeliveryStatus;
+use crate::bindings::types::{Address, FieldError, OutgoingMessage, ReceivedMessage};
+use crate::caps::mailbox::Watch;
+use crate::runtime::StepError;
+use crate::store::Store;
+
+/// Plays the plugin: records what each step asked for and answers as told.
+#[derive(Default)]
+struct FakeActions {
+    sent: Mutex<Vec<(String, String, OutgoingMessage)>>,
+    reads: Mutex<Vec<(String, String, u32)>>,
+    inbox: Vec<ReceivedMessage>,
+    fail_send: Option<MailError>,
+}
+
+impl Actions for FakeActions {
+    fn send_mail<'a>(
+        &'a self,
+        step: &'a str,
+        account: &'a str,
+        message: &'a OutgoingMessage,
+    ) -> BoxFuture<'a, Result<Receipt, StepError>> {
+        Box::pin(async move {
+            if let Some(e) = &self.fail_send {
+                return Err(StepError::Mail(e.clone()));
+            }
+            let mut sent = self.sent.lock().unwrap();
+            sent.push((step.to_owned(), account.to_owned(), message.clone()));
+            Ok(Receipt {
+                message_id: format!("m{}@fake", sent.len()),
+                accepted: message.to.iter().map(|a| a.email.clone()).collect(),
+                transport: "fake".into(),
+                status: DeliveryStatus::Queued,
+                reference: None,
+                size: 1,
+            })
+        })
+    }
+
+    fn read_mailbox<'a>(
+        &'a self,
+        step: &'a str,
+        account: &'a str,
+        _filter: &'a Filter,
+        _after: Option<Cursor>,
+        limit: u32,
+        _cap: Option<SizeCap>,
+    ) -> BoxFuture<'a, Result<MailboxPage, StepError>> {
+        Box::pin(async move {
+            self.reads
+                .lock()
+                .unwrap()
+                .push((step.to_owned(), account.to_owned(), limit));
+            let messages: Vec<ReceivedMessage> =
+                self.inbox.iter().take(limit as usize).cloned().collect();
+            Ok(MailboxPage {
+                next_cursor: Cursor {
+                    uid_validity: 1,
+                    last_uid: messages.last().map(|m| m.uid).unwrap_or_default(),
+                },
+                scanned: messages.len() as u32,
+                more: false,
+                skipped: Vec::new(),
+                messages,
+            })
+        })
+    }
+}
+
+struct NoMailboxes;
+
+impl Mailboxes for NoMailboxes {
+    fn mailbox(&self, _account: &str) -> Option<Arc<dyn Watch>> {
+        None
+    }
+}
+
+fn received(uid: u32, subject: &str, from: &str) -> ReceivedMessage {
+    ReceivedMessage {
+        uid,
+        message_id: Some(format!("{uid}@test")),
+        sender: Some(Address {
+            name: None,
+            email: from.into(),
+        }),
+        to: Vec::new(),
+        cc: Vec::new(),
+        date: None,
+        subject: subject.into(),
+        text: Some(format!("body of {subject}")),
+        html: None,
+        attachments: Vec::new(),
+        flags: Vec::new(),
+        size: 100,
+        attachments_omitted: false,
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    path: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("flowmail.db")).unwrap();
+    let path = dir.path().join("wf.yaml");
+    Fixture {
+        _dir: dir,
+        store,
+        path,
+    }
+}
+
+async fn run_yaml(f: &Fixture, actions: &FakeActions, yaml: &str) -> RunReport {
+    std::fs::write(&f.path, yaml).unwrap();
+    let wf = Workflow::load(&f.path).unwrap();
+    let runner = Runner {
+        actions,
+        store: &f.store,
+        mailboxes: &NoMailboxes,
+        events: &Silent,
+    };
+    run_with(&runner, &wf, RunOptions::default()).await.unwrap()
+}
+
+const READ_THEN_REPLY: &str = r#"
+name: replies
+steps:
+  - id: read
+    action: read-mailbox
+    with: { account: inbox, limit: 10 }
+  - id: reply
+    action: send-mail
+    if: "${{ steps.read.count > 0 }}"
+    for_each: "${{ steps.read.messages }}"
+    with:
+      account: out
+      message:
+        to: "${{ item.from.email }}"
+        subject: "Re: ${{ item.subject }}"
+        text: "read {{ steps.read.count }}"
+  - id: summary
+    action: send-mail
+    with:
+      account: out
+      message:
+        to: ops@example.com
+        subject: "read ${{ steps.read.count }}, first reply ${{ steps.reply[0].message_id if steps.reply is defined else 'none' }}"
+"#;
+
+#[tokio::test]
+async fn for_each_over_a_read_step_feeds_later_steps() {
+    let f = fixture();
+    let actions = FakeActions {
+        inbox: vec![
+            received(1, "one", "a@example.com"),
+            received(2, "two", "b@example.com"),
+        ],
+        ..FakeActions::default()
+    };
+    let report = run_yaml(&f, &actions, READ_THEN_REPLY).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.runs, 1);
+    assert_eq!(
+        *actions.reads.lock().unwrap(),
+        [("read".to_owned(), "inbox".to_owned(), 10)]
+    );
+    let sent = actions.sent.lock().unwrap();
+    let summary: Vec<(String, String, String)> = sent
+        .iter()
+        .map(|(step, account, m)| {
+            (
+                step.clone(),
+                m.to.iter().map(|a| a.email.clone()).collect::<String>(),
+                format!("{account}: {}", m.subject),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "reply".into(),
+                "a@example.com".into(),
+                "out: Re: one".into()
+            ),
+            (
+                "reply".into(),
+                "b@example.com".into(),
+                "out: Re: two".into()
+            ),
+            (
+                "summary".into(),
+                "ops@example.com".into(),
+                "out: read 2, first reply m1@fake".into()
+            ),
+        ]
+    );
+    assert_eq!(report.sent.len(), 3);
+    assert!(
+        report.lines.iter().any(|l| l.contains("read 2 message(s)")),
+        "{:?}",
+        report.lines
+    );
+}
+
+#[tokio::test]
+async fn a_false_if_skips_the_step() {
+    let f = fixture();
+    let actions = FakeActions::default();
+    let report = run_yaml(&f, &actions, READ_THEN_REPLY).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let sent = actions.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1, "only the summary");
+    assert_eq!(sent[0].2.subject, "read 0, first reply none");
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l == "step reply: skipped, its `if` is false"),
+        "{:?}",
+        report.lines
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_name_fails_naming_the_step_and_field() {
+    let f = fixture();
+    let actions = FakeActions::default();
+    let report = run_yaml(
+        &f,
+        &actions,
+        "name: w\nsteps:\n  - id: s\n    action: send-mail\n    with:\n      account: out\n      message: { to: a@example.com, subject: \"${{ steps.nope.subject }}\" }\n",
+    )
+    .await;
+    let e = &report.failed[0];
+    assert_eq!(e.step, "s");
+    assert_eq!(e.field.as_deref(), Some("with.message.subject"), "{e}");
+    assert!(!e.retryable);
+    assert!(actions.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn for_each_must_be_a_list() {
+    let f = fixture();
+    let actions = FakeActions::default();
+    let report = run_yaml(
+        &f,
+        &actions,
+        "name: w\nsteps:\n  - id: s\n    action: send-mail\n    for_each: \"${{ 3 }}\"\n    with: { account: out, message: { to: a@example.com } }\n",
+    )
+    .await;
+    let e = &report.failed[0];
+    assert_eq!(
+        (e.step.as_str(), e.field.as_deref()),
+        ("s", Some("for_each"))
+    );
+    assert!(e.reason.contains("must be a list"), "{e}");
+}
+
+#[tokio::test]
+async fn the_plugins_invalid_input_names_the_workflow_field() {
+    let f = fixture();
+    let actions = FakeActions {
+        fail_send: Some(MailError::InvalidInput(FieldError {
+            field: "message.to[0].email".into(),
+            reason: "`x` has no @".into(),
+        })),
+        ..FakeActions::default()
+    };
+    let report = run_yaml(
+        &f,
+        &actions,
+        "name: w\nsteps:\n  - id: s\n    action: send-mail\n    with: { account: out, message: { to: x } }\n",
+    )
+    .await;
+    let e = &report.failed[0];
+    assert_eq!(e.field.as_deref(), Some("with.message.to[0].email"), "{e}");
+    assert!(!e.retryable);
+    assert_eq!(
+        e.to_string(),
+        "step `s` failed at `with.message.to[0].email`: `x` has no @"
+    );
+}
+
+#[tokio::test]
+async fn only_transient_failures_are_retryable() {
+    for (error, retryable) in [
+        (MailError::Transient("421 busy".into()), true),
+        (MailError::Permanent("550 no such user".into()), false),
+        (MailError::AuthFailed("535 refused".into()), false),
+        (MailError::NotFound("no account `out`".into()), false),
+    ] {
+        let f = fixture();
+        let actions = FakeActions {
+            fail_send: Some(error.clone()),
+            ..FakeActions::default()
+        };
+        let report = run_yaml(
+            &f,
+            &actions,
+            "name: w\nsteps:\n  - id: s\n    action: send-mail\n    with: { account: out, message: { to: a@example.com } }\n",
+        )
+        .await;
+        let e = &report.failed[0];
+        assert_eq!(e.retryable, retryable, "{error:?}: {e}");
+        assert_eq!(error.is_retryable(), retryable);
+        assert!(
+            e.reason.contains(error.message()),
+            "{e} should carry {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_read_filter_is_refused_before_the_plugin_is_called() {
+    let f = fixture();
+    let actions = FakeActions::default();
+    let report = run_yaml(
+        &f,
+        &actions,
+        "name: w\nsteps:\n  - id: r\n    action: read-mailbox\n    with: { account: inbox, filter: { since: \"\" } }\n",
+    )
+    .await;
+    let e = &report.failed[0];
+    assert_eq!(e.step, "r");
+    assert_eq!(e.field.as_deref(), Some("with.filter.since"), "{e}");
+    assert!(actions.reads.lock().unwrap().is_empty());
+}
+
+#[test]
+fn mail_errors_name_their_kind_and_describe_themselves() {
+    let e = MailError::Transient("451 try later".into());
+    assert_eq!(e.kind_name(), "transient");
+    assert_eq!(
+        e.describe().to_string(),
+        "temporary failure, retrying later can help: 451 try later"
+    );
+    let e = MailError::InvalidInput(FieldError {
+        field: "message.subject".into(),
+        reason: "contains a line break".into(),
+    });
+    assert_eq!(e.kind_name(), "invalid-input");
+    assert_eq!(e.field(), Some("message.subject"));
+    assert_eq!(
+        e.describe().to_string(),
+        "field `message.subject`: contains a line break"
+    );
+}
