@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test of flowmail: installs what the tests need when it is missing (the
+# mail servers from apt, Node.js and the OAuth2 test server from npm, the wasm32-wasip2
+# target), then `cargo test --workspace`. Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    echo "error: installing $* needs root; run this as root or install sudo" >&2
+    exit 1
+  fi
+}
+
+# Debian packages: the mail servers run as private instances on loopback ports, so the
+# system services stay off. Node.js runs the OAuth2 test server.
+need=()
+for pair in \
+  /usr/sbin/dovecot:dovecot-core /usr/lib/dovecot/imap:dovecot-imapd \
+  /usr/lib/dovecot/lmtp:dovecot-lmtpd /usr/sbin/postfix:postfix \
+  /usr/bin/openssl:openssl /usr/bin/ps:procps; do
+  [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
+done
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The OAuth2 server the tests run (oauth2-mock-server, pinned in its package-lock).
+if [ ! -d tests/oauth2/node_modules/oauth2-mock-server ] \
+  || [ tests/oauth2/package-lock.json -nt tests/oauth2/node_modules/.package-lock.json ]; then
+  npm ci --prefix tests/oauth2 --no-audit --no-fund
+fi
+
+# The pinned toolchain and the plugin target (the host's build script adds it too).
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
+
+exec cargo test --workspace "$@"
