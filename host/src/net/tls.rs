@@ -110,3 +110,26 @@ impl TlsInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate() {
+        let e = tls_config(Some(b"not a certificate"), MinTls::V12).unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+        assert!(tls_config(None, MinTls::V13).is_ok());
+    }
+
+    #[test]
+    fn the_http_client_takes_the_same_policy() {
+        let tls = tls_config(None, MinTls::V13).unwrap();
+        assert!(
+            crate::net::http_client(&tls, std::time::Duration::from_secs(5)).is_ok(),
+            "reqwest accepts the shared rustls configuration"
+        );
+    }
+}
