@@ -66,8 +66,11 @@ struct NativeHost {
 }
 
 impl native::host::Host for NativeHost {
-    fn policy(&self, _: &str) -> Result<native::smtp::AccountPolicy, native::types::MailError> {
-        Ok(native::smtp::AccountPolicy {
+    fn policy(
+        &self,
+        _: &str,
+    ) -> Result<native::transport::AccountPolicy, native::types::MailError> {
+        Ok(native::transport::AccountPolicy {
             default_sender: Some(native::types::Address {
                 name: None,
                 email: "bench@example.com".into(),
@@ -90,9 +93,9 @@ impl native::host::Host for NativeHost {
     fn send(
         &self,
         _: &str,
-        envelope: &native::smtp::Envelope,
+        envelope: &native::transport::Envelope,
         message: &[u8],
-    ) -> Result<native::smtp::Delivery, native::types::MailError> {
+    ) -> Result<native::transport::Delivery, native::types::MailError> {
         let env = lettre::address::Envelope::new(
             Some(envelope.sender.parse().unwrap()),
             envelope
@@ -105,9 +108,9 @@ impl native::host::Host for NativeHost {
         self.rt
             .block_on(self.conn.borrow_mut().send(&env, message))
             .unwrap();
-        Ok(native::smtp::Delivery {
+        Ok(native::transport::Delivery {
             transport: "smtp".into(),
-            status: native::smtp::DeliveryStatus::Queued,
+            status: native::transport::DeliveryStatus::Queued,
             accepted: envelope.recipients.clone(),
             reference: None,
         })
@@ -115,7 +118,7 @@ impl native::host::Host for NativeHost {
     fn fetch_after(
         &self,
         _: &str,
-        _: Option<native::mailbox::Cursor>,
+        _: Option<&str>,
         _: u32,
         _: &native::mailbox::Search,
         _: Option<native::mailbox::SizeCap>,
@@ -125,7 +128,7 @@ impl native::host::Host for NativeHost {
     fn fetch(
         &self,
         _: &str,
-        _: u32,
+        _: &str,
     ) -> Result<native::mailbox::RawMessage, native::types::MailError> {
         unreachable!()
     }

@@ -13,9 +13,9 @@ use lettre::transport::smtp::authentication::Mechanism;
 
 use crate::auth::seal::Sealer;
 use crate::auth::{ReferencedToken, TokenManager, TokenSource};
-use crate::bindings::smtp::AccountPolicy;
 use crate::bindings::tokens::{AuthKind, CredentialState};
-use crate::caps::mailbox::{Imap, ImapAuth, Maildir, Watch};
+use crate::bindings::transport::AccountPolicy;
+use crate::caps::mailbox::{Imap, ImapAuth, Maildir, Uids, Watch};
 use crate::caps::tokens::CredentialInfo;
 use crate::caps::transport::smtp::{Auth, Relay};
 use crate::caps::transport::{Outbox, Transport, TransportAccount};
@@ -301,12 +301,12 @@ fn account_caps(
                     "accounts.{name}.auth: an IMAP mailbox needs credentials (basic or oauth2)"
                 ),
             };
-            let backend: Arc<dyn Watch> = Arc::new(Imap::new(settings, auth, folder));
+            let backend: Arc<dyn Watch> = Arc::new(Uids(Imap::new(settings, auth, folder)));
             caps.mailbox.accounts.insert(name.to_owned(), backend);
         }
         Some(MailboxConfig::Maildir { path }) => {
             let backend: Arc<dyn Watch> =
-                Arc::new(Maildir::new(config.resolve(path), store.clone()));
+                Arc::new(Uids(Maildir::new(config.resolve(path), store.clone())));
             caps.mailbox.accounts.insert(name.to_owned(), backend);
         }
         None => {}

@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::flowmail::mail::actions;
-pub use self::flowmail::mail::{log, mailbox, smtp, tokens, types};
+pub use self::flowmail::mail::{log, mailbox, tokens, transport, types};
 pub use types::MailError;
 
 /// The guest's handle on an account's credential: the account it stands for, nothing

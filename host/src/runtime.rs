@@ -321,7 +321,7 @@ impl Runtime {
         });
         let result = plugin
             .flowmail_mail_actions()
-            .call_read_mailbox(&mut store, account, filter, after, limit, cap)
+            .call_read_mailbox(&mut store, account, filter, after.as_ref(), limit, cap)
             .await;
         let result = result.map_err(|e| self.classify(&store, e))?;
         self.audit

@@ -29,7 +29,7 @@ pub struct TriggerStatus {
     pub handled: u64,
     pub waiting_for_retry: u64,
     pub dead_letters: u64,
-    pub cursor: Option<(u32, u32)>,
+    pub cursor: Option<String>,
 }
 
 /// Every trigger's status.
@@ -64,7 +64,7 @@ pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
             handled: counts.done,
             waiting_for_retry: counts.pending + counts.running,
             dead_letters: counts.dead,
-            cursor: cursor.map(|c| (c.uid_validity, c.last_uid)),
+            cursor,
             workflow: w.workflow,
             account: w.account,
         });
@@ -132,11 +132,8 @@ pub fn render(all: &[TriggerStatus]) -> String {
                 s.last_alert.as_deref().unwrap_or_default()
             );
         }
-        if let Some((validity, uid)) = s.cursor {
-            let _ = writeln!(
-                out,
-                "  cursor:            UIDVALIDITY {validity}, UID {uid}"
-            );
+        if let Some(cursor) = &s.cursor {
+            let _ = writeln!(out, "  cursor:            {cursor}");
         }
     }
     out

@@ -3,7 +3,7 @@
 use crate::compose::{self, Context};
 use crate::filter::Compiled;
 use crate::host::{Host, invalid};
-use crate::mailbox::{Content, Cursor, Search, SizeCap};
+use crate::mailbox::{Content, Search, SizeCap};
 use crate::parse;
 use crate::tokens::CredentialState;
 use crate::types::{Attachment, MailError, OutgoingMessage};
@@ -57,17 +57,20 @@ fn forwarded_attachments(
     let mut out = Vec::new();
     for (i, r) in message.forward_attachments.iter().enumerate() {
         let field = format!("message.forward_attachments[{i}]");
-        let raw = host.fetch(&r.account, r.uid).map_err(|e| match e {
+        let raw = host.fetch(&r.account, &r.message).map_err(|e| match e {
             MailError::NotFound(why) => invalid(
                 &field,
-                format!("message {} of `{}` was not found: {why}", r.uid, r.account),
+                format!(
+                    "message {} of `{}` was not found: {why}",
+                    r.message, r.account
+                ),
             ),
             other => other,
         })?;
         let all = parse::attachments(&raw).map_err(|why| {
             invalid(
                 &field,
-                format!("message {} cannot be read: it {why}", r.uid),
+                format!("message {} cannot be read: it {why}", r.message),
             )
         })?;
         match r.index {
@@ -83,7 +86,7 @@ fn forwarded_attachments(
                         format!("{field}.index"),
                         format!(
                             "message {} has {count} attachments; index {index} does not exist",
-                            r.uid
+                            r.message
                         ),
                     )
                 })?;
@@ -99,7 +102,7 @@ pub fn read_mailbox(
     host: &impl Host,
     account: &str,
     filter: &Filter,
-    after: Option<Cursor>,
+    after: Option<&str>,
     limit: u32,
     cap: Option<SizeCap>,
 ) -> Result<MailboxPage, MailError> {
@@ -120,23 +123,16 @@ pub fn read_mailbox(
         sent_since: compiled.sent_since(),
     };
     let batch = host.fetch_after(account, after, limit, &search, cap)?;
-    let start = match after {
-        Some(c) if c.uid_validity == batch.uid_validity => c.last_uid,
-        _ => 0,
-    };
     let mut page = MailboxPage {
         messages: Vec::new(),
         skipped: Vec::new(),
-        next_cursor: Cursor {
-            uid_validity: batch.uid_validity,
-            last_uid: start.max(batch.scanned_to),
-        },
+        next_cursor: batch.next,
         scanned: 0,
         more: batch.more,
+        restarted: batch.restarted,
     };
     for raw in &batch.messages {
         page.scanned += 1;
-        page.next_cursor.last_uid = page.next_cursor.last_uid.max(raw.uid);
         let parsed = if raw.content == Content::Omitted {
             Err(format!(
                 "is {} bytes, over the size cap of {} bytes, and the cap says to skip it",
@@ -152,10 +148,10 @@ pub fn read_mailbox(
             Err(reason) => {
                 host.warn(&format!(
                     "message {} of `{account}` is skipped: it {reason}",
-                    raw.uid
+                    raw.id
                 ));
                 page.skipped.push(SkippedMessage {
-                    uid: raw.uid,
+                    id: raw.id.clone(),
                     reason,
                 });
             }

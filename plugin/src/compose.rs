@@ -11,7 +11,7 @@ use mail_builder::mime::{BodyPart, MimePart};
 
 use crate::address::{check_address, check_header_text};
 use crate::host::invalid;
-use crate::smtp::{AccountPolicy, Envelope};
+use crate::transport::{AccountPolicy, Envelope};
 use crate::types::{Address, Attachment, MailError, OutgoingMessage};
 
 /// Headers that the composer writes itself and a step may not set.

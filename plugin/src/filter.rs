@@ -175,7 +175,7 @@ mod tests {
 
     fn msg() -> ReceivedMessage {
         ReceivedMessage {
-            uid: 1,
+            id: "1:1".into(),
             message_id: None,
             sender: Some(Address {
                 name: Some("Grafana".into()),

@@ -4,9 +4,9 @@
 use crate::export;
 use crate::flowmail::mail::log::{Level, log};
 use crate::host::{CredentialInfo, Host};
-use crate::mailbox::{self, Batch, Cursor, RawMessage, Search, SizeCap};
-use crate::smtp::{self, AccountPolicy, Delivery, Envelope};
+use crate::mailbox::{self, Batch, RawMessage, Search, SizeCap};
 use crate::tokens;
+use crate::transport::{self, AccountPolicy, Delivery, Envelope};
 use crate::types::{MailError, OutgoingMessage};
 use crate::wit_actions::{Filter, Guest, MailboxPage, Receipt};
 
@@ -14,7 +14,7 @@ struct Imports;
 
 impl Host for Imports {
     fn policy(&self, account: &str) -> Result<AccountPolicy, MailError> {
-        smtp::policy(account)
+        transport::policy(account)
     }
 
     fn credential(&self, account: &str) -> Result<CredentialInfo, MailError> {
@@ -32,13 +32,13 @@ impl Host for Imports {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<Delivery, MailError> {
-        smtp::send(account, envelope, message)
+        transport::send(account, envelope, message)
     }
 
     fn fetch_after(
         &self,
         account: &str,
-        after: Option<Cursor>,
+        after: Option<&str>,
         limit: u32,
         search: &Search,
         cap: Option<SizeCap>,
@@ -46,8 +46,8 @@ impl Host for Imports {
         mailbox::fetch_after(account, after, limit, search, cap)
     }
 
-    fn fetch(&self, account: &str, uid: u32) -> Result<RawMessage, MailError> {
-        mailbox::fetch(account, uid)
+    fn fetch(&self, account: &str, id: &str) -> Result<RawMessage, MailError> {
+        mailbox::fetch(account, id)
     }
 
     fn warn(&self, message: &str) {
@@ -83,11 +83,11 @@ impl Guest for Component {
     fn read_mailbox(
         account: String,
         filter: Filter,
-        after: Option<Cursor>,
+        after: Option<String>,
         limit: u32,
         cap: Option<SizeCap>,
     ) -> Result<MailboxPage, MailError> {
-        crate::actions::read_mailbox(&Imports, &account, &filter, after, limit, cap)
+        crate::actions::read_mailbox(&Imports, &account, &filter, after.as_deref(), limit, cap)
     }
 }
 

@@ -1,9 +1,9 @@
 //! What the mail logic needs from the host, as a trait, so that unit tests can stand in
 //! for the WIT imports.
 
-use crate::mailbox::{Batch, Cursor, RawMessage, Search, SizeCap};
-use crate::smtp::{AccountPolicy, Delivery, Envelope};
+use crate::mailbox::{Batch, RawMessage, Search, SizeCap};
 use crate::tokens::{AuthKind, CredentialState};
+use crate::transport::{AccountPolicy, Delivery, Envelope};
 use crate::types::MailError;
 
 /// What the plugin may know of an account's credential: never the secret itself.
@@ -27,12 +27,12 @@ pub trait Host {
     fn fetch_after(
         &self,
         account: &str,
-        after: Option<Cursor>,
+        after: Option<&str>,
         limit: u32,
         search: &Search,
         cap: Option<SizeCap>,
     ) -> Result<Batch, MailError>;
-    fn fetch(&self, account: &str, uid: u32) -> Result<RawMessage, MailError>;
+    fn fetch(&self, account: &str, id: &str) -> Result<RawMessage, MailError>;
     fn warn(&self, message: &str);
     /// Seconds since the Unix epoch.
     fn now(&self) -> i64;

@@ -20,4 +20,4 @@ pub mod parse;
 mod glue;
 
 pub use exports::flowmail::mail::actions as wit_actions;
-pub use flowmail::mail::{mailbox, smtp, tokens, types};
+pub use flowmail::mail::{mailbox, tokens, transport, types};

@@ -35,7 +35,7 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
         .map(|h| h.into_owned())
         .filter(|_| message.html_body_count() > 0);
     Ok(ReceivedMessage {
-        uid: raw.uid,
+        id: raw.id.clone(),
         message_id: message.message_id().map(str::to_owned),
         sender,
         to: list(message.to()),
@@ -155,7 +155,7 @@ mod tests {
 
     fn raw(uid: u32, s: &str) -> RawMessage {
         RawMessage {
-            uid,
+            id: format!("1:{uid}"),
             flags: vec![],
             size: s.len() as u64,
             data: s.as_bytes().to_vec(),
@@ -171,7 +171,7 @@ mod tests {
                  --b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"r.pdf\"\r\n\
                  Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b1--\r\n";
         let r = parse(&raw(7, m)).unwrap();
-        assert_eq!(r.uid, 7);
+        assert_eq!(r.id, "1:7");
         assert_eq!(r.subject, "äöü");
         assert_eq!(r.date.as_deref(), Some("2026-11-03T09:00:00Z"));
         assert_eq!(r.message_id.as_deref(), Some("a1@example.com"));

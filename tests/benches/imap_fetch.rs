@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use flowmail::bindings::actions::Filter;
-use flowmail::bindings::mailbox::Cursor;
 use flowmail::caps::Audit;
 use flowmail_tests::stack::{MailStack, PASSWORD};
 
@@ -43,7 +42,7 @@ fn main() {
     };
     let pass = |label: &str| {
         let start = Instant::now();
-        let mut after: Option<Cursor> = None;
+        let mut after: Option<String> = None;
         let (mut scanned, mut matched) = (0u64, 0u64);
         loop {
             let page = tokio
@@ -72,17 +71,14 @@ fn main() {
     // The host's IMAP fetch alone, without the plugin's parsing and filtering.
     let mailbox = rt.mailbox("box").unwrap();
     let start = Instant::now();
-    let mut after: Option<Cursor> = None;
+    let mut after: Option<String> = None;
     let mut fetched = 0usize;
     loop {
         let b = tokio
             .block_on(mailbox.fetch_after(after, BATCH, flowmail_tests::no_search(), None))
             .unwrap();
         fetched += b.messages.len();
-        after = Some(Cursor {
-            uid_validity: b.uid_validity,
-            last_uid: b.scanned_to,
-        });
+        after = Some(b.next);
         if !b.more {
             break;
         }

@@ -84,6 +84,41 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (workflow, account)
     );",
+    // The mailbox contract became backend-neutral: cursors and message ids are the
+    // backend's own text. The UID backends write `<uidvalidity>:<uid>`, so old rows keep
+    // their meaning.
+    "CREATE TABLE cursors_v2 (
+        workflow TEXT NOT NULL,
+        account TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow, account)
+    );
+    INSERT INTO cursors_v2 (workflow, account, cursor, updated_at)
+        SELECT workflow, account, uid_validity || ':' || last_uid, updated_at FROM cursors;
+    DROP TABLE cursors;
+    ALTER TABLE cursors_v2 RENAME TO cursors;
+    CREATE TABLE handled_v2 (
+        workflow TEXT NOT NULL,
+        account TEXT NOT NULL,
+        key TEXT NOT NULL,
+        message TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,
+        next_attempt INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (workflow, account, key)
+    );
+    INSERT INTO handled_v2 (workflow, account, key, message, status, attempts, first_seen,
+            next_attempt, last_error, updated_at)
+        SELECT workflow, account, key, uid_validity || ':' || uid, status, attempts,
+            first_seen, next_attempt, last_error, updated_at
+        FROM handled ORDER BY uid_validity, uid;
+    DROP TABLE handled;
+    ALTER TABLE handled_v2 RENAME TO handled;
+    CREATE INDEX handled_by_status ON handled (workflow, account, status, next_attempt);",
 ];
 
 /// Errors of the store.
@@ -125,13 +160,6 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     path: String,
     conn: Mutex<Connection>,
-}
-
-/// A cursor as kept in the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredCursor {
-    pub uid_validity: u32,
-    pub last_uid: u32,
 }
 
 impl Store {
@@ -206,39 +234,27 @@ impl Store {
         }
     }
 
-    /// Where `workflow` stopped reading `account`.
-    pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<StoredCursor>> {
+    /// Where `workflow` stopped reading `account`: the mailbox backend's cursor.
+    pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<String>> {
         self.conn()?
             .query_row(
-                "SELECT uid_validity, last_uid FROM cursors WHERE workflow = ?1 AND account = ?2",
+                "SELECT cursor FROM cursors WHERE workflow = ?1 AND account = ?2",
                 params![workflow, account],
-                |r| {
-                    Ok(StoredCursor {
-                        uid_validity: r.get(0)?,
-                        last_uid: r.get(1)?,
-                    })
-                },
+                |r| r.get(0),
             )
             .optional()
             .map_err(|e| self.err(e))
     }
 
     /// Moves `workflow`'s cursor for `account`, after its run succeeded.
-    pub fn set_cursor(&self, workflow: &str, account: &str, cursor: StoredCursor) -> Result<()> {
+    pub fn set_cursor(&self, workflow: &str, account: &str, cursor: &str) -> Result<()> {
         self.conn()?
             .execute(
-                "INSERT INTO cursors (workflow, account, uid_validity, last_uid, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO cursors (workflow, account, cursor, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (workflow, account) DO UPDATE SET
-                   uid_validity = excluded.uid_validity, last_uid = excluded.last_uid,
-                   updated_at = excluded.updated_at",
-                params![
-                    workflow,
-                    account,
-                    cursor.uid_validity,
-                    cursor.last_uid,
-                    crate::unix_now()
-                ],
+                   cursor = excluded.cursor, updated_at = excluded.updated_at",
+                params![workflow, account, cursor, crate::unix_now()],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -370,29 +386,41 @@ mod tests {
         let (validity, uids) = {
             let s = Store::open(&path).unwrap();
             assert_eq!(s.cursor("wf", "a").unwrap(), None);
-            s.set_cursor(
-                "wf",
-                "a",
-                StoredCursor {
-                    uid_validity: 9,
-                    last_uid: 3,
-                },
-            )
-            .unwrap();
+            s.set_cursor("wf", "a", "9:3").unwrap();
             s.maildir_uids("/m", &keys(&["x", "y"])).unwrap()
         };
         assert_eq!((uids["x"], uids["y"]), (1, 2));
         let s = Store::open(&path).unwrap();
-        assert_eq!(
-            s.cursor("wf", "a").unwrap(),
-            Some(StoredCursor {
-                uid_validity: 9,
-                last_uid: 3
-            })
-        );
+        assert_eq!(s.cursor("wf", "a").unwrap().as_deref(), Some("9:3"));
         let (v2, uids) = s.maildir_uids("/m", &keys(&["z", "y"])).unwrap();
         assert_eq!(v2, validity);
         assert_eq!((uids["z"], uids["y"]), (3, 2));
+    }
+
+    #[test]
+    fn uid_cursors_and_records_of_an_older_store_keep_their_meaning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // A store as the UID-only contract left it: schema version 3.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO cursors VALUES ('wf', 'a', 7, 42, 1);
+                 INSERT INTO handled VALUES ('wf', 'a', 'id:m@x', 7, 40, 'pending', 2, 5, 6, 'busy', 1);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.cursor("wf", "a").unwrap().as_deref(), Some("7:42"));
+        let row = s.handled("wf", "a", "id:m@x").unwrap().unwrap();
+        assert_eq!(
+            (row.message.as_str(), row.status, row.attempts),
+            ("7:40", crate::store::Handling::Pending, 2)
+        );
     }
 
     #[test]

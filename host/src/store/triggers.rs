@@ -43,8 +43,9 @@ impl Handling {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandledRow {
     pub key: String,
-    pub uid_validity: u32,
-    pub uid: u32,
+    /// Its id in the mailbox, as the backend wrote it (it changes when the mailbox
+    /// restarts and the message is met again).
+    pub message: String,
     pub status: Handling,
     pub attempts: u32,
     pub first_seen: i64,
@@ -88,7 +89,7 @@ impl Store {
     pub fn handled(&self, workflow: &str, account: &str, key: &str) -> Result<Option<HandledRow>> {
         self.conn()?
             .query_row(
-                "SELECT key, uid_validity, uid, status, attempts, first_seen, next_attempt, last_error
+                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error
                  FROM handled WHERE workflow = ?1 AND account = ?2 AND key = ?3",
                 params![workflow, account, key],
                 handled_row,
@@ -101,11 +102,11 @@ impl Store {
     pub fn put_handled(&self, workflow: &str, account: &str, row: &HandledRow) -> Result<()> {
         self.conn()?
             .execute(
-                "INSERT INTO handled (workflow, account, key, uid_validity, uid, status, attempts,
+                "INSERT INTO handled (workflow, account, key, message, status, attempts,
                     first_seen, next_attempt, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (workflow, account, key) DO UPDATE SET
-                    uid_validity = excluded.uid_validity, uid = excluded.uid,
+                    message = excluded.message,
                     status = excluded.status, attempts = excluded.attempts,
                     next_attempt = excluded.next_attempt, last_error = excluded.last_error,
                     updated_at = excluded.updated_at",
@@ -113,8 +114,7 @@ impl Store {
                     workflow,
                     account,
                     row.key,
-                    row.uid_validity,
-                    row.uid,
+                    row.message,
                     row.status.as_str(),
                     row.attempts,
                     row.first_seen,
@@ -139,10 +139,10 @@ impl Store {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
-                "SELECT key, uid_validity, uid, status, attempts, first_seen, next_attempt, last_error
+                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error
                  FROM handled WHERE workflow = ?1 AND account = ?2 AND status = ?3
                    AND next_attempt <= ?4
-                 ORDER BY uid_validity, uid",
+                 ORDER BY first_seen, rowid",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -253,12 +253,11 @@ impl Store {
 fn handled_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HandledRow> {
     Ok(HandledRow {
         key: r.get(0)?,
-        uid_validity: r.get(1)?,
-        uid: r.get(2)?,
-        status: Handling::parse(&r.get::<_, String>(3)?),
-        attempts: r.get(4)?,
-        first_seen: r.get(5)?,
-        next_attempt: r.get(6)?,
-        last_error: r.get(7)?,
+        message: r.get(1)?,
+        status: Handling::parse(&r.get::<_, String>(2)?),
+        attempts: r.get(3)?,
+        first_seen: r.get(4)?,
+        next_attempt: r.get(5)?,
+        last_error: r.get(6)?,
     })
 }

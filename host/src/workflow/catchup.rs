@@ -10,9 +10,9 @@ use super::inputs;
 use super::runner::{RunError, RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, Per, PostAction};
 use crate::bindings::actions::Filter;
-use crate::bindings::mailbox::{Cursor, Flag};
+use crate::bindings::mailbox::Flag;
 use crate::bindings::types::ReceivedMessage;
-use crate::store::{HandledRow, Handling, StoredCursor};
+use crate::store::{HandledRow, Handling};
 
 /// The key that recognises a message across UIDVALIDITY changes: its Message-ID, or a
 /// digest of what identifies it when it has none.
@@ -114,12 +114,9 @@ impl<'a> CatchUp<'a> {
             .store
             .cursor(&wf.name, account)
             .map_err(store_failure)?;
-        let validity = loop {
-            let stored = cursor;
-            let after = stored.map(|c| Cursor {
-                uid_validity: c.uid_validity,
-                last_uid: c.last_uid,
-            });
+        let mailbox = self.runner.mailboxes.mailbox(account);
+        loop {
+            let after = cursor.clone();
             let page = self
                 .runner
                 .actions
@@ -127,25 +124,21 @@ impl<'a> CatchUp<'a> {
                     "trigger",
                     account,
                     &filter,
-                    after,
+                    after.clone(),
                     trigger.batch,
                     trigger.cap(),
                 )
                 .await
                 .map_err(|e| RunError::from_step("trigger", "trigger", e))?;
-            let current = page.next_cursor.uid_validity;
-            if let Some(s) = stored
-                && s.uid_validity != current
-            {
+            if page.restarted {
                 let line = format!(
-                    "the UIDVALIDITY of `{account}` changed from {} to {current}: reading it again from the start; messages already handled are recognised by Message-ID and not run again",
-                    s.uid_validity
+                    "`{account}` could not resume from its cursor (an IMAP folder whose UIDVALIDITY changed, or a mailbox rebuilt): reading it again from the start; messages already handled are recognised by Message-ID and not run again"
                 );
                 tracing::warn!("{line}");
                 report.lines.push(line);
             }
             if !progress && page.more && options.progress {
-                let total = match self.runner.mailboxes.mailbox(account) {
+                let total = match &mailbox {
                     Some(b) => b.count_after(after).await.unwrap_or_default(),
                     None => 0,
                 };
@@ -155,11 +148,9 @@ impl<'a> CatchUp<'a> {
             for s in page.skipped.iter() {
                 report.lines.push(format!(
                     "skipped message {} of `{account}`: it {}",
-                    s.uid, s.reason
+                    s.id, s.reason
                 ));
-                report
-                    .skipped
-                    .push(json!({"uid": s.uid, "reason": s.reason}));
+                report.skipped.push(json!({"id": s.id, "reason": s.reason}));
             }
             report.scanned += u64::from(page.scanned);
             report.lines.push(format!(
@@ -168,52 +159,47 @@ impl<'a> CatchUp<'a> {
                 page.messages.len()
             ));
             for unit in units(trigger.per, page.messages) {
-                let last = unit.iter().map(|m| m.uid).max().unwrap_or_default();
-                self.run_unit(wf, trigger, current, unit, options, report)
-                    .await?;
-                self.advance(wf, account, &mut cursor, current, last)?;
+                // Messages come oldest first: past the unit's last, the cursor passes all.
+                let past = unit
+                    .last()
+                    .and_then(|m| mailbox.as_ref()?.cursor_after(&m.id));
+                self.run_unit(wf, trigger, unit, options, report).await?;
+                if let Some(next) = past {
+                    self.advance(wf, account, &mut cursor, next)?;
+                }
                 if stopping() {
                     return Ok(());
                 }
             }
-            self.advance(wf, account, &mut cursor, current, page.next_cursor.last_uid)?;
+            self.advance(wf, account, &mut cursor, page.next_cursor)?;
             if progress {
                 self.runner
                     .events
                     .catch_up_advanced(&wf.name, u64::from(page.scanned));
             }
             if !page.more {
-                break current;
+                break;
             }
-        };
+        }
         if progress {
             self.runner.events.catch_up_finished(&wf.name);
         }
-        self.retry_due(wf, trigger, &filter, validity, options, report)
-            .await
+        self.retry_due(wf, trigger, &filter, options, report).await
     }
 
-    /// Moves the cursor forward to `last_uid` under `validity`, never back.
+    /// Stores `next` as the cursor. The callers only ever pass cursors further on: past
+    /// a unit just run, or the page's own `next`.
     fn advance(
         &self,
         wf: &Workflow,
         account: &str,
-        cursor: &mut Option<StoredCursor>,
-        validity: u32,
-        last_uid: u32,
+        cursor: &mut Option<String>,
+        next: String,
     ) -> Result<(), RunError> {
-        let forward = match *cursor {
-            Some(c) if c.uid_validity == validity => last_uid > c.last_uid,
-            _ => true,
-        };
-        if forward {
-            let next = StoredCursor {
-                uid_validity: validity,
-                last_uid,
-            };
+        if cursor.as_deref() != Some(next.as_str()) {
             self.runner
                 .store
-                .set_cursor(&wf.name, account, next)
+                .set_cursor(&wf.name, account, &next)
                 .map_err(store_failure)?;
             *cursor = Some(next);
         }
@@ -226,11 +212,11 @@ impl<'a> CatchUp<'a> {
         wf: &Workflow,
         trigger: &MailboxTrigger,
         filter: &Filter,
-        validity: u32,
         options: RunOptions,
         report: &mut RunReport,
     ) -> Result<(), RunError> {
         let account = trigger.account.as_str();
+        let mailbox = self.runner.mailboxes.mailbox(account);
         let due_by = (!options.retry_now).then(crate::unix_now);
         let mut due = self
             .runner
@@ -241,27 +227,28 @@ impl<'a> CatchUp<'a> {
         due.retain(|row| !report.attempted.contains(&row.key));
         let mut found = Vec::new();
         for mut row in due {
-            let page = if row.uid_validity == validity {
-                let after = Cursor {
-                    uid_validity: validity,
-                    last_uid: row.uid.saturating_sub(1),
-                };
-                Some(
-                    self.runner
-                        .actions
-                        .read_mailbox("trigger", account, filter, Some(after), 1, trigger.cap())
-                        .await
-                        .map_err(|e| RunError::from_step("trigger", "trigger", e))?,
-                )
-            } else {
-                None
+            let Some(after) = mailbox.as_ref().and_then(|b| b.cursor_before(&row.message)) else {
+                // The backend cannot read one message again from a cursor; the message
+                // keeps waiting with its attempts.
+                continue;
             };
-            match page.and_then(|p| p.messages.into_iter().find(|m| m.uid == row.uid)) {
+            let page = self
+                .runner
+                .actions
+                .read_mailbox("trigger", account, filter, Some(after), 1, trigger.cap())
+                .await
+                .map_err(|e| RunError::from_step("trigger", "trigger", e))?;
+            // After a restart the message's old id names nothing; had it still been there,
+            // the catch-up before this would have met it again under its new id.
+            let again = (!page.restarted)
+                .then(|| page.messages.into_iter().find(|m| m.id == row.message))
+                .flatten();
+            match again {
                 Some(m) if message_key(&m) == row.key => found.push(m),
                 _ => {
                     let line = format!(
                         "message {} of `{account}` waited for a retry but is no longer in the mailbox, or no longer matches the filter; it is not retried",
-                        row.uid
+                        row.message
                     );
                     tracing::warn!("{line}");
                     report.lines.push(line);
@@ -275,8 +262,7 @@ impl<'a> CatchUp<'a> {
             }
         }
         for unit in units(trigger.per, found) {
-            self.run_unit(wf, trigger, validity, unit, options, report)
-                .await?;
+            self.run_unit(wf, trigger, unit, options, report).await?;
         }
         Ok(())
     }
@@ -288,7 +274,6 @@ impl<'a> CatchUp<'a> {
         &self,
         wf: &Workflow,
         trigger: &MailboxTrigger,
-        validity: u32,
         unit: Vec<ReceivedMessage>,
         options: RunOptions,
         report: &mut RunReport,
@@ -305,8 +290,7 @@ impl<'a> CatchUp<'a> {
                 .handled(&wf.name, account, &key)
                 .map_err(store_failure)?;
             let moved = |mut row: HandledRow| {
-                row.uid_validity = validity;
-                row.uid = m.uid;
+                row.message = m.id.clone();
                 row
             };
             match existing {
@@ -314,9 +298,9 @@ impl<'a> CatchUp<'a> {
                     report.deduplicated += 1;
                     report.lines.push(format!(
                         "message {} of `{account}` ({key}) was handled before; it is not run again",
-                        m.uid
+                        m.id
                     ));
-                    if (row.uid_validity, row.uid) != (validity, m.uid) {
+                    if row.message != m.id {
                         self.runner
                             .store
                             .put_handled(&wf.name, account, &moved(row))
@@ -341,8 +325,7 @@ impl<'a> CatchUp<'a> {
                 None => {
                     rows.push(HandledRow {
                         key,
-                        uid_validity: validity,
-                        uid: m.uid,
+                        message: m.id.clone(),
                         status: Handling::Running,
                         attempts: 0,
                         first_seen: now,
@@ -366,7 +349,7 @@ impl<'a> CatchUp<'a> {
                 .put_handled(&wf.name, account, row)
                 .map_err(store_failure)?;
         }
-        let uids: Vec<u32> = todo.iter().map(|m| m.uid).collect();
+        let ids: Vec<String> = todo.iter().map(|m| m.id.clone()).collect();
         let mut ctx = Map::new();
         let mut trigger_json = inputs::unit_json(account, &todo);
         if trigger.per == Per::Message
@@ -390,7 +373,7 @@ impl<'a> CatchUp<'a> {
                         .put_handled(&wf.name, account, row)
                         .map_err(store_failure)?;
                 }
-                self.post_action(trigger, &uids, report).await;
+                self.post_action(trigger, &ids, report).await;
             }
             Err(e) => {
                 let mut dead = Vec::new();
@@ -399,7 +382,7 @@ impl<'a> CatchUp<'a> {
                     row.last_error = Some(e.to_string());
                     if row.attempts >= trigger.retry.attempts {
                         row.status = Handling::Dead;
-                        dead.push(row.uid);
+                        dead.push(row.message.clone());
                     } else {
                         row.status = Handling::Pending;
                         let wait = trigger.retry.delay(row.attempts);
@@ -413,12 +396,12 @@ impl<'a> CatchUp<'a> {
                 let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or_default();
                 let line = if dead.is_empty() {
                     format!(
-                        "run for message(s) {uids:?} of `{account}` failed (attempt {attempts} of {}): {e}; it will be retried",
+                        "run for message(s) {ids:?} of `{account}` failed (attempt {attempts} of {}): {e}; it will be retried",
                         trigger.retry.attempts
                     )
                 } else {
                     format!(
-                        "run for message(s) {uids:?} of `{account}` failed its last attempt ({attempts} of {}): {e}; the message(s) go to the dead letters",
+                        "run for message(s) {ids:?} of `{account}` failed its last attempt ({attempts} of {}): {e}; the message(s) go to the dead letters",
                         trigger.retry.attempts
                     )
                 };
@@ -436,7 +419,7 @@ impl<'a> CatchUp<'a> {
 
     /// The trigger's post-action after a successful run. A failure here is logged and
     /// reported; the run stays done.
-    async fn post_action(&self, trigger: &MailboxTrigger, uids: &[u32], report: &mut RunReport) {
+    async fn post_action(&self, trigger: &MailboxTrigger, ids: &[String], report: &mut RunReport) {
         let Some(mailbox) = self.runner.mailboxes.mailbox(&trigger.account) else {
             return;
         };
@@ -445,18 +428,18 @@ impl<'a> CatchUp<'a> {
             PostAction::MarkSeen => (
                 "marking seen".to_owned(),
                 mailbox
-                    .set_flags(uids.to_vec(), vec![Flag::Seen], Vec::new())
+                    .set_flags(ids.to_vec(), vec![Flag::Seen], Vec::new())
                     .await,
             ),
-            PostAction::Delete => ("deleting".to_owned(), mailbox.delete(uids.to_vec()).await),
+            PostAction::Delete => ("deleting".to_owned(), mailbox.delete(ids.to_vec()).await),
             PostAction::MoveTo(folder) => (
                 format!("moving to `{folder}`"),
-                mailbox.move_to(uids.to_vec(), folder.clone()).await,
+                mailbox.move_to(ids.to_vec(), folder.clone()).await,
             ),
         };
         if let Err(e) = result {
             let line = format!(
-                "the run for message(s) {uids:?} succeeded, but {what} failed: {}",
+                "the run for message(s) {ids:?} succeeded, but {what} failed: {}",
                 e.describe()
             );
             tracing::error!("{line}");
@@ -465,16 +448,16 @@ impl<'a> CatchUp<'a> {
     }
 
     /// Flags or moves messages that failed every attempt.
-    async fn dead_letter(&self, trigger: &MailboxTrigger, uids: &[u32], report: &mut RunReport) {
+    async fn dead_letter(&self, trigger: &MailboxTrigger, ids: &[String], report: &mut RunReport) {
         let Some(mailbox) = self.runner.mailboxes.mailbox(&trigger.account) else {
             return;
         };
         let result = match (&trigger.dead_letter.folder, trigger.dead_letter.flag) {
-            (Some(folder), _) => mailbox.move_to(uids.to_vec(), folder.clone()).await,
+            (Some(folder), _) => mailbox.move_to(ids.to_vec(), folder.clone()).await,
             (None, flag) => {
                 mailbox
                     .set_flags(
-                        uids.to_vec(),
+                        ids.to_vec(),
                         vec![flag.unwrap_or(Flag::Flagged)],
                         Vec::new(),
                     )
@@ -483,7 +466,7 @@ impl<'a> CatchUp<'a> {
         };
         if let Err(e) = result {
             let line = format!(
-                "message(s) {uids:?} could not be put in the dead letters: {}",
+                "message(s) {ids:?} could not be put in the dead letters: {}",
                 e.describe()
             );
             tracing::error!("{line}");

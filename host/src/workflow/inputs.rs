@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Action;
 use crate::bindings::actions::{Filter, MailboxPage, Receipt};
-use crate::bindings::smtp::DeliveryStatus;
+use crate::bindings::transport::DeliveryStatus;
 use crate::bindings::types::{
     Address, Attachment, AttachmentRef, Header, OutgoingMessage, ReceivedMessage,
 };
@@ -62,7 +62,7 @@ pub struct MessageInput {
     html: Option<String>,
     #[serde(default)]
     attachments: Vec<AttachmentInput>,
-    /// Received messages (as `read-mailbox` outputs them) or `{account, uid, index}`.
+    /// Received messages (as `read-mailbox` outputs them) or `{account, id, index}`.
     #[serde(default)]
     forward_attachments: Vec<ForwardInput>,
     #[serde(default)]
@@ -104,7 +104,8 @@ struct AttachmentInput {
 #[derive(Debug, Deserialize)]
 struct ForwardInput {
     account: String,
-    uid: u32,
+    /// The message's id in the mailbox, as `read-mailbox` gave it.
+    id: String,
     #[serde(default)]
     index: Option<u32>,
 }
@@ -252,7 +253,7 @@ pub fn message(m: &MessageInput, dir: &Path) -> FieldResult<OutgoingMessage> {
             .iter()
             .map(|f| AttachmentRef {
                 account: f.account.clone(),
-                uid: f.uid,
+                message: f.id.clone(),
                 index: f.index,
             })
             .collect(),
@@ -275,7 +276,7 @@ fn address_json(a: &Address) -> Value {
 pub fn received_json(account: &str, m: &ReceivedMessage) -> Value {
     json!({
         "account": account,
-        "uid": m.uid,
+        "id": m.id,
         "message_id": m.message_id,
         "from": m.sender.as_ref().map(address_json),
         "to": m.to.iter().map(address_json).collect::<Vec<_>>(),
@@ -299,9 +300,10 @@ pub fn page_json(account: &str, p: &MailboxPage) -> Value {
         "account": account,
         "messages": p.messages.iter().map(|m| received_json(account, m)).collect::<Vec<_>>(),
         "count": p.messages.len(),
-        "skipped": p.skipped.iter().map(|s| json!({"uid": s.uid, "reason": s.reason})).collect::<Vec<_>>(),
+        "skipped": p.skipped.iter().map(|s| json!({"id": s.id, "reason": s.reason})).collect::<Vec<_>>(),
         "scanned": p.scanned,
-        "next_cursor": {"uid_validity": p.next_cursor.uid_validity, "last_uid": p.next_cursor.last_uid},
+        "next_cursor": p.next_cursor,
+        "restarted": p.restarted,
         "more": p.more,
     })
 }

@@ -10,7 +10,7 @@ use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::actions::{Filter, MailboxPage, Receipt};
 use crate::bindings::mailbox::{Cursor, SizeCap};
-use crate::bindings::smtp::DeliveryStatus;
+use crate::bindings::transport::DeliveryStatus;
 use crate::bindings::types::{Address, FieldError, OutgoingMessage, ReceivedMessage};
 use crate::caps::mailbox::Watch;
 use crate::runtime::StepError;
@@ -66,10 +66,8 @@ impl Actions for FakeActions {
             let messages: Vec<ReceivedMessage> =
                 self.inbox.iter().take(limit as usize).cloned().collect();
             Ok(MailboxPage {
-                next_cursor: Cursor {
-                    uid_validity: 1,
-                    last_uid: messages.last().map(|m| m.uid).unwrap_or_default(),
-                },
+                next_cursor: messages.last().map(|m| m.id.clone()).unwrap_or_default(),
+                restarted: false,
                 scanned: messages.len() as u32,
                 more: false,
                 skipped: Vec::new(),
@@ -89,7 +87,7 @@ impl Mailboxes for NoMailboxes {
 
 fn received(uid: u32, subject: &str, from: &str) -> ReceivedMessage {
     ReceivedMessage {
-        uid,
+        id: uid.to_string(),
         message_id: Some(format!("{uid}@test")),
         sender: Some(Address {
             name: None,

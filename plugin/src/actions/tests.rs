@@ -5,8 +5,8 @@ use mail_parser::{MessageParser, MimeHeaders};
 use super::*;
 use crate::host::CredentialInfo;
 use crate::mailbox::{Batch, Oversize, RawMessage};
-use crate::smtp::{AccountPolicy, Delivery, DeliveryStatus, Envelope};
 use crate::tokens::AuthKind;
+use crate::transport::{AccountPolicy, Delivery, DeliveryStatus, Envelope};
 use crate::types::{Address, AttachmentRef, Header};
 
 struct Fake {
@@ -65,17 +65,19 @@ impl Host for Fake {
     fn fetch_after(
         &self,
         _: &str,
-        after: Option<Cursor>,
+        after: Option<&str>,
         limit: u32,
         search: &Search,
         cap: Option<SizeCap>,
     ) -> Result<Batch, MailError> {
         self.searches.borrow_mut().push(search.clone());
-        let from = after.map(|c| c.last_uid).unwrap_or(0);
+        // This fake's ids and cursors are plain numbers.
+        let number = |id: &str| id.parse::<u32>().unwrap();
+        let from = after.map(number).unwrap_or(0);
         let rest: Vec<_> = self
             .mailbox
             .iter()
-            .filter(|m| m.uid > from)
+            .filter(|m| number(&m.id) > from)
             .cloned()
             .map(|mut m| {
                 if let Some(cap) = cap.filter(|c| m.size > c.max_size) {
@@ -98,18 +100,22 @@ impl Host for Fake {
         let more = rest.len() > limit as usize;
         let messages: Vec<_> = rest.into_iter().take(limit as usize).collect();
         Ok(Batch {
-            uid_validity: 42,
-            scanned_to: messages.last().map(|m| m.uid).unwrap_or(from),
+            next: messages
+                .last()
+                .map(|m| number(&m.id))
+                .unwrap_or(from)
+                .to_string(),
+            restarted: false,
             messages,
             more,
         })
     }
-    fn fetch(&self, _: &str, uid: u32) -> Result<RawMessage, MailError> {
+    fn fetch(&self, _: &str, id: &str) -> Result<RawMessage, MailError> {
         self.mailbox
             .iter()
-            .find(|m| m.uid == uid)
+            .find(|m| m.id == id)
             .cloned()
-            .ok_or(MailError::NotFound(format!("uid {uid}")))
+            .ok_or(MailError::NotFound(format!("id {id}")))
     }
     fn warn(&self, message: &str) {
         self.warnings.borrow_mut().push(message.into());
@@ -280,7 +286,7 @@ const WITH_ATTACHMENT: &str = "From: bot@example.com\r\nSubject: [ALERT] x\r\nCo
 
 fn raw(uid: u32, s: &str) -> RawMessage {
     RawMessage {
-        uid,
+        id: uid.to_string(),
         flags: vec![],
         size: s.len() as u64,
         data: s.as_bytes().to_vec(),
@@ -296,7 +302,7 @@ fn forwards_attachments_byte_for_byte() {
     m.attachments.clear();
     m.forward_attachments = vec![AttachmentRef {
         account: "demo".into(),
-        uid: 5,
+        message: "5".into(),
         index: None,
     }];
     send_mail(&host, "demo", &m).unwrap();
@@ -313,7 +319,7 @@ fn forwards_attachments_byte_for_byte() {
     );
     m.forward_attachments[0] = AttachmentRef {
         account: "demo".into(),
-        uid: 99,
+        message: "99".into(),
         index: None,
     };
     assert_eq!(
@@ -343,24 +349,33 @@ fn reads_filters_skips_malformed_and_advances_the_cursor() {
         unseen: None,
     };
     let page = read_mailbox(&host, "demo", &filter, None, 3, None).unwrap();
-    assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>(),
+        ["1"]
+    );
     assert_eq!(page.skipped.len(), 1);
-    assert_eq!(page.skipped[0].uid, 3);
+    assert_eq!(page.skipped[0].id, "3");
     assert_eq!(host.warnings.borrow().len(), 1);
     assert_eq!(
-        (page.next_cursor.uid_validity, page.next_cursor.last_uid),
-        (42, 3)
+        page.next_cursor, "3",
+        "the backend's cursor, passed on unchanged"
     );
-    assert!(page.more);
-    let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3, None).unwrap();
-    assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [4]);
-    assert!(!page.more);
-    let page = read_mailbox(&host, "demo", &filter, Some(page.next_cursor), 3, None).unwrap();
-    assert!(page.messages.is_empty());
+    assert!(page.more && !page.restarted);
+    let page = read_mailbox(&host, "demo", &filter, Some(&page.next_cursor), 3, None).unwrap();
     assert_eq!(
-        page.next_cursor.last_uid, 4,
-        "an empty read keeps the cursor"
+        page.messages
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>(),
+        ["4"]
     );
+    assert!(!page.more);
+    let page = read_mailbox(&host, "demo", &filter, Some(&page.next_cursor), 3, None).unwrap();
+    assert!(page.messages.is_empty());
+    assert_eq!(page.next_cursor, "4", "an empty read keeps the cursor");
     assert!(matches!(
         read_mailbox(&host, "demo", &filter, None, 0, None),
         Err(MailError::InvalidInput(_))
@@ -408,14 +423,20 @@ fn oversized_messages_are_reported_with_their_size_or_read_without_attachments()
         })
     };
     let page = read_mailbox(&host, "demo", &filter, None, 10, cap(Oversize::Skip)).unwrap();
-    assert_eq!(page.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [2]);
-    assert_eq!(page.skipped[0].uid, 1);
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>(),
+        ["2"]
+    );
+    assert_eq!(page.skipped[0].id, "1");
     assert!(
         page.skipped[0].reason.contains(&format!("is {size} bytes")),
         "{}",
         page.skipped[0].reason
     );
-    assert_eq!(page.next_cursor.last_uid, 2);
+    assert_eq!(page.next_cursor, "2");
 
     let page = read_mailbox(
         &host,

@@ -11,8 +11,8 @@ wit_bindgen::generate!({
 });
 
 use exports::flowmail::mail::actions::{Filter, Guest, MailboxPage, Receipt};
-use flowmail::mail::mailbox::{self, Cursor, Search, SizeCap};
-use flowmail::mail::smtp::{self, Envelope};
+use flowmail::mail::mailbox::{self, Search, SizeCap};
+use flowmail::mail::transport::{self, Envelope};
 use flowmail::mail::types::{MailError, OutgoingMessage};
 
 struct Misbehave;
@@ -39,7 +39,7 @@ impl Guest for Misbehave {
                     message_id: "probe@example.com".into(),
                     accepted: Vec::new(),
                     transport: "probe".into(),
-                    status: smtp::DeliveryStatus::Queued,
+                    status: transport::DeliveryStatus::Queued,
                     reference: Some(report),
                     size: 0,
                 })
@@ -55,7 +55,7 @@ impl Guest for Misbehave {
                     recipients: vec![to],
                 };
                 let body = format!("Subject: {}\r\n\r\nok\r\n", message.subject);
-                let d = smtp::send(&account, &envelope, body.as_bytes())?;
+                let d = transport::send(&account, &envelope, body.as_bytes())?;
                 Ok(Receipt {
                     message_id: "misbehave@example.com".into(),
                     accepted: d.accepted,
@@ -71,7 +71,7 @@ impl Guest for Misbehave {
     fn read_mailbox(
         account: String,
         _filter: Filter,
-        after: Option<Cursor>,
+        after: Option<String>,
         limit: u32,
         cap: Option<SizeCap>,
     ) -> Result<MailboxPage, MailError> {
@@ -81,16 +81,14 @@ impl Guest for Misbehave {
             unseen: false,
             sent_since: None,
         };
-        let batch = mailbox::fetch_after(&account, after, limit, &search, cap)?;
+        let batch = mailbox::fetch_after(&account, after.as_deref(), limit, &search, cap)?;
         Ok(MailboxPage {
             messages: Vec::new(),
             skipped: Vec::new(),
-            next_cursor: Cursor {
-                uid_validity: batch.uid_validity,
-                last_uid: 0,
-            },
+            next_cursor: batch.next,
             scanned: batch.messages.len() as u32,
             more: batch.more,
+            restarted: batch.restarted,
         })
     }
 }

@@ -6,16 +6,14 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Backend, Watch};
+use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage};
 use crate::bindings::MailError;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::{WaitPlan, Wake, strip};
 use crate::BoxFuture;
-use crate::bindings::mailbox::{
-    Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
-};
+use crate::bindings::mailbox::{Content, Flag, Oversize, Search, SizeCap};
 use crate::store::Store;
 
 /// A Maildir at `root`, with `new/`, `cur/` and `tmp/`.
@@ -86,7 +84,7 @@ impl Maildir {
         Ok((validity, indexed))
     }
 
-    fn read(&self, uid: u32, entry: &Entry, cap: Option<SizeCap>) -> Result<RawMessage, MailError> {
+    fn read(&self, uid: u32, entry: &Entry, cap: Option<SizeCap>) -> Result<UidMessage, MailError> {
         let size = std::fs::metadata(&entry.path)
             .map_err(|e| classify(&entry.path, e))?
             .len();
@@ -111,7 +109,7 @@ impl Maildir {
                 Content::Complete,
             ),
         };
-        Ok(RawMessage {
+        Ok(UidMessage {
             uid,
             flags: imap_flags(&entry.flags),
             size,
@@ -166,10 +164,10 @@ impl Maildir {
 
     fn fetch_after_sync(
         &self,
-        after: Option<Cursor>,
+        after: Option<UidCursor>,
         limit: u32,
         cap: Option<SizeCap>,
-    ) -> Result<Batch, MailError> {
+    ) -> Result<UidBatch, MailError> {
         let (validity, indexed) = self.indexed()?;
         let start = match after {
             Some(c) if c.uid_validity == validity => c.last_uid,
@@ -186,7 +184,7 @@ impl Maildir {
             Some(m) => m.uid,
             None => start.max(indexed.last().map(|(u, _)| *u).unwrap_or(0)),
         };
-        Ok(Batch {
+        Ok(UidBatch {
             uid_validity: validity,
             messages,
             more,
@@ -194,7 +192,7 @@ impl Maildir {
         })
     }
 
-    fn fetch_sync(&self, uid: u32) -> Result<RawMessage, MailError> {
+    fn fetch_sync(&self, uid: u32) -> Result<UidMessage, MailError> {
         let (_, indexed) = self.indexed()?;
         let (_, entry) = indexed.iter().find(|(u, _)| *u == uid).ok_or_else(|| {
             MailError::NotFound(format!(
@@ -272,19 +270,19 @@ impl Maildir {
     }
 }
 
-impl Backend for Maildir {
+impl UidFolder for Maildir {
     fn fetch_after(
         &self,
-        after: Option<Cursor>,
+        after: Option<UidCursor>,
         limit: u32,
         _search: Search,
         cap: Option<SizeCap>,
-    ) -> BoxFuture<'_, Result<Batch, MailError>> {
+    ) -> BoxFuture<'_, Result<UidBatch, MailError>> {
         // A Maildir has no index to search; the plugin filters every message.
         Box::pin(async move { self.fetch_after_sync(after, limit, cap) })
     }
 
-    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>> {
+    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<UidMessage, MailError>> {
         Box::pin(async move { self.fetch_sync(uid) })
     }
 
@@ -300,10 +298,12 @@ impl Backend for Maildir {
     fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>> {
         Box::pin(async move { self.move_sync(&uids, &folder) })
     }
-}
 
-impl Watch for Maildir {
-    fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>> {
+    fn uid_validity(&self) -> BoxFuture<'_, Result<u32, MailError>> {
+        Box::pin(async move { Ok(self.indexed()?.0) })
+    }
+
+    fn count_after(&self, after: Option<UidCursor>) -> BoxFuture<'_, Result<u64, MailError>> {
         Box::pin(async move {
             let (validity, indexed) = self.indexed()?;
             let start = match after {
@@ -399,7 +399,7 @@ mod tests {
         assert_eq!(b.messages.len(), 1);
         assert!(b.more);
         assert_eq!(b.messages[0].uid, 1);
-        let c = Cursor {
+        let c = UidCursor {
             uid_validity: b.uid_validity,
             last_uid: 1,
         };

@@ -3,6 +3,7 @@
 mod imap;
 mod maildir;
 pub mod strip;
+mod uid;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +14,11 @@ use wasmtime::component::{HasData, Linker};
 
 pub use self::imap::{Imap, ImapAuth};
 pub use self::maildir::Maildir;
+pub use self::uid::{UidFolder, Uids};
 use super::Audit;
 use crate::BoxFuture;
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{
-    self as generated, Batch, Cursor, Flag, RawMessage, Search, SizeCap,
-};
+use crate::bindings::mailbox::{self as generated, Batch, Flag, RawMessage, Search, SizeCap};
 
 /// How a long-running trigger waits for new mail.
 #[derive(Debug, Clone, Copy)]
@@ -46,33 +46,40 @@ pub trait Backend: Send + Sync {
     /// ignores it), at most `limit`, with messages over `cap` cut down as it says.
     fn fetch_after(
         &self,
-        after: Option<Cursor>,
+        after: Option<String>,
         limit: u32,
         search: Search,
         cap: Option<SizeCap>,
     ) -> BoxFuture<'_, Result<Batch, MailError>>;
-    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>>;
+    fn fetch(&self, id: String) -> BoxFuture<'_, Result<RawMessage, MailError>>;
     fn set_flags(
         &self,
-        uids: Vec<u32>,
+        ids: Vec<String>,
         add: Vec<Flag>,
         remove: Vec<Flag>,
     ) -> BoxFuture<'_, Result<(), MailError>>;
-    fn move_to(&self, uids: Vec<u32>, folder: String) -> BoxFuture<'_, Result<(), MailError>>;
+    fn move_to(&self, ids: Vec<String>, folder: String) -> BoxFuture<'_, Result<(), MailError>>;
 }
 
 /// What only the host does with a mailbox, for long-running triggers: waiting for news,
 /// counting for progress, and post-actions the plugin is not offered.
 pub trait Watch: Backend {
-    /// How many messages follow `after` (all of them under a new UIDVALIDITY), for a
-    /// catch-up's progress bar.
-    fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>>;
+    /// How many messages follow the cursor `after` (all of them when it no longer
+    /// applies), for a catch-up's progress bar.
+    fn count_after(&self, after: Option<String>) -> BoxFuture<'_, Result<u64, MailError>>;
     /// Removes messages for good (IMAP: `\Deleted` and UID EXPUNGE of just these).
-    fn delete(&self, uids: Vec<u32>) -> BoxFuture<'_, Result<(), MailError>>;
+    fn delete(&self, ids: Vec<String>) -> BoxFuture<'_, Result<(), MailError>>;
     /// Waits until the folder may have changed, or until `plan` says to look anyway.
     /// Dropping the future drops any connection it used, so a hung wait is cured by
     /// dropping it and waiting again.
     fn wait_for_change(&self, plan: WaitPlan) -> BoxFuture<'_, Result<Wake, MailError>>;
+    /// A cursor that resumes reading just after message `id`, when the backend can tell
+    /// one (a UID backend can; a delta-link backend only knows its batch's `next`). A
+    /// trigger stores it after each run, so a crash mid-batch re-reads nothing handled.
+    fn cursor_after(&self, id: &str) -> Option<String>;
+    /// A cursor from which reading returns message `id` first if it still exists and
+    /// matches, to read one message again for a retry.
+    fn cursor_before(&self, id: &str) -> Option<String>;
 }
 
 /// The accounts that have a mailbox, by name.
@@ -100,7 +107,7 @@ impl generated::Host for Mailbox<'_> {
     async fn fetch_after(
         &mut self,
         account: String,
-        after: Option<Cursor>,
+        after: Option<String>,
         limit: u32,
         search: Search,
         cap: Option<SizeCap>,
@@ -131,18 +138,18 @@ impl generated::Host for Mailbox<'_> {
     async fn fetch(
         &mut self,
         account: String,
-        uid: u32,
+        id: String,
     ) -> wasmtime::Result<Result<RawMessage, MailError>> {
         let result = match self.backend(&account) {
-            Ok(b) => b.fetch(uid).await,
+            Ok(b) => b.fetch(id.clone()).await,
             Err(e) => Err(e),
         };
         self.audit.record(|| match &result {
             Ok(m) => format!(
-                "import mailbox.fetch account={account} uid={uid} -> {}",
+                "import mailbox.fetch account={account} id={id} -> {}",
                 String::from_utf8_lossy(&m.data)
             ),
-            Err(e) => format!("import mailbox.fetch account={account} uid={uid} -> {e:?}"),
+            Err(e) => format!("import mailbox.fetch account={account} id={id} -> {e:?}"),
         });
         Ok(result)
     }
@@ -151,13 +158,13 @@ impl generated::Host for Mailbox<'_> {
     async fn set_flags(
         &mut self,
         account: String,
-        uids: Vec<u32>,
+        ids: Vec<String>,
         add: Vec<Flag>,
         remove: Vec<Flag>,
     ) -> wasmtime::Result<Result<(), MailError>> {
-        self.audit.record(|| format!("import mailbox.set-flags account={account} uids={uids:?} add={add:?} remove={remove:?}"));
+        self.audit.record(|| format!("import mailbox.set-flags account={account} ids={ids:?} add={add:?} remove={remove:?}"));
         Ok(match self.backend(&account) {
-            Ok(b) => b.set_flags(uids, add, remove).await,
+            Ok(b) => b.set_flags(ids, add, remove).await,
             Err(e) => Err(e),
         })
     }
@@ -166,14 +173,14 @@ impl generated::Host for Mailbox<'_> {
     async fn move_to(
         &mut self,
         account: String,
-        uids: Vec<u32>,
+        ids: Vec<String>,
         folder: String,
     ) -> wasmtime::Result<Result<(), MailError>> {
         self.audit.record(|| {
-            format!("import mailbox.move-to account={account} uids={uids:?} folder={folder}")
+            format!("import mailbox.move-to account={account} ids={ids:?} folder={folder}")
         });
         Ok(match self.backend(&account) {
-            Ok(b) => b.move_to(uids, folder).await,
+            Ok(b) => b.move_to(ids, folder).await,
             Err(e) => Err(e),
         })
     }

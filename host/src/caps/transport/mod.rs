@@ -15,7 +15,7 @@ pub use self::smtp::Relay;
 use super::Audit;
 use crate::BoxFuture;
 use crate::bindings::MailError;
-use crate::bindings::smtp::{self as generated, AccountPolicy, Delivery, Envelope};
+use crate::bindings::transport::{self as generated, AccountPolicy, Delivery, Envelope};
 use crate::bindings::types::FieldError;
 
 /// A way out for mail. Implementations classify their own failures into [`MailError`].

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::Transport;
 use crate::BoxFuture;
 use crate::bindings::MailError;
-use crate::bindings::smtp::{Delivery, DeliveryStatus, Envelope};
+use crate::bindings::transport::{Delivery, DeliveryStatus, Envelope};
 
 /// Writes messages into `dir`, atomically: a reader never sees half a file.
 pub struct Outbox {

@@ -10,8 +10,9 @@ use futures_util::TryStreamExt;
 
 use super::classify;
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{Content, Flag, RawMessage, Search};
+use crate::bindings::mailbox::{Content, Flag, Search};
 use crate::caps::mailbox::strip::{self, TextPart};
+use crate::caps::mailbox::uid::UidMessage;
 use crate::net::Stream;
 
 pub(super) fn flag_name(f: Flag) -> &'static str {
@@ -254,7 +255,7 @@ pub(super) async fn fetch_raw(
     session: &mut Session<Stream>,
     server: &str,
     uids: &[u32],
-) -> Result<Vec<RawMessage>, MailError> {
+) -> Result<Vec<UidMessage>, MailError> {
     if uids.is_empty() {
         return Ok(Vec::new());
     }
@@ -265,12 +266,12 @@ pub(super) async fn fetch_raw(
         "(UID FLAGS RFC822.SIZE BODY.PEEK[])",
     )
     .await?;
-    let mut messages: Vec<RawMessage> = fetched
+    let mut messages: Vec<UidMessage> = fetched
         .iter()
         .filter_map(|f| {
             let (uid, body) = (f.uid?, f.body()?);
             // A `N:*` style answer may include messages not asked for.
-            uids.contains(&uid).then(|| RawMessage {
+            uids.contains(&uid).then(|| UidMessage {
                 uid,
                 flags: f.flags().filter_map(|fl| flag_text(&fl)).collect(),
                 size: f.size.map(u64::from).unwrap_or(body.len() as u64),

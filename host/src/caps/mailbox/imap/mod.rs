@@ -15,13 +15,12 @@ use tokio::sync::Mutex;
 use self::fetch::{
     fetch_raw, fetch_without_attachments, flag_name, search_query, sizes, status, uid_set,
 };
-use super::{Backend, WaitPlan, Wake, Watch};
+use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage};
+use super::{WaitPlan, Wake};
 use crate::BoxFuture;
 use crate::auth::TokenSource;
 use crate::bindings::MailError;
-use crate::bindings::mailbox::{
-    Batch, Content, Cursor, Flag, Oversize, RawMessage, Search, SizeCap,
-};
+use crate::bindings::mailbox::{Content, Flag, Oversize, Search, SizeCap};
 use crate::net::{self, Security, Settings, Stream};
 use crate::secret::Secret;
 
@@ -242,14 +241,14 @@ impl Imap {
     }
 }
 
-impl Backend for Imap {
+impl UidFolder for Imap {
     fn fetch_after(
         &self,
-        after: Option<Cursor>,
+        after: Option<UidCursor>,
         limit: u32,
         search: Search,
         cap: Option<SizeCap>,
-    ) -> BoxFuture<'_, Result<Batch, MailError>> {
+    ) -> BoxFuture<'_, Result<UidBatch, MailError>> {
         let server = self.server();
         let folder = self.folder.clone();
         let selected = self.selected.clone();
@@ -308,7 +307,7 @@ impl Backend for Imap {
                                     Content::WithoutAttachments,
                                 ),
                             };
-                            messages.push(RawMessage {
+                            messages.push(UidMessage {
                                 uid,
                                 flags,
                                 size,
@@ -320,7 +319,7 @@ impl Backend for Imap {
                         messages
                     }
                 };
-                Ok(Batch {
+                Ok(UidBatch {
                     uid_validity: validity,
                     messages,
                     more,
@@ -330,7 +329,7 @@ impl Backend for Imap {
         }))
     }
 
-    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<RawMessage, MailError>> {
+    fn fetch(&self, uid: u32) -> BoxFuture<'_, Result<UidMessage, MailError>> {
         let server = self.server();
         Box::pin(self.with_session(move |session| {
             let server = server.clone();
@@ -389,10 +388,21 @@ impl Backend for Imap {
             })
         }))
     }
-}
 
-impl Watch for Imap {
-    fn count_after(&self, after: Option<Cursor>) -> BoxFuture<'_, Result<u64, MailError>> {
+    fn uid_validity(&self) -> BoxFuture<'_, Result<u32, MailError>> {
+        let server = self.server();
+        let folder = self.folder.clone();
+        let selected = self.selected.clone();
+        Box::pin(self.with_session(move |session| {
+            let (server, folder, selected) = (server.clone(), folder.clone(), selected.clone());
+            Box::pin(async move {
+                let mailbox = status(session, &server, &folder, &selected).await?;
+                Ok(mailbox.uid_validity.unwrap_or_default())
+            })
+        }))
+    }
+
+    fn count_after(&self, after: Option<UidCursor>) -> BoxFuture<'_, Result<u64, MailError>> {
         let server = self.server();
         let folder = self.folder.clone();
         let selected = self.selected.clone();

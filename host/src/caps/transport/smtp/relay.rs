@@ -10,7 +10,7 @@ use super::classify::classify;
 use super::session::{self, Auth, Failure, Stage};
 use crate::BoxFuture;
 use crate::bindings::MailError;
-use crate::bindings::smtp::{Delivery, DeliveryStatus, Envelope};
+use crate::bindings::transport::{Delivery, DeliveryStatus, Envelope};
 use crate::caps::transport::Transport;
 use crate::net::Settings;
 

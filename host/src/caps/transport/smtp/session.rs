@@ -14,7 +14,7 @@ use lettre::transport::smtp::response::Response;
 use super::wire::{self, WireError};
 use crate::auth::TokenSource;
 use crate::bindings::MailError;
-use crate::bindings::smtp::Envelope;
+use crate::bindings::transport::Envelope;
 use crate::net::{self, Security, Settings, Stream, TlsInfo};
 use crate::secret::Secret;
 

@@ -10,7 +10,7 @@ use super::classify::classify;
 use super::relay::Relay;
 use super::session::{self, Stage};
 use crate::bindings::MailError;
-use crate::bindings::smtp::Envelope;
+use crate::bindings::transport::Envelope;
 
 /// One stage's outcome.
 #[derive(Debug, Clone, Serialize)]
