@@ -13,6 +13,7 @@ use oauth2::{
 };
 
 use super::TokenSource;
+use super::failure::TokenFailure;
 use super::provider::describe;
 use super::seal::{self, Sealer};
 use crate::bindings::MailError;
@@ -99,12 +100,12 @@ impl TokenManager {
     fn row(&self) -> Result<Option<TokenRow>, MailError> {
         self.store
             .tokens(self.account())
-            .map_err(|e| MailError::Transient(e.to_string()))
+            .map_err(|e| TokenFailure::Store(e).into())
     }
 
     fn open(&self, row: &TokenRow) -> Result<(Secret, Option<Secret>), MailError> {
         let account = self.account();
-        let fail = |e: seal::KeyError| MailError::AuthFailed(e.to_string());
+        let fail = |e: seal::KeyError| MailError::from(TokenFailure::Key(e));
         let access = self
             .sealer
             .open(account, &format!("{account}/access"), &row.access_token)
@@ -131,7 +132,7 @@ impl TokenManager {
         let seal = |field: &str, value: &str| {
             self.sealer
                 .seal(&format!("{account}/{field}"), value)
-                .map_err(|e| MailError::Transient(e.to_string()))
+                .map_err(|e| MailError::from(TokenFailure::Seal(e.to_string())))
         };
         let refresh = response
             .refresh_token()
@@ -171,7 +172,7 @@ impl TokenManager {
         let row = self.sealed_row(version, response, None, username)?;
         self.store
             .put_tokens(self.account(), None, &row)
-            .map_err(|e| MailError::Transient(e.to_string()))?;
+            .map_err(TokenFailure::Store)?;
         Ok(())
     }
 
@@ -225,10 +226,11 @@ impl TokenManager {
         let seen = self.row()?;
         if let Some(row) = &seen {
             if let Some(why) = &row.needs_reauth {
-                return Err(MailError::AuthFailed(format!(
-                    "account `{}` needs authorization: {why}",
-                    self.account()
-                )));
+                return Err(TokenFailure::NeedsAuthorization {
+                    account: self.account(),
+                    why,
+                }
+                .into());
             }
             if fresh(row) {
                 return Ok(self.open(row)?.0);
@@ -246,18 +248,19 @@ impl TokenManager {
             Some(row) => row,
             None if self.settings.auth_url.is_none() => return self.client_credentials().await,
             None => {
-                return Err(MailError::AuthFailed(format!(
-                    "account `{}` is not authorized yet; {}",
-                    self.account(),
-                    self.authorize_hint()
-                )));
+                return Err(TokenFailure::NotAuthorized {
+                    account: self.account(),
+                    hint: self.authorize_hint(),
+                }
+                .into());
             }
         };
         if let Some(why) = &row.needs_reauth {
-            return Err(MailError::AuthFailed(format!(
-                "account `{}` needs authorization: {why}",
-                self.account()
-            )));
+            return Err(TokenFailure::NeedsAuthorization {
+                account: self.account(),
+                why,
+            }
+            .into());
         }
         if fresh(&row) {
             return Ok(self.open(&row)?.0);
@@ -283,12 +286,10 @@ impl TokenManager {
                 let written = self
                     .store
                     .put_tokens(self.account(), Some(row.version), &next)
-                    .map_err(|e| MailError::Transient(e.to_string()))?;
+                    .map_err(TokenFailure::Store)?;
                 if !written {
                     // Another process refreshed meanwhile; its tokens stand, ours are dropped.
-                    let current = self.row()?.ok_or_else(|| {
-                        MailError::Transient("tokens vanished during a refresh".into())
-                    })?;
+                    let current = self.row()?.ok_or(TokenFailure::Vanished)?;
                     return Ok(self.open(&current)?.0);
                 }
                 Ok(Secret::new(response.access_token().secret().clone()))
@@ -298,10 +299,11 @@ impl TokenManager {
                 if final_ {
                     Err(self.mark(&row, text))
                 } else {
-                    Err(MailError::Transient(format!(
-                        "refreshing the token of `{}` failed: {text}",
-                        self.account()
-                    )))
+                    Err(TokenFailure::Refresh {
+                        account: self.account(),
+                        text,
+                    }
+                    .into())
                 }
             }
         }
@@ -328,10 +330,11 @@ impl TokenManager {
             );
         }
         tracing::warn!(account = self.account(), "{reason}");
-        MailError::AuthFailed(format!(
-            "account `{}` needs authorization: {reason}",
-            self.account()
-        ))
+        TokenFailure::NeedsAuthorization {
+            account: self.account(),
+            why: &reason,
+        }
+        .into()
     }
 
     /// The client-credentials grant, for application permissions (Graph).
@@ -341,18 +344,14 @@ impl TokenManager {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         let response = request.request_async(&self.http).await.map_err(|e| {
-            let (final_, text) = describe(&e);
-            if final_ {
-                MailError::AuthFailed(text)
-            } else {
-                MailError::Transient(text)
-            }
+            let (fatal, text) = describe(&e);
+            TokenFailure::Endpoint { fatal, text }
         })?;
         let version = self.row()?.map(|r| r.version + 1).unwrap_or(1);
         let row = self.sealed_row(version, &response, None, &self.settings.username)?;
         self.store
             .put_tokens(self.account(), None, &row)
-            .map_err(|e| MailError::Transient(e.to_string()))?;
+            .map_err(TokenFailure::Store)?;
         Ok(Secret::new(response.access_token().secret().clone()))
     }
 

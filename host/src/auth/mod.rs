@@ -4,6 +4,7 @@
 //! Authorize"). It builds on `net` and `store` and knows no capability.
 
 pub mod authorize;
+mod failure;
 mod manager;
 mod provider;
 mod referenced;

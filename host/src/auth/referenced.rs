@@ -2,6 +2,7 @@
 //! the token store.
 
 use super::TokenSource;
+use super::failure::TokenFailure;
 use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::secret::{Secret, SecretRef};
@@ -27,20 +28,21 @@ impl ReferencedToken {
 impl TokenSource for ReferencedToken {
     fn refresh_after_rejection(&self, _since: i64) -> BoxFuture<'_, Result<Secret, MailError>> {
         Box::pin(async move {
-            Err(MailError::AuthFailed(format!(
-                "the server refused the access token of `{}`, and flowmail does not refresh a token given by reference",
-                self.account
-            )))
+            Err(TokenFailure::ReferenceRefused {
+                account: &self.account,
+            }
+            .into())
         })
     }
 
     fn access_token(&self) -> BoxFuture<'_, Result<Secret, MailError>> {
         Box::pin(async move {
-            self.source.resolve(&self.base).map_err(|e| {
-                MailError::AuthFailed(format!(
-                    "account `{}` has no usable access token: {e}; authorize it again",
-                    self.account
-                ))
+            self.source.resolve(&self.base).map_err(|why| {
+                TokenFailure::ReferenceUnusable {
+                    account: &self.account,
+                    why,
+                }
+                .into()
             })
         })
     }

@@ -75,7 +75,7 @@ impl Maildir {
         let (validity, uids) = self
             .store
             .maildir_uids(&self.root.display().to_string(), &keys)
-            .map_err(|e| MailError::Transient(e.to_string()))?;
+            .map_err(|e| Failure::Store(e).classify())?;
         let mut indexed: Vec<(u32, Entry)> = entries
             .into_iter()
             .filter_map(|e| uids.get(&e.key).map(|uid| (*uid, e)))
@@ -130,10 +130,7 @@ impl Maildir {
     /// or the poll interval runs out.
     async fn wait(&self, plan: WaitPlan) -> Result<Wake, MailError> {
         let baseline = {
-            let mut seen = self
-                .seen
-                .lock()
-                .map_err(|_| MailError::Transient("the Maildir watch state is poisoned".into()))?;
+            let mut seen = self.seen.lock().map_err(|_| Failure::Poisoned.classify())?;
             *seen.get_or_insert_with(|| self.modified())
         };
         let deadline = tokio::time::Instant::now() + plan.poll_interval;
@@ -194,12 +191,10 @@ impl Maildir {
 
     fn fetch_sync(&self, uid: u32) -> Result<UidMessage, MailError> {
         let (_, indexed) = self.indexed()?;
-        let (_, entry) = indexed.iter().find(|(u, _)| *u == uid).ok_or_else(|| {
-            MailError::NotFound(format!(
-                "no message with UID {uid} in {}",
-                self.root.display()
-            ))
-        })?;
+        let (_, entry) = indexed
+            .iter()
+            .find(|(u, _)| *u == uid)
+            .ok_or_else(|| Failure::NoMessage(&self.root, uid).classify())?;
         self.read(uid, entry, None)
     }
 
@@ -207,12 +202,10 @@ impl Maildir {
         let (_, mut indexed) = self.indexed()?;
         let mut chosen = Vec::with_capacity(uids.len());
         for uid in uids {
-            let at = indexed.iter().position(|(u, _)| u == uid).ok_or_else(|| {
-                MailError::NotFound(format!(
-                    "no message with UID {uid} in {}",
-                    self.root.display()
-                ))
-            })?;
+            let at = indexed
+                .iter()
+                .position(|(u, _)| u == uid)
+                .ok_or_else(|| Failure::NoMessage(&self.root, *uid).classify())?;
             chosen.push(indexed.swap_remove(at).1);
         }
         Ok(chosen)
@@ -241,21 +234,11 @@ impl Maildir {
 
     fn move_sync(&self, uids: &[u32], folder: &str) -> Result<(), MailError> {
         if folder.is_empty() || folder.contains(['/', '\\']) || folder.starts_with('.') {
-            return Err(MailError::InvalidInput(
-                crate::bindings::types::FieldError {
-                    field: "folder".into(),
-                    reason: format!(
-                        "`{folder}` is not a Maildir++ folder name (use names like Archive or Archive.2026)"
-                    ),
-                },
-            ));
+            return Err(Failure::BadFolderName(folder).classify());
         }
         let target = self.root.join(format!(".{folder}")).join("cur");
         if !target.is_dir() {
-            return Err(MailError::NotFound(format!(
-                "the folder `{folder}` does not exist in {}",
-                self.root.display()
-            )));
+            return Err(Failure::NoFolder(&self.root, folder).classify());
         }
         for entry in self.select(uids)? {
             let name = entry
@@ -348,16 +331,62 @@ fn imap_flags(letters: &str) -> Vec<String> {
         .collect()
 }
 
-/// The Maildir backend's one place of error classification.
-fn classify(path: &Path, e: std::io::Error) -> MailError {
-    let what = format!("maildir {}: {e}", path.display());
-    match e.kind() {
-        ErrorKind::NotFound => {
-            MailError::NotFound(format!("{what}; is it a Maildir with new/ and cur/?"))
+/// What goes wrong with a Maildir, before classification.
+#[derive(Debug)]
+enum Failure<'a> {
+    /// A file or folder could not be read, renamed or removed.
+    Io(&'a Path, std::io::Error),
+    /// The store that keeps the UIDs failed.
+    Store(crate::store::StoreError),
+    /// The change watch's state was poisoned by a panicking thread.
+    Poisoned,
+    /// No message has this UID.
+    NoMessage(&'a Path, u32),
+    /// A folder name that is not Maildir++.
+    BadFolderName(&'a str),
+    /// A folder that does not exist.
+    NoFolder(&'a Path, &'a str),
+}
+
+impl Failure<'_> {
+    /// The Maildir backend's one place of error classification.
+    fn classify(self) -> MailError {
+        match self {
+            Failure::Io(path, e) => {
+                let what = format!("maildir {}: {e}", path.display());
+                match e.kind() {
+                    ErrorKind::NotFound => {
+                        MailError::NotFound(format!("{what}; is it a Maildir with new/ and cur/?"))
+                    }
+                    ErrorKind::PermissionDenied => MailError::AccessDenied(format!(
+                        "{what}; give the flowmail user read and write access"
+                    )),
+                    _ => MailError::Transient(what),
+                }
+            }
+            Failure::Store(e) => MailError::Transient(format!("the Maildir's UID index: {e}")),
+            Failure::Poisoned => MailError::Transient("the Maildir watch state is poisoned".into()),
+            Failure::NoMessage(root, uid) => {
+                MailError::NotFound(format!("no message with UID {uid} in {}", root.display()))
+            }
+            Failure::BadFolderName(folder) => {
+                MailError::InvalidInput(crate::bindings::types::FieldError {
+                    field: "folder".into(),
+                    reason: format!(
+                        "`{folder}` is not a Maildir++ folder name (use names like Archive or Archive.2026)"
+                    ),
+                })
+            }
+            Failure::NoFolder(root, folder) => MailError::NotFound(format!(
+                "the folder `{folder}` does not exist in {}",
+                root.display()
+            )),
         }
-        ErrorKind::PermissionDenied => MailError::AccessDenied(what),
-        _ => MailError::Transient(what),
     }
+}
+
+fn classify(path: &Path, e: std::io::Error) -> MailError {
+    Failure::Io(path, e).classify()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use async_imap::imap_proto::{BodyStructure, MessageSection, SectionPath};
 use async_imap::types::Flag as ImapFlag;
 use futures_util::TryStreamExt;
 
-use super::classify;
+use super::failure::{Failure, classify};
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{Content, Flag, Search};
 use crate::caps::mailbox::strip::{self, TextPart};
@@ -66,9 +66,10 @@ pub(super) async fn status(
         .await
         .map_err(|e| classify(server, "STATUS", e))?;
     let missing = || {
-        MailError::Transient(format!(
-            "{server} reported no UIDVALIDITY for {folder}; the folder may be being recreated"
-        ))
+        Failure::NoValidity {
+            folder: folder.to_owned(),
+        }
+        .classify(server)
     };
     let validity = mailbox.uid_validity.ok_or_else(missing)?;
     if validity != selected.load(Ordering::SeqCst) {
@@ -201,9 +202,7 @@ pub(super) async fn fetch_without_attachments(
     )
     .await?;
     let Some(f) = first.iter().find(|f| f.uid == Some(uid)) else {
-        return Err(MailError::NotFound(format!(
-            "no message with UID {uid} on {server}"
-        )));
+        return Err(Failure::NoMessage(uid).classify(server));
     };
     let header = f.header().unwrap_or_default().to_vec();
     let single = !matches!(f.bodystructure(), Some(BodyStructure::Multipart { .. }));

@@ -7,7 +7,8 @@ use async_imap::Session;
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::types::UnsolicitedResponse;
 
-use super::{Imap, NOT_OFFERED, OFFERED, classify};
+use super::failure::{Failure, classify};
+use super::{Imap, NOT_OFFERED, OFFERED};
 use crate::bindings::MailError;
 use crate::caps::mailbox::{WaitPlan, Wake};
 use crate::net::Stream;
@@ -118,14 +119,18 @@ impl Imap {
             IdleResponse::Timeout => false,
             IdleResponse::ManualInterrupt if stopped => early,
             IdleResponse::ManualInterrupt => {
-                return Err(MailError::Transient(format!(
-                    "{server} closed the connection during IDLE"
-                )));
+                return Err(Failure::IdleDropped.classify(&server));
             }
         };
         let session = tokio::time::timeout(self.settings.timeout, handle.done())
             .await
-            .map_err(|_| MailError::Transient(format!("{server} did not end IDLE in time")))?
+            .map_err(|_| {
+                Failure::Silent {
+                    during: "DONE after IDLE".into(),
+                    limit: self.settings.timeout,
+                }
+                .classify(&server)
+            })?
             .map_err(|e| classify(&server, "DONE", e))?;
         *guard = Some(session);
         Ok(Wake {

@@ -2,6 +2,7 @@
 //! STARTTLS required unless `tls = "none"`), LOGIN or XOAUTH2, one session per account kept
 //! open and reopened when it breaks. UIDs and UIDVALIDITY are the server's.
 
+mod failure;
 mod fetch;
 mod idle;
 
@@ -12,6 +13,7 @@ use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
 use tokio::sync::Mutex;
 
+use self::failure::{Failure, classify};
 use self::fetch::{
     fetch_raw, fetch_without_attachments, flag_name, search_query, sizes, status, uid_set,
 };
@@ -71,32 +73,6 @@ impl Authenticator for XOAuth2 {
     }
 }
 
-/// The IMAP backend's one place of error classification.
-fn classify(server: &str, what: &str, e: async_imap::error::Error) -> MailError {
-    use async_imap::error::Error as E;
-    match e {
-        E::No(text) if text.contains("AUTHENTICATIONFAILED") || what == "authentication" => {
-            MailError::AuthFailed(format!("{server} refused the credentials: {text}"))
-        }
-        E::No(text)
-            if text.contains("NONEXISTENT")
-                || text.to_ascii_lowercase().contains("doesn't exist") =>
-        {
-            MailError::NotFound(format!("{server}: {what}: {text}"))
-        }
-        E::No(text) | E::Bad(text) => {
-            MailError::Permanent(format!("{server} refused {what}: {text}"))
-        }
-        E::Io(e) => MailError::Transient(format!(
-            "the connection to {server} failed during {what}: {e}"
-        )),
-        E::ConnectionLost => {
-            MailError::Transient(format!("{server} closed the connection during {what}"))
-        }
-        other => MailError::Transient(format!("{server}: {what}: {other}")),
-    }
-}
-
 impl Imap {
     pub fn new(settings: Settings, auth: ImapAuth, folder: String) -> Self {
         Self {
@@ -122,28 +98,28 @@ impl Imap {
         tokio::time::timeout(limit, self.open())
             .await
             .unwrap_or_else(|_| {
-                Err(MailError::Transient(format!(
-                    "{} accepted the connection but did not finish greeting, login and SELECT within {limit:?}",
-                    self.server()
-                )))
+                Err(Failure::Silent {
+                    during: "greeting, login and SELECT".into(),
+                    limit,
+                }
+                .classify(&self.server()))
             })
     }
 
     async fn open(&self) -> Result<Session<Stream>, MailError> {
         let s = &self.settings;
         let server = self.server();
-        let unreachable =
-            |e: std::io::Error| MailError::Transient(format!("cannot reach {server}: {e}"));
-        let limit = |e: tokio::time::error::Elapsed| {
-            MailError::Transient(format!("{server} did not answer in time: {e}"))
+        let unreachable = |e: std::io::Error| Failure::Unreachable(e).classify(&server);
+        let limit = |_: tokio::time::error::Elapsed| {
+            Failure::Silent {
+                during: "the TLS handshake".into(),
+                limit: s.timeout,
+            }
+            .classify(&server)
         };
         let addrs = net::resolve(&s.host, s.port).await.map_err(unreachable)?;
         let tcp = net::connect(&addrs, s.timeout).await.map_err(unreachable)?;
-        let tls_fail = |e: std::io::Error| {
-            MailError::Permanent(format!(
-                "TLS with {server} failed: {e}; check ca_file and min_tls"
-            ))
-        };
+        let tls_fail = |e: std::io::Error| Failure::Tls(e).classify(&server);
         let client = match s.security {
             Security::None => {
                 let mut c = Client::new(Stream::plain(tcp));
@@ -217,27 +193,29 @@ impl Imap {
             let result = tokio::time::timeout(limit, op(session))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(MailError::Transient(format!(
-                        "{} did not answer within {limit:?}",
-                        self.server()
-                    )))
+                    Err(Failure::Silent {
+                        during: "a command".into(),
+                        limit,
+                    }
+                    .classify(&self.server()))
                 });
-            if matches!(result, Err(MailError::Transient(_))) && attempt > 0 {
+            if matches!(&result, Err(e) if e.is_retryable()) && attempt > 0 {
                 // Never keep a session whose state is unknown.
                 *guard = None;
             }
             match result {
-                Err(MailError::Transient(m)) if attempt == 0 => {
-                    tracing::debug!("IMAP session to {} broke ({m}); reopening", self.server());
+                Err(e) if e.is_retryable() && attempt == 0 => {
+                    tracing::debug!(
+                        "IMAP session to {} broke ({}); reopening",
+                        self.server(),
+                        e.message()
+                    );
                     *guard = None;
                 }
                 other => return other,
             }
         }
-        Err(MailError::Transient(format!(
-            "the IMAP session to {} keeps breaking",
-            self.server()
-        )))
+        Err(Failure::KeepsBreaking.classify(&self.server()))
     }
 }
 
@@ -337,9 +315,7 @@ impl UidFolder for Imap {
                 fetch_raw(session, &server, &[uid])
                     .await?
                     .pop()
-                    .ok_or_else(|| {
-                        MailError::NotFound(format!("no message with UID {uid} on {server}"))
-                    })
+                    .ok_or_else(|| Failure::NoMessage(uid).classify(&server))
             })
         }))
     }

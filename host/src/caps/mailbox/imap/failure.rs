@@ -1,0 +1,132 @@
+//! What goes wrong talking to an IMAP server, and the one place it becomes a [`MailError`].
+
+use std::time::Duration;
+
+use crate::bindings::MailError;
+
+/// An IMAP backend failure, before classification.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// A command failed: the server said NO or BAD, or the connection broke under it.
+    Command(String, async_imap::error::Error),
+    /// No connection: name resolution, TCP or the greeting failed.
+    Unreachable(std::io::Error),
+    /// The TLS handshake failed: an untrusted certificate, or a version below `min_tls`.
+    Tls(std::io::Error),
+    /// A step outlasted its limit: the server accepts but does not answer.
+    Silent { during: String, limit: Duration },
+    /// The server named no UIDVALIDITY for the folder, as while it is being recreated.
+    NoValidity { folder: String },
+    /// No message has this UID.
+    NoMessage(u32),
+    /// The server ended IDLE by closing the connection.
+    IdleDropped,
+    /// A session broke again right after being reopened.
+    KeepsBreaking,
+}
+
+impl Failure {
+    /// Classifies the failure for `server` (`host:port`), with the fix where one is known.
+    pub(super) fn classify(self, server: &str) -> MailError {
+        use async_imap::error::Error as E;
+        match self {
+            Failure::Command(what, e) => match e {
+                E::No(text)
+                    if text.contains("AUTHENTICATIONFAILED") || what == "authentication" =>
+                {
+                    MailError::AuthFailed(format!(
+                        "{server} refused the credentials: {text}; check the account's username and password or token"
+                    ))
+                }
+                E::No(text)
+                    if text.contains("NONEXISTENT")
+                        || text.to_ascii_lowercase().contains("doesn't exist") =>
+                {
+                    MailError::NotFound(format!("{server}: {what}: {text}"))
+                }
+                E::No(text) | E::Bad(text) => {
+                    MailError::Permanent(format!("{server} refused {what}: {text}"))
+                }
+                E::Io(e) => MailError::Transient(format!(
+                    "the connection to {server} failed during {what}: {e}"
+                )),
+                E::ConnectionLost => {
+                    MailError::Transient(format!("{server} closed the connection during {what}"))
+                }
+                other => MailError::Transient(format!("{server}: {what}: {other}")),
+            },
+            Failure::Unreachable(e) => MailError::Transient(format!("cannot reach {server}: {e}")),
+            Failure::Tls(e) => MailError::Permanent(format!(
+                "TLS with {server} failed: {e}; check ca_file and min_tls"
+            )),
+            Failure::Silent { during, limit } => {
+                MailError::Transient(format!("{server} did not answer {during} within {limit:?}"))
+            }
+            Failure::NoValidity { folder } => MailError::Transient(format!(
+                "{server} reported no UIDVALIDITY for {folder}; the folder may be being recreated"
+            )),
+            Failure::NoMessage(uid) => {
+                MailError::NotFound(format!("no message with UID {uid} on {server}"))
+            }
+            Failure::IdleDropped => {
+                MailError::Transient(format!("{server} closed the connection during IDLE"))
+            }
+            Failure::KeepsBreaking => {
+                MailError::Transient(format!("the IMAP session to {server} keeps breaking"))
+            }
+        }
+    }
+}
+
+/// Classifies a failed IMAP command `what`.
+pub(super) fn classify(server: &str, what: &str, e: async_imap::error::Error) -> MailError {
+    Failure::Command(what.to_owned(), e).classify(server)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use async_imap::error::Error as E;
+
+    #[test]
+    fn each_failure_gets_its_case_and_fix() {
+        let s = "imap.example:993";
+        let kind = |f: Failure| f.classify(s).kind_name();
+        assert_eq!(
+            kind(Failure::Command(
+                "authentication".into(),
+                E::No("[AUTHENTICATIONFAILED] no".into())
+            )),
+            "auth-failed"
+        );
+        assert_eq!(
+            kind(Failure::Command(
+                "SELECT".into(),
+                E::No("[NONEXISTENT] Mailbox doesn't exist".into())
+            )),
+            "not-found"
+        );
+        assert_eq!(
+            kind(Failure::Command("UID MOVE".into(), E::Bad("syntax".into()))),
+            "permanent"
+        );
+        assert_eq!(
+            kind(Failure::Command("NOOP".into(), E::ConnectionLost)),
+            "transient"
+        );
+        let tls = Failure::Tls(std::io::Error::other("invalid peer certificate")).classify(s);
+        assert!(tls.message().contains("ca_file"), "{tls:?}");
+        assert_eq!(tls.kind_name(), "permanent");
+        assert!(
+            Failure::Silent {
+                during: "IDLE".into(),
+                limit: Duration::from_secs(3)
+            }
+            .classify(s)
+            .is_retryable()
+        );
+        assert_eq!(kind(Failure::NoMessage(7)), "not-found");
+    }
+}
