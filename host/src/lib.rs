@@ -5,7 +5,6 @@ pub mod app;
 pub mod auth;
 pub mod bindings;
 pub mod caps;
-pub mod cli;
 pub mod config;
 pub mod net;
 pub mod runtime;

@@ -1,4 +1,6 @@
-//! The `flowmail` command: parses the command line and dispatches to [`flowmail::cli`].
+//! The `flowmail` command: parses the command line and dispatches to [`cli`], where each
+//! command's body lives. Only the binary prints; the library reports through return values
+//! and the workflow `Events` sink.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flowmail::app::Plugin;
-use flowmail::cli;
+
+mod cli;
 
 /// Mail steps for workflows, run in a WebAssembly sandbox.
 #[derive(Parser)]

@@ -1,5 +1,6 @@
-//! The bodies of the `flowmail` commands. `main.rs` parses the command line and calls
-//! one of these; each builds what it needs through [`App`] and prints its own output.
+//! The bodies of the `flowmail` commands, part of the binary only. `main.rs` parses the
+//! command line and calls one of these; each builds what it needs through [`App`] and
+//! prints its own output.
 
 mod progress;
 
@@ -8,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 pub use self::progress::Console;
-use crate::app::{App, Plugin};
-use crate::config::Config;
-use crate::workflow::{RunOptions, Runner, Workflow};
+use flowmail::app::{App, Plugin};
+use flowmail::config::Config;
+use flowmail::workflow::{RunOptions, Runner, Workflow};
 
 /// Loads the config and a workflow, and checks one against the other.
 pub fn load(config: &Path, workflow: &Path) -> anyhow::Result<(Config, Workflow)> {
@@ -37,13 +38,13 @@ pub async fn test_mail(config: &Path, account: &str, to: &str, json: bool) -> an
         .accounts
         .get(account)
         .and_then(|a| a.from.as_deref())
-        .map(crate::config::parse_address)
+        .map(flowmail::config::parse_address)
         .transpose()?
         .map(|a| a.email)
         .with_context(|| {
             format!("account `{account}` has no `from` address to send the test from")
         })?;
-    let report = crate::caps::transport::smtp::test_mail::run(account, &relay, &from, to).await;
+    let report = flowmail::caps::transport::smtp::test_mail::run(account, &relay, &from, to).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -63,7 +64,7 @@ pub async fn authorize(config: &Path, account: &str, timeout: u64) -> anyhow::Re
     let manager = app.token_manager(account).with_context(|| {
         format!("account `{account}` has no OAuth2 settings with client_id and token_url")
     })?;
-    let user = crate::auth::authorize::authorize(
+    let user = flowmail::auth::authorize::authorize(
         manager,
         |url| {
             println!(
@@ -80,12 +81,12 @@ pub async fn authorize(config: &Path, account: &str, timeout: u64) -> anyhow::Re
 /// `flowmail status`.
 pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let store = crate::store::Store::open(&config.store_path())?;
-    let report = crate::status::collect(&store)?;
+    let store = flowmail::store::Store::open(&config.store_path())?;
+    let report = flowmail::status::collect(&store)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::status::render(&report));
+        print!("{}", flowmail::status::render(&report));
     }
     Ok(())
 }
@@ -101,7 +102,7 @@ pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Resu
         retry_now: true,
         progress: true,
     };
-    let report = crate::workflow::run_with(&runner, &wf, options)
+    let report = flowmail::workflow::run_with(&runner, &wf, options)
         .await
         .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
     for line in &report.lines {
@@ -152,7 +153,7 @@ pub async fn serve(config: &Path, plugin: Plugin, paths: &[PathBuf]) -> anyhow::
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     };
-    let work = crate::workflow::serve::serve(&runner, &workflows, rx);
+    let work = flowmail::workflow::serve::serve(&runner, &workflows, rx);
     tokio::select! {
         r = work => r?,
         () = async { signals.await; } => {}

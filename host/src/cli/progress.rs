@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::workflow::Events;
+use flowmail::workflow::Events;
 
 /// Shows how far a catch-up has come.
 pub enum Progress {
