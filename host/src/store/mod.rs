@@ -176,8 +176,25 @@ impl Store {
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        // Switching to WAL takes a lock that the busy timeout does not wait for, so a store
+        // that another process is creating right now is waited for here.
+        let mut tries = 0;
+        loop {
+            let mode: rusqlite::Result<String> =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+            match mode {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => {
+                    other.map_err(err)?;
+                    break;
+                }
+            }
+        }
         migrate(&mut conn, &name)?;
         Ok(Self {
             path: name,
@@ -225,12 +242,24 @@ impl Store {
             .write(true)
             .open(dir.join(format!("{name}.lock")))
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(WorkflowLock(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
-                workflow: workflow.to_owned(),
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        // A lock just released can look held for a moment: a process being spawned
+        // elsewhere in this one holds a copy of the descriptor until it execs. Only a lock
+        // still held after a second belongs to another flowmail.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(WorkflowLock(file)),
+                Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Busy {
+                        workflow: workflow.to_owned(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
         }
     }
 
@@ -354,7 +383,13 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
         path: path.to_owned(),
         source,
     };
-    let version: i64 = conn
+    // Processes may open a new store at the same moment (`serve` and `status`): the
+    // version is read under the write lock, so exactly one of them migrates and the others
+    // wait for it (the busy timeout) and then find nothing left to do.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let version: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
     if version as usize > MIGRATIONS.len() {
@@ -365,13 +400,11 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(err)?;
-        tx.commit().map_err(err)?;
     }
-    Ok(())
+    tx.commit().map_err(err)
 }
 
 #[cfg(test)]
@@ -421,6 +454,23 @@ mod tests {
             (row.message.as_str(), row.status, row.attempts),
             ("7:40", crate::store::Handling::Pending, 2)
         );
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let openers: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(drop))
+            })
+            .collect();
+        for o in openers {
+            o.join().unwrap().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        s.set_cursor("wf", "a", "1:1").unwrap();
     }
 
     #[test]
