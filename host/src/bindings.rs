@@ -41,6 +41,19 @@ impl MailError {
         matches!(self, MailError::Transient(_))
     }
 
+    /// What a failed run should do with the message(s) it ran for. This is the one place
+    /// that decides it, from the case alone.
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            MailError::Transient(_) => Recovery::Retry,
+            MailError::AuthFailed(_) => Recovery::Pause,
+            MailError::InvalidInput(_)
+            | MailError::Permanent(_)
+            | MailError::NotFound(_)
+            | MailError::AccessDenied(_) => Recovery::DeadLetter,
+        }
+    }
+
     /// The text of the error, with its fix where one is known; for `invalid-input` the
     /// reason alone (see [`MailError::field`]).
     pub fn message(&self) -> &str {
@@ -66,6 +79,20 @@ impl MailError {
     pub fn describe(&self) -> Described<'_> {
         Described(self)
     }
+}
+
+/// What to do with a message whose run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recovery {
+    /// Try again later with backoff: the failure may pass by itself.
+    Retry,
+    /// Put the message in the dead letters now: the same run would fail the same way
+    /// until the input, the workflow or the config is changed.
+    DeadLetter,
+    /// The message is not at fault, the account's credentials are: keep the message
+    /// waiting with its attempts untouched, pause the trigger, and go on once they work.
+    Pause,
 }
 
 /// A [`MailError`] rendered for people (the generated `Display` is its `Debug`).

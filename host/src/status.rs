@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Handling, Store, StoreError};
 
 /// The state of one trigger.
 #[derive(Debug, Serialize)]
@@ -14,9 +14,12 @@ pub struct TriggerStatus {
     pub account: String,
     /// `idle`, `poll`, `starting` or `stopped`.
     pub mode: String,
-    /// `ok`; `silent` when no IDLE or poll succeeded within the silence threshold;
-    /// `not running` when the serving process is gone; `stopped`.
+    /// `ok`; `paused` while runs fail on the account's credentials; `silent` when no
+    /// IDLE or poll succeeded within the silence threshold; `not running` when the serving
+    /// process is gone; `stopped`.
     pub health: String,
+    /// Why the trigger is paused, with the fix.
+    pub paused: Option<String>,
     pub pid: u32,
     pub last_ok_at: Option<i64>,
     pub last_ok_secs_ago: Option<i64>,
@@ -30,6 +33,19 @@ pub struct TriggerStatus {
     pub waiting_for_retry: u64,
     pub dead_letters: u64,
     pub cursor: Option<String>,
+    /// The latest dead letters (at most ten), each with its attempts and reason.
+    pub latest_dead_letters: Vec<DeadLetter>,
+}
+
+/// One message in the dead letters.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    /// Its id in the mailbox.
+    pub message: String,
+    /// Its Message-ID (`id:...`) or digest (`sha256:...`).
+    pub key: String,
+    pub attempts: u32,
+    pub reason: Option<String>,
 }
 
 /// Every trigger's status.
@@ -45,6 +61,8 @@ pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
             "stopped"
         } else if !alive {
             "not running"
+        } else if w.paused.is_some() {
+            "paused"
         } else if silent {
             "silent"
         } else {
@@ -65,6 +83,19 @@ pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
             waiting_for_retry: counts.pending + counts.running,
             dead_letters: counts.dead,
             cursor,
+            paused: w.paused,
+            latest_dead_letters: store
+                .handled_in(&w.workflow, &w.account, Handling::Dead, None)?
+                .into_iter()
+                .rev()
+                .take(10)
+                .map(|r| DeadLetter {
+                    message: r.message,
+                    key: r.key,
+                    attempts: r.attempts,
+                    reason: r.last_error,
+                })
+                .collect(),
             workflow: w.workflow,
             account: w.account,
         });
@@ -103,6 +134,9 @@ pub fn render(all: &[TriggerStatus]) -> String {
             s.mode,
             s.pid
         );
+        if let Some(why) = &s.paused {
+            let _ = writeln!(out, "  paused:            {why}");
+        }
         let _ = writeln!(out, "  last IDLE or poll: {}", ago(s.last_ok_secs_ago));
         let _ = writeln!(
             out,
@@ -130,6 +164,15 @@ pub fn render(all: &[TriggerStatus]) -> String {
                 "  alerts:            {} (last: {})",
                 s.alerts,
                 s.last_alert.as_deref().unwrap_or_default()
+            );
+        }
+        for d in &s.latest_dead_letters {
+            let _ = writeln!(
+                out,
+                "  dead letter:       {} after {} attempt(s): {}",
+                d.message,
+                d.attempts,
+                d.reason.as_deref().unwrap_or("no reason recorded")
             );
         }
         if let Some(cursor) = &s.cursor {

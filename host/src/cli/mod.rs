@@ -78,17 +78,30 @@ pub async fn authorize(config: &Path, account: &str, timeout: u64) -> anyhow::Re
     Ok(())
 }
 
-/// `flowmail status`.
+/// `flowmail status`. It reads the store only, so it needs none of the accounts' secrets.
 pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
+    let config = Config::read(config)?;
     let store = flowmail::store::Store::open(&config.store_path())?;
     let report = flowmail::status::collect(&store)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&report)?))
     } else {
-        print!("{}", flowmail::status::render(&report));
+        out(&flowmail::status::render(&report))
     }
-    Ok(())
+}
+
+/// Writes `text` to stdout. A reader that went away (`status | head`) ends the output
+/// quietly instead of failing.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// `flowmail run`: one workflow once; with a mailbox trigger, a catch-up.

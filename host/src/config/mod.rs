@@ -196,12 +196,19 @@ pub enum Credentials {
 impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let config = Self::read(path)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads the file at `path` without checking the accounts or resolving a secret, for
+    /// commands that only need the store (`flowmail status`).
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the config {}", path.display()))?;
         let mut config: Config =
             toml::from_str(&text).with_context(|| format!("in the config {}", path.display()))?;
         config.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.check()?;
         Ok(config)
     }
 

@@ -119,6 +119,8 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE handled;
     ALTER TABLE handled_v2 RENAME TO handled;
     CREATE INDEX handled_by_status ON handled (workflow, account, status, next_attempt);",
+    // A trigger pauses when its account's credentials fail, and says why.
+    "ALTER TABLE watch ADD COLUMN paused TEXT;",
 ];
 
 /// Errors of the store.

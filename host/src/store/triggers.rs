@@ -72,6 +72,8 @@ pub struct WatchRow {
     pub last_alert: Option<String>,
     /// Seconds of silence after which the trigger is reconnected and an alert logged.
     pub silence_after: i64,
+    /// Set while runs fail on the account's credentials: why, and the fix.
+    pub paused: Option<String>,
     pub updated_at: i64,
 }
 
@@ -194,8 +196,8 @@ impl Store {
             .execute(
                 "INSERT OR REPLACE INTO watch (workflow, account, mode, pid, started_at, last_ok,
                     last_error, last_error_at, unhandled_since, alerts, last_alert, silence_after,
-                    updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    updated_at, paused)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     row.workflow,
                     row.account,
@@ -209,7 +211,8 @@ impl Store {
                     row.alerts,
                     row.last_alert,
                     row.silence_after,
-                    crate::unix_now()
+                    crate::unix_now(),
+                    row.paused
                 ],
             )
             .map(|_| ())
@@ -222,7 +225,8 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT workflow, account, mode, pid, started_at, last_ok, last_error,
-                    last_error_at, unhandled_since, alerts, last_alert, silence_after, updated_at
+                    last_error_at, unhandled_since, alerts, last_alert, silence_after, updated_at,
+                    paused
                  FROM watch ORDER BY workflow, account",
             )
             .map_err(|e| self.err(e))?;
@@ -242,6 +246,7 @@ impl Store {
                     last_alert: r.get(10)?,
                     silence_after: r.get(11)?,
                     updated_at: r.get(12)?,
+                    paused: r.get(13)?,
                 })
             })
             .map_err(|e| self.err(e))?;

@@ -9,6 +9,7 @@ use super::Workflow;
 use super::inputs;
 use super::runner::{RunError, RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, Per, PostAction};
+use crate::bindings::Recovery;
 use crate::bindings::actions::Filter;
 use crate::bindings::mailbox::Flag;
 use crate::bindings::types::ReceivedMessage;
@@ -57,10 +58,13 @@ fn units(per: Per, messages: Vec<ReceivedMessage>) -> Vec<Vec<ReceivedMessage>> 
 
 pub(super) fn store_failure(e: crate::store::StoreError) -> RunError {
     RunError {
-        retryable: true,
+        recovery: Recovery::Retry,
         ..RunError::new("trigger", None, e.to_string())
     }
 }
+
+/// How long a paused trigger waits before it tries its credentials again.
+const PAUSE_PROBE: i64 = 60;
 
 /// One trigger's catch-up: reads from the cursor it owns (this process holds the
 /// workflow's lock), runs the steps through the [`Runner`], and keeps each message's
@@ -167,7 +171,9 @@ impl<'a> CatchUp<'a> {
                 if let Some(next) = past {
                     self.advance(wf, account, &mut cursor, next)?;
                 }
-                if stopping() {
+                // Paused: the unit waits in the store; later messages are read again
+                // once the credentials work, from the cursor just past it.
+                if stopping() || report.paused.is_some() {
                     return Ok(());
                 }
             }
@@ -263,6 +269,9 @@ impl<'a> CatchUp<'a> {
         }
         for unit in units(trigger.per, found) {
             self.run_unit(wf, trigger, unit, options, report).await?;
+            if report.paused.is_some() {
+                break;
+            }
         }
         Ok(())
     }
@@ -375,12 +384,33 @@ impl<'a> CatchUp<'a> {
                 }
                 self.post_action(trigger, &ids, report).await;
             }
+            Err(e) if e.recovery == Recovery::Pause => {
+                // The account is at fault, not the message: it waits with its attempts
+                // untouched and is tried again when the pause probe falls due.
+                for row in &mut rows {
+                    row.status = Handling::Pending;
+                    row.last_error = Some(e.to_string());
+                    row.next_attempt = now + PAUSE_PROBE;
+                    self.runner
+                        .store
+                        .put_handled(&wf.name, account, row)
+                        .map_err(store_failure)?;
+                }
+                let line = format!(
+                    "run for message(s) {ids:?} of `{account}` failed on the account's credentials: {e}; the trigger is paused, the message(s) wait with their attempts untouched and run once the credentials work again"
+                );
+                tracing::error!("workflow `{}`: {line}", wf.name);
+                report.lines.push(line);
+                report.paused = Some(e.to_string());
+                report.failed.push(e);
+            }
             Err(e) => {
                 let mut dead = Vec::new();
+                let at_once = e.recovery == Recovery::DeadLetter;
                 for row in &mut rows {
                     row.attempts += 1;
                     row.last_error = Some(e.to_string());
-                    if row.attempts >= trigger.retry.attempts {
+                    if at_once || row.attempts >= trigger.retry.attempts {
                         row.status = Handling::Dead;
                         dead.push(row.message.clone());
                     } else {
@@ -398,6 +428,10 @@ impl<'a> CatchUp<'a> {
                     format!(
                         "run for message(s) {ids:?} of `{account}` failed (attempt {attempts} of {}): {e}; it will be retried",
                         trigger.retry.attempts
+                    )
+                } else if at_once {
+                    format!(
+                        "run for message(s) {ids:?} of `{account}` failed: {e}; retrying cannot help until the input, the workflow or the config changes, so the message(s) go to the dead letters now"
                     )
                 } else {
                     format!(

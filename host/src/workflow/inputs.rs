@@ -209,20 +209,38 @@ fn addresses(list: &AddressList, field: &str) -> FieldResult<Vec<Address>> {
     }
 }
 
+/// Why a step's message could not be built.
+#[derive(Debug)]
+pub struct MessageError {
+    pub field: String,
+    pub reason: String,
+    /// True when reading a file failed: the host's own I/O, which a later try may pass.
+    pub io: bool,
+}
+
+impl From<(String, String)> for MessageError {
+    fn from((field, reason): (String, String)) -> Self {
+        Self {
+            field,
+            reason,
+            io: false,
+        }
+    }
+}
+
 /// Builds the WIT message; attachment paths are read relative to `dir`.
-pub fn message(m: &MessageInput, dir: &Path) -> FieldResult<OutgoingMessage> {
+pub fn message(m: &MessageInput, dir: &Path) -> Result<OutgoingMessage, MessageError> {
     let mut attachments = Vec::with_capacity(m.attachments.len());
     for (i, a) in m.attachments.iter().enumerate() {
         let field = format!("with.message.attachments[{i}]");
         let data = match (&a.path, &a.text) {
-            (Some(path), None) => std::fs::read(dir.join(path)).map_err(|e| {
-                (
-                    format!("{field}.path"),
-                    format!("cannot read {}: {e}", dir.join(path).display()),
-                )
+            (Some(path), None) => std::fs::read(dir.join(path)).map_err(|e| MessageError {
+                field: format!("{field}.path"),
+                reason: format!("cannot read {}: {e}", dir.join(path).display()),
+                io: true,
             })?,
             (None, Some(text)) => text.clone().into_bytes(),
-            _ => return Err((field, "give exactly one of `path` or `text`".into())),
+            _ => return Err((field, "give exactly one of `path` or `text`".into()).into()),
         };
         attachments.push(Attachment {
             name: a.name.clone(),

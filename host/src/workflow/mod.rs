@@ -31,7 +31,7 @@ pub async fn run(runner: &Runner<'_>, wf: &Workflow) -> Result<RunReport, RunErr
             step: first.step.clone(),
             field: first.field.clone(),
             reason: first.reason.clone(),
-            retryable: first.retryable,
+            recovery: first.recovery,
         }),
         None => Ok(report),
     }

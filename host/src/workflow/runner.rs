@@ -11,10 +11,10 @@ use super::inputs::{self, ReadMailboxInput, SendMailInput};
 use super::{Action, Step, Workflow, expr};
 use crate::BoxFuture;
 use crate::app::App;
-use crate::bindings::MailError;
 use crate::bindings::actions::{Filter, MailboxPage, Receipt};
 use crate::bindings::mailbox::{Cursor, SizeCap};
 use crate::bindings::types::OutgoingMessage;
+use crate::bindings::{MailError, Recovery};
 use crate::caps::mailbox::Watch;
 use crate::runtime::{Runtime, StepError};
 use crate::store::Store;
@@ -83,8 +83,8 @@ pub struct RunError {
     pub step: String,
     pub field: Option<String>,
     pub reason: String,
-    /// Whether retrying the run later can succeed.
-    pub retryable: bool,
+    /// What to do with the message(s) the run was for.
+    pub recovery: Recovery,
 }
 
 impl RunError {
@@ -93,8 +93,13 @@ impl RunError {
             step: step.to_owned(),
             field: field.map(str::to_owned),
             reason: reason.into(),
-            retryable: false,
+            recovery: Recovery::DeadLetter,
         }
+    }
+
+    /// Whether retrying the run later, unchanged, can succeed.
+    pub fn retryable(&self) -> bool {
+        self.recovery == Recovery::Retry
     }
 
     pub(super) fn from_step(step: &str, field_prefix: &str, e: StepError) -> Self {
@@ -108,14 +113,22 @@ impl RunError {
                 Self::new(step, Some(&field), f.reason)
             }
             StepError::Mail(e) if e.is_retryable() => Self {
-                retryable: true,
+                recovery: Recovery::Retry,
                 ..Self::new(
                     step,
                     None,
                     format!("temporary failure, retry later: {}", e.message()),
                 )
             },
-            other => Self::new(step, None, other.to_string()),
+            StepError::Mail(e) => Self {
+                recovery: e.recovery(),
+                ..Self::new(step, None, e.describe().to_string())
+            },
+            // The sandbox's limits and traps: retried with backoff, as host I/O is.
+            other => Self {
+                recovery: Recovery::Retry,
+                ..Self::new(step, None, other.to_string())
+            },
         }
     }
 }
@@ -134,6 +147,9 @@ pub struct RunReport {
     /// Runs that failed, each with why; their messages wait for a retry or went to the
     /// dead letters.
     pub failed: Vec<RunError>,
+    /// Set when a run failed on the account's credentials: the trigger pauses, and this
+    /// says why and how to fix it.
+    pub paused: Option<String>,
     /// Messages that went to the dead letters in this catch-up.
     pub dead: usize,
     /// Messages seen again (after a UIDVALIDITY change) that were already handled.
@@ -278,7 +294,15 @@ impl<'a> Runner<'a> {
         match step.action {
             Action::SendMail => {
                 let input: SendMailInput = inputs::parse(&with, "with").map_err(fail)?;
-                let message = inputs::message(&input.message, &wf.dir).map_err(fail)?;
+                let message = inputs::message(&input.message, &wf.dir).map_err(|e| RunError {
+                    // A file that cannot be read now may be there later: host I/O backs off.
+                    recovery: if e.io {
+                        Recovery::Retry
+                    } else {
+                        Recovery::DeadLetter
+                    },
+                    ..RunError::new(&step.id, Some(&e.field), e.reason)
+                })?;
                 let receipt = self
                     .actions
                     .send_mail(&step.id, &input.account, &message)

@@ -116,6 +116,21 @@ async fn watch_one(
                 failures = 0;
                 row.last_ok = Some(crate::unix_now());
                 row.unhandled_since = oldest_unhandled(store, name, account);
+                // A pause lasts until a run succeeds: a catch-up with nothing due proves
+                // nothing about the credentials.
+                if let Some(why) = report.paused.take() {
+                    if row.paused.is_none() {
+                        raise_alert(
+                            events,
+                            &mut row,
+                            format!("runs fail on the credentials of `{account}`; paused: {why}"),
+                            &mut last_alert,
+                        );
+                    }
+                    row.paused = Some(why);
+                } else if report.runs > 0 {
+                    row.paused = None;
+                }
             }
             Err(e) => {
                 failures += 1;

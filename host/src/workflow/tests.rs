@@ -23,6 +23,8 @@ struct FakeActions {
     reads: Mutex<Vec<(String, String, u32)>>,
     inbox: Vec<ReceivedMessage>,
     fail_send: Option<MailError>,
+    /// When set, sends fail with this until it is cleared (it wins over `fail_send`).
+    failing: Mutex<Option<MailError>>,
 }
 
 impl Actions for FakeActions {
@@ -33,6 +35,9 @@ impl Actions for FakeActions {
         message: &'a OutgoingMessage,
     ) -> BoxFuture<'a, Result<Receipt, StepError>> {
         Box::pin(async move {
+            if let Some(e) = self.failing.lock().unwrap().clone() {
+                return Err(StepError::Mail(e));
+            }
             if let Some(e) = &self.fail_send {
                 return Err(StepError::Mail(e.clone()));
             }
@@ -54,7 +59,7 @@ impl Actions for FakeActions {
         step: &'a str,
         account: &'a str,
         _filter: &'a Filter,
-        _after: Option<Cursor>,
+        after: Option<Cursor>,
         limit: u32,
         _cap: Option<SizeCap>,
     ) -> BoxFuture<'a, Result<MailboxPage, StepError>> {
@@ -63,10 +68,20 @@ impl Actions for FakeActions {
                 .lock()
                 .unwrap()
                 .push((step.to_owned(), account.to_owned(), limit));
-            let messages: Vec<ReceivedMessage> =
-                self.inbox.iter().take(limit as usize).cloned().collect();
+            // This fake's ids and cursors are plain numbers.
+            let from: u32 = after.map(|c| c.parse().unwrap()).unwrap_or(0);
+            let messages: Vec<ReceivedMessage> = self
+                .inbox
+                .iter()
+                .filter(|m| m.id.parse::<u32>().unwrap() > from)
+                .take(limit as usize)
+                .cloned()
+                .collect();
             Ok(MailboxPage {
-                next_cursor: messages.last().map(|m| m.id.clone()).unwrap_or_default(),
+                next_cursor: messages
+                    .last()
+                    .map(|m| m.id.clone())
+                    .unwrap_or(from.to_string()),
                 restarted: false,
                 scanned: messages.len() as u32,
                 more: false,
@@ -74,6 +89,74 @@ impl Actions for FakeActions {
                 messages,
             })
         })
+    }
+}
+
+/// A mailbox whose ids and cursors are plain numbers; only the cursor arithmetic and the
+/// post-actions' bookkeeping are real.
+#[derive(Default)]
+struct NumberedMailbox {
+    flagged: Mutex<Vec<String>>,
+}
+
+impl crate::caps::mailbox::Backend for NumberedMailbox {
+    fn fetch_after(
+        &self,
+        _: Option<String>,
+        _: u32,
+        _: crate::bindings::mailbox::Search,
+        _: Option<SizeCap>,
+    ) -> BoxFuture<'_, Result<crate::bindings::mailbox::Batch, MailError>> {
+        Box::pin(async { Err(MailError::Permanent("not in this fake".into())) })
+    }
+    fn fetch(
+        &self,
+        _: String,
+    ) -> BoxFuture<'_, Result<crate::bindings::mailbox::RawMessage, MailError>> {
+        Box::pin(async { Err(MailError::Permanent("not in this fake".into())) })
+    }
+    fn set_flags(
+        &self,
+        ids: Vec<String>,
+        _: Vec<crate::bindings::mailbox::Flag>,
+        _: Vec<crate::bindings::mailbox::Flag>,
+    ) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async move {
+            self.flagged.lock().unwrap().extend(ids);
+            Ok(())
+        })
+    }
+    fn move_to(&self, _: Vec<String>, _: String) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Watch for NumberedMailbox {
+    fn count_after(&self, _: Option<String>) -> BoxFuture<'_, Result<u64, MailError>> {
+        Box::pin(async { Ok(0) })
+    }
+    fn delete(&self, _: Vec<String>) -> BoxFuture<'_, Result<(), MailError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn wait_for_change(
+        &self,
+        _: crate::caps::mailbox::WaitPlan,
+    ) -> BoxFuture<'_, Result<crate::caps::mailbox::Wake, MailError>> {
+        Box::pin(std::future::pending())
+    }
+    fn cursor_after(&self, id: &str) -> Option<String> {
+        Some(id.to_owned())
+    }
+    fn cursor_before(&self, id: &str) -> Option<String> {
+        Some((id.parse::<u32>().ok()? - 1).to_string())
+    }
+}
+
+struct OneMailbox(Arc<NumberedMailbox>);
+
+impl Mailboxes for OneMailbox {
+    fn mailbox(&self, _account: &str) -> Option<Arc<dyn Watch>> {
+        Some(self.0.clone())
     }
 }
 
@@ -248,7 +331,7 @@ async fn an_unknown_name_fails_naming_the_step_and_field() {
     let e = &report.failed[0];
     assert_eq!(e.step, "s");
     assert_eq!(e.field.as_deref(), Some("with.message.subject"), "{e}");
-    assert!(!e.retryable);
+    assert!(!e.retryable());
     assert!(actions.sent.lock().unwrap().is_empty());
 }
 
@@ -288,7 +371,7 @@ async fn the_plugins_invalid_input_names_the_workflow_field() {
     .await;
     let e = &report.failed[0];
     assert_eq!(e.field.as_deref(), Some("with.message.to[0].email"), "{e}");
-    assert!(!e.retryable);
+    assert!(!e.retryable());
     assert_eq!(
         e.to_string(),
         "step `s` failed at `with.message.to[0].email`: `x` has no @"
@@ -303,6 +386,14 @@ async fn only_transient_failures_are_retryable() {
         (MailError::AuthFailed("535 refused".into()), false),
         (MailError::NotFound("no account `out`".into()), false),
     ] {
+        assert_eq!(
+            error.recovery(),
+            match &error {
+                MailError::Transient(_) => crate::bindings::Recovery::Retry,
+                MailError::AuthFailed(_) => crate::bindings::Recovery::Pause,
+                _ => crate::bindings::Recovery::DeadLetter,
+            }
+        );
         let f = fixture();
         let actions = FakeActions {
             fail_send: Some(error.clone()),
@@ -315,7 +406,7 @@ async fn only_transient_failures_are_retryable() {
         )
         .await;
         let e = &report.failed[0];
-        assert_eq!(e.retryable, retryable, "{error:?}: {e}");
+        assert_eq!(e.retryable(), retryable, "{error:?}: {e}");
         assert_eq!(error.is_retryable(), retryable);
         assert!(
             e.reason.contains(error.message()),
@@ -358,4 +449,142 @@ fn mail_errors_name_their_kind_and_describe_themselves() {
         e.describe().to_string(),
         "field `message.subject`: contains a line break"
     );
+}
+
+const TRIGGERED: &str = r#"
+name: triggered
+trigger:
+  mailbox:
+    account: inbox
+    retry: { attempts: 5, backoff: 1s }
+steps:
+  - id: send
+    action: send-mail
+    with:
+      account: out
+      message: { to: ops@example.com, subject: "${{ trigger.message.subject }}" }
+"#;
+
+async fn run_triggered(
+    f: &Fixture,
+    actions: &FakeActions,
+    mailbox: &Arc<NumberedMailbox>,
+) -> RunReport {
+    std::fs::write(&f.path, TRIGGERED).unwrap();
+    let wf = Workflow::load(&f.path).unwrap();
+    let mailboxes = OneMailbox(mailbox.clone());
+    let runner = Runner {
+        actions,
+        store: &f.store,
+        mailboxes: &mailboxes,
+        events: &Silent,
+    };
+    run_with(&runner, &wf, RunOptions::default()).await.unwrap()
+}
+
+fn three() -> Vec<ReceivedMessage> {
+    ["one", "two", "three"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| received(i as u32 + 1, s, "a@example.com"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_input_failure_dead_letters_each_message_after_one_attempt() {
+    let f = fixture();
+    let mailbox = Arc::new(NumberedMailbox::default());
+    let actions = FakeActions {
+        inbox: three(),
+        fail_send: Some(MailError::InvalidInput(FieldError {
+            field: "message.to[0].email".into(),
+            reason: "no such address".into(),
+        })),
+        ..FakeActions::default()
+    };
+    let report = run_triggered(&f, &actions, &mailbox).await;
+    assert_eq!((report.runs, report.dead), (0, 3), "{:?}", report.lines);
+    let dead = f
+        .store
+        .handled_in("triggered", "inbox", crate::store::Handling::Dead, None)
+        .unwrap();
+    assert_eq!(dead.len(), 3);
+    for row in dead {
+        assert_eq!(row.attempts, 1, "{row:?}");
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap()
+                .contains("with.message.to[0].email"),
+            "{row:?}"
+        );
+    }
+    assert_eq!(*mailbox.flagged.lock().unwrap(), ["1", "2", "3"]);
+    assert!(report.paused.is_none());
+}
+
+#[tokio::test]
+async fn a_credentials_failure_pauses_keeps_attempts_and_resumes_once_they_work() {
+    let f = fixture();
+    let mailbox = Arc::new(NumberedMailbox::default());
+    let actions = FakeActions {
+        inbox: three(),
+        failing: Mutex::new(Some(MailError::AuthFailed(
+            "account `out` needs authorization: run `flowmail authorize --account out`".into(),
+        ))),
+        ..FakeActions::default()
+    };
+    let report = run_triggered(&f, &actions, &mailbox).await;
+    let paused = report.paused.as_deref().unwrap();
+    assert!(paused.contains("flowmail authorize"), "{paused}");
+    assert_eq!((report.runs, report.dead), (0, 0));
+    let waiting = f
+        .store
+        .handled_in("triggered", "inbox", crate::store::Handling::Pending, None)
+        .unwrap();
+    assert_eq!(waiting.len(), 1, "the trigger stopped at the first failure");
+    assert_eq!(waiting[0].attempts, 0, "a pause costs no attempt");
+    assert_eq!(
+        f.store.cursor("triggered", "inbox").unwrap().as_deref(),
+        Some("1")
+    );
+
+    // Paused again while the account is still refused: still no attempt is used.
+    let again = run_triggered(&f, &actions, &mailbox).await;
+    assert!(again.paused.is_some());
+    let row = f
+        .store
+        .handled("triggered", "inbox", "id:1@test")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.status, row.attempts),
+        (crate::store::Handling::Pending, 0)
+    );
+
+    // The credentials work again: every message runs, once.
+    *actions.failing.lock().unwrap() = None;
+    let report = run_triggered(&f, &actions, &mailbox).await;
+    assert!(
+        report.paused.is_none() && report.failed.is_empty(),
+        "{:?}",
+        report.lines
+    );
+    let mut subjects: Vec<String> = actions
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, m)| m.subject.clone())
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["one", "three", "two"]);
+    let done = f
+        .store
+        .handled_in("triggered", "inbox", crate::store::Handling::Done, None)
+        .unwrap();
+    assert_eq!(done.len(), 3);
+    assert!(done.iter().all(|r| r.attempts == 1), "{done:?}");
+    let nothing = run_triggered(&f, &actions, &mailbox).await;
+    assert_eq!(nothing.runs, 0);
 }

@@ -207,3 +207,107 @@ fn a_long_catch_up_reports_progress_in_plain_lines_when_not_on_a_terminal() {
     // Four batches of at most two messages; three of them hold alerts.
     assert_eq!(outbox(dir.path()).len(), 3, "{}", text(&out.stdout));
 }
+
+#[test]
+fn a_step_failing_on_its_input_dead_letters_at_once_and_status_shows_why() {
+    let dir = demo("");
+    std::fs::create_dir_all(dir.path().join("served")).unwrap();
+    // The recipient can never be valid: retrying cannot help.
+    std::fs::write(
+        dir.path().join("served/bad.yaml"),
+        FORWARD
+            .replace("name: forward", "name: bad")
+            .replace("to: oncall@demo.example", "to: \"not an address\"")
+            .replace(
+                "on_success: seen",
+                "on_success: seen\n    retry: { attempts: 5, backoff: 1s }",
+            ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "served"])
+        .env_remove("RUST_LOG")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let dead = || {
+        let json = flowmail(dir.path(), &["status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&json.stdout)
+            .ok()
+            .and_then(|v| v[0]["dead_letters"].as_u64())
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while dead() != 4 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the four alerts did not reach the dead letters; status: {}\nserve: {}",
+            text(&flowmail(dir.path(), &["status"]).stdout),
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Well past the first backoff: no message was tried a second time.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let json = flowmail(dir.path(), &["status", "--json"]);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let s = &parsed[0];
+    assert_eq!(s["dead_letters"], 4, "{s}");
+    assert_eq!(s["waiting_for_retry"], 0, "{s}");
+    let letters = s["latest_dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 4, "{s}");
+    for d in letters {
+        assert_eq!(d["attempts"], 1, "{d}");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(reason.contains("with.message.to"), "{reason}");
+    }
+    // Flagged in the mailbox, not marked seen: the dead-letter action, not the post-action.
+    let flagged = std::fs::read_dir(dir.path().join("workflows/demo-mailbox/cur"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(":2,F"))
+        .count();
+    assert_eq!(flagged, 4);
+    let text_status = text(&flowmail(dir.path(), &["status"]).stdout);
+    assert!(
+        text_status.contains("after 1 attempt(s): step `fwd` failed at `with.message.to"),
+        "{text_status}"
+    );
+
+    // Status reads the store only: a secret it does not need may be missing.
+    let config = std::fs::read_to_string(dir.path().join("flowmail.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("flowmail.toml"),
+        format!(
+            "{config}\n[accounts.relay]\n[accounts.relay.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
+             [accounts.relay.auth]\nkind = \"basic\"\nusername = \"u\"\npassword = {{ env = \"FLOWMAIL_TEST_UNSET_SECRET\" }}\n"
+        ),
+    )
+    .unwrap();
+    let status = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["status"])
+        .env_remove("FLOWMAIL_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    // A reader that stops early is no error.
+    let piped = Command::new("sh")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!("{BIN} status --json | head -c 5"))
+        .output()
+        .unwrap();
+    assert!(
+        !text(&piped.stderr).contains("panicked"),
+        "{}",
+        text(&piped.stderr)
+    );
+}
