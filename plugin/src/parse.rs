@@ -122,6 +122,13 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
     {
         return Err("has a From header without a valid address".into());
     }
+    let depth = multipart_depth(&message);
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "has multiparts nested {depth} deep, over the limit of {MAX_DEPTH}; no mail client builds such a message"
+        ));
+    }
+    let closings = ClosingDelimiters::scan(data);
     for part in &message.parts {
         if part.is_encoding_problem {
             return Err("has a body part whose transfer encoding is broken".into());
@@ -131,13 +138,13 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
             let Some(boundary) = boundary else {
                 return Err("has a multipart body without a boundary".into());
             };
-            let body = data
-                .get(part.offset_body as usize..part.offset_end as usize)
-                .unwrap_or_default();
-            let closing = format!("--{boundary}--");
-            if !contains(body, closing.as_bytes()) {
+            if !closings.within(
+                boundary.as_bytes(),
+                part.offset_body as usize,
+                part.offset_end as usize,
+            ) {
                 return Err(format!(
-                    "has a multipart body that is truncated: its closing boundary `{closing}` is missing"
+                    "has a multipart body that is truncated: its closing boundary `--{boundary}--` is missing"
                 ));
             }
         }
@@ -145,8 +152,58 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
     Ok(message)
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+/// How deeply multiparts may nest: real mail stays in single digits; beyond this a message
+/// is built to exhaust its readers.
+pub const MAX_DEPTH: usize = 64;
+
+/// How deeply the multiparts of `message` nest (0 for a single-part message).
+fn multipart_depth(message: &Message<'_>) -> usize {
+    let mut deepest = 0;
+    let mut todo: Vec<(usize, usize)> = vec![(0, 0)];
+    while let Some((index, depth)) = todo.pop() {
+        if let Some(PartType::Multipart(children)) = message.parts.get(index).map(|p| &p.body) {
+            deepest = deepest.max(depth + 1);
+            // Each part is listed by one parent, so this visits every part once.
+            todo.extend(children.iter().map(|c| (*c as usize, depth + 1)));
+        }
+    }
+    deepest
+}
+
+/// Where the closing delimiters (`--boundary--` at the start of a line) of a message are,
+/// found in one pass, so that checking every multipart costs no more than reading the
+/// message once.
+struct ClosingDelimiters<'a> {
+    at: std::collections::HashMap<&'a [u8], Vec<usize>>,
+}
+
+impl<'a> ClosingDelimiters<'a> {
+    fn scan(data: &'a [u8]) -> Self {
+        let mut at: std::collections::HashMap<&'a [u8], Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut start = 0;
+        while start < data.len() {
+            let end = data[start..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(data.len(), |n| start + n);
+            let line = data[start..end].trim_ascii_end();
+            if line.len() >= 4 && line.starts_with(b"--") && line.ends_with(b"--") {
+                at.entry(&line[2..line.len() - 2]).or_default().push(start);
+            }
+            start = end + 1;
+        }
+        Self { at }
+    }
+
+    /// Whether the closing delimiter of `boundary` starts a line in `from..to`.
+    fn within(&self, boundary: &[u8], from: usize, to: usize) -> bool {
+        self.at.get(boundary).is_some_and(|lines| {
+            // The positions are ascending: the first at or after `from` decides.
+            let i = lines.partition_point(|p| *p < from);
+            lines.get(i).is_some_and(|p| *p < to)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -204,5 +261,49 @@ mod tests {
             let err = parse(&raw(1, m)).unwrap_err();
             assert!(err.contains(needle), "{m:?}: {err}");
         }
+    }
+
+    /// A multipart nested `depth` deep, each level closed properly, with a text leaf.
+    fn nested(depth: usize) -> String {
+        let mut m = String::from("From: a@example.com\r\nSubject: deep\r\n");
+        for level in 0..depth {
+            m.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{level}\"\r\n\r\n--b{level}\r\n"
+            ));
+        }
+        m.push_str("Content-Type: text/plain\r\n\r\nleaf\r\n");
+        for level in (0..depth).rev() {
+            m.push_str(&format!("--b{level}--\r\n"));
+        }
+        m
+    }
+
+    #[test]
+    fn nesting_is_checked_in_one_pass_and_capped() {
+        let ok = parse(&raw(1, &nested(10))).unwrap();
+        assert_eq!(ok.text.as_deref(), Some("leaf"));
+        // 20,000 levels: the check reads the message once, so this is quick, and the
+        // message is refused with its depth named.
+        let deep = nested(20_000);
+        let err = parse(&raw(2, &deep)).unwrap_err();
+        assert!(
+            err.contains("nested") && err.contains("limit of 64"),
+            "{err}"
+        );
+        let depth: usize = err.split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+        assert!(depth > 64, "{err}");
+    }
+
+    #[test]
+    fn a_closing_delimiter_counts_only_at_the_start_of_a_line_of_its_own_part() {
+        // The inner part never closes; the outer closing delimiter does not close it.
+        let m = "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=out\r\n\r\n--out\r\n\
+                 Content-Type: multipart/alternative; boundary=in\r\n\r\n--in\r\nContent-Type: text/plain\r\n\r\n\
+                 text mentioning --in-- mid-line\r\n--out--\r\n";
+        let err = parse(&raw(1, m)).unwrap_err();
+        assert!(err.contains("`--in--` is missing"), "{err}");
+        // Transport padding after a delimiter is allowed.
+        let padded = m.replace("--out--\r\n", "--in--  \r\n--out--\t\r\n");
+        assert!(parse(&raw(2, &padded)).is_ok());
     }
 }
