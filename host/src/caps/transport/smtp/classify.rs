@@ -125,7 +125,13 @@ pub fn classify(failure: &Failure, server: &str, secrets: &[&str]) -> MailError 
                 ),
             },
         },
-        Cause::Smtp(e) => {
+        Cause::AfterData(e) if e.status().is_none() => (
+            MailError::Transient,
+            format!(
+                "the session with {server} broke after the message was sent, before the server confirmed it ({e}); it may have been queued, so it was not sent again automatically"
+            ),
+        ),
+        Cause::Smtp(e) | Cause::AfterData(e) => {
             let text = e.to_string();
             let code = e.status().map(|c| c.to_string()).unwrap_or_default();
             let auth_reply = failure.stage == Stage::Auth && (e.is_permanent() || e.is_transient());

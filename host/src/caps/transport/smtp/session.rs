@@ -8,7 +8,9 @@ use base64::Engine as _;
 use lettre::address::{Address as LettreAddress, Envelope as LettreEnvelope};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
 use super::wire::{self, WireError};
@@ -71,6 +73,9 @@ pub struct Failure {
 pub enum Cause {
     Wire(WireError),
     Smtp(lettre::transport::smtp::Error),
+    /// The message's content had been sent (after DATA) when this happened. Without a reply
+    /// from the server the outcome is unknown: it may have been queued.
+    AfterData(lettre::transport::smtp::Error),
     Token(MailError),
     Address(String),
     TimedOut(Duration),
@@ -310,13 +315,33 @@ pub async fn transaction(
         stage: Stage::Transaction,
         cause: Cause::Address(e),
     })?;
-    // The DATA phase of a large message may take long; scale the limit with its size.
+    // MAIL, RCPT and DATA: if the session breaks here, nothing was delivered.
+    let mut options = Vec::new();
+    let non_ascii = |a: &str| !a.is_ascii();
+    if non_ascii(&envelope.sender) || envelope.recipients.iter().any(|r| non_ascii(r)) {
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let prelude = async {
+        conn.command(Mail::new(addresses.from().cloned(), options))
+            .await?;
+        for to in addresses.to() {
+            conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
+        }
+        conn.command(Data).await
+    };
+    timed(Stage::Transaction, timeout, prelude, Cause::Smtp).await?;
+    // The content and its final dot. From here a lost reply leaves the outcome unknown, so
+    // the failure says so and is never retried silently. A large message may take long;
+    // the limit scales with its size.
     let limit = timeout + Duration::from_secs(message.len() as u64 / (256 * 1024));
     timed(
         Stage::Transaction,
         limit,
-        conn.send(&addresses, message),
-        Cause::Smtp,
+        conn.message(message),
+        Cause::AfterData,
     )
     .await
 }
