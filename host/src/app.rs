@@ -171,6 +171,18 @@ impl App {
         }
     }
 
+    /// Keeps refresh tokens alive for as long as the process runs: every `period`
+    /// (daily in `flowmail serve`), each idle refresh token is refreshed before its
+    /// provider lets it lapse. Never returns; drop the future to stop.
+    pub async fn keep_tokens_alive_every(&self, period: Duration) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.keep_tokens_alive().await;
+        }
+    }
+
     /// Rebuilds `account`'s backends and credentials from `config`, or removes them when
     /// `config` no longer has the account. Steps already running keep the backends they
     /// started with; the next step gets the new ones.

@@ -425,6 +425,43 @@ async fn client_credentials_and_keep_alive() {
     assert!(s.manager.keep_alive().await.unwrap());
     assert_eq!(oauth.grants("refresh_token").unwrap(), 1);
     assert!(!s.manager.keep_alive().await.unwrap());
+
+    // A long-running process keeps them alive on a schedule, not only at its start.
+    let (app, store) = s.ws.app(None, Audit::default()).unwrap();
+    let scheduled = tokio::spawn({
+        let app = app.clone();
+        async move {
+            app.keep_tokens_alive_every(Duration::from_millis(200))
+                .await
+        }
+    });
+    let row = store.tokens("o365").unwrap().unwrap();
+    let idle = TokenRow {
+        version: row.version + 1,
+        refreshed_at: row.refreshed_at - 31 * 86_400,
+        ..row
+    };
+    assert!(
+        store
+            .put_tokens("o365", Some(idle.version - 1), &idle)
+            .unwrap()
+    );
+    let start = std::time::Instant::now();
+    while oauth.grants("refresh_token").unwrap() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the scheduled keep-alive never refreshed the idle token"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several more ticks: a fresh refresh token is left alone.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    scheduled.abort();
+    assert_eq!(
+        oauth.grants("refresh_token").unwrap(),
+        2,
+        "once, not every tick"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,5 +514,52 @@ async fn the_authorize_command_prints_the_url_and_stores_the_tokens() {
         oauth
             .is_active(manager.access_token().await.unwrap().expose())
             .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_xoauth2_refreshes_once_after_the_server_refuses_the_token() {
+    let oauth = OAuth::start().unwrap();
+    let stack = MailStack::start(Some(&oauth)).unwrap();
+    let accounts = format!(
+        "{OUTBOX}\n[accounts.o365.mailbox]\nkind = \"imap\"\nhost = \"localhost\"\nport = {}\nssl = true\nca_file = \"{}\"",
+        stack.ports.imaps,
+        stack.certs.ca.display()
+    );
+    let s = authorized(&oauth, &accounts).await;
+    let mail = format!(
+        "From: a@demo.example\r\nTo: {USER}\r\nSubject: via a refreshed token\r\nMessage-ID: <r@demo.example>\r\n\r\nhi\r\n"
+    );
+    stack.seed(USER, "", &[mail.as_bytes()]).unwrap();
+    let filter = flowmail::bindings::actions::Filter {
+        sender_contains: None,
+        subject_contains: None,
+        has_attachment: None,
+        since: None,
+        unseen: None,
+    };
+    let read = |app: Arc<App>| {
+        let filter = filter.clone();
+        async move {
+            app.runtime()
+                .unwrap()
+                .read_mailbox("read", "o365", &filter, None, 10, None)
+                .await
+        }
+    };
+    let (app, _) = s.ws.app(None, Audit::default()).unwrap();
+    assert_eq!(read(app).await.unwrap().messages.len(), 1);
+    assert_eq!(oauth.grants("refresh_token").unwrap(), 0);
+
+    // The provider expires the token early; a new connection's login is refused once,
+    // the token is refreshed, and reading goes on.
+    oauth.expire_all().unwrap();
+    let (app, _) = s.ws.app(None, Audit::default()).unwrap();
+    let page = read(app).await.unwrap();
+    assert_eq!(page.messages[0].subject, "via a refreshed token");
+    assert_eq!(
+        oauth.grants("refresh_token").unwrap(),
+        1,
+        "one refresh after the refusal"
     );
 }

@@ -167,9 +167,13 @@ pub async fn serve(config: &Path, plugin: Plugin, paths: &[PathBuf]) -> anyhow::
         std::process::exit(130);
     };
     let work = flowmail::workflow::serve::serve(&runner, &workflows, rx);
+    // A process that runs for months must keep its refresh tokens alive too, not only
+    // at start.
+    let keep_alive = app.keep_tokens_alive_every(std::time::Duration::from_secs(24 * 3600));
     tokio::select! {
         r = work => r?,
         () = async { signals.await; } => {}
+        () = keep_alive => {}
     }
     Ok(())
 }

@@ -23,6 +23,8 @@ pub(super) enum Failure {
     IdleDropped,
     /// A session broke again right after being reopened.
     KeepsBreaking,
+    /// The server refused the access token, and refreshing it failed too.
+    TokenRefused { reply: String, refresh: String },
 }
 
 impl Failure {
@@ -74,6 +76,9 @@ impl Failure {
             Failure::KeepsBreaking => {
                 MailError::Transient(format!("the IMAP session to {server} keeps breaking"))
             }
+            Failure::TokenRefused { reply, refresh } => MailError::AuthFailed(format!(
+                "{server} refused the access token ({reply}), and refreshing it failed: {refresh}"
+            )),
         }
     }
 }

@@ -158,12 +158,35 @@ impl Imap {
                 .await
                 .map_err(|(e, _)| classify(&server, "authentication", e))?,
             ImapAuth::OAuth2 { username, token } => {
+                let sasl = |access: &Secret| {
+                    XOAuth2(format!(
+                        "user={username}\x01auth=Bearer {}\x01\x01",
+                        access.expose()
+                    ))
+                };
+                let obtained = crate::unix_now();
                 let access = token.access_token().await?;
-                let sasl = format!("user={username}\x01auth=Bearer {}\x01\x01", access.expose());
-                client
-                    .authenticate("XOAUTH2", XOAuth2(sasl))
-                    .await
-                    .map_err(|(e, _)| classify(&server, "authentication", e))?
+                match client.authenticate("XOAUTH2", sasl(&access)).await {
+                    Ok(session) => session,
+                    // The server refused a token flowmail thought valid (revoked or expired
+                    // early): refresh it once and try again on the same connection, as
+                    // SMTP does.
+                    Err((async_imap::error::Error::No(text), client)) => {
+                        tracing::info!("{server} refused the access token; refreshing it once");
+                        let fresh = token.refresh_after_rejection(obtained).await.map_err(|e| {
+                            Failure::TokenRefused {
+                                reply: text.clone(),
+                                refresh: e.message().to_owned(),
+                            }
+                            .classify(&server)
+                        })?;
+                        client
+                            .authenticate("XOAUTH2", sasl(&fresh))
+                            .await
+                            .map_err(|(e, _)| classify(&server, "authentication", e))?
+                    }
+                    Err((e, _)) => return Err(classify(&server, "authentication", e)),
+                }
             }
         };
         let mailbox = session
