@@ -121,6 +121,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX handled_by_status ON handled (workflow, account, status, next_attempt);",
     // A trigger pauses when its account's credentials fail, and says why.
     "ALTER TABLE watch ADD COLUMN paused TEXT;",
+    // A post-action is recorded with the run's success and cleared once it took effect.
+    "ALTER TABLE handled ADD COLUMN post_pending INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Errors of the store.

@@ -51,6 +51,9 @@ pub struct HandledRow {
     pub first_seen: i64,
     pub next_attempt: i64,
     pub last_error: Option<String>,
+    /// The trigger's post-action (seen, move, delete) is still to be done for this
+    /// message: recorded with the run's success, cleared once it took effect.
+    pub post_pending: bool,
 }
 
 /// What `flowmail serve` last reported of one trigger, for `flowmail status`.
@@ -91,7 +94,8 @@ impl Store {
     pub fn handled(&self, workflow: &str, account: &str, key: &str) -> Result<Option<HandledRow>> {
         self.conn()?
             .query_row(
-                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error
+                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
+                    post_pending
                  FROM handled WHERE workflow = ?1 AND account = ?2 AND key = ?3",
                 params![workflow, account, key],
                 handled_row,
@@ -100,15 +104,35 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Messages of `workflow` whose run succeeded but whose post-action has not yet taken
+    /// effect (it failed, or the process died before it).
+    pub fn post_actions_pending(&self, workflow: &str, account: &str) -> Result<Vec<HandledRow>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
+                    post_pending
+                 FROM handled WHERE workflow = ?1 AND account = ?2 AND status = 'done'
+                   AND post_pending != 0
+                 ORDER BY first_seen, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![workflow, account], handled_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Writes the record of one message.
     pub fn put_handled(&self, workflow: &str, account: &str, row: &HandledRow) -> Result<()> {
         self.conn()?
             .execute(
                 "INSERT INTO handled (workflow, account, key, message, status, attempts,
-                    first_seen, next_attempt, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    first_seen, next_attempt, last_error, updated_at, post_pending)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (workflow, account, key) DO UPDATE SET
-                    message = excluded.message,
+                    message = excluded.message, post_pending = excluded.post_pending,
                     status = excluded.status, attempts = excluded.attempts,
                     next_attempt = excluded.next_attempt, last_error = excluded.last_error,
                     updated_at = excluded.updated_at",
@@ -122,7 +146,8 @@ impl Store {
                     row.first_seen,
                     row.next_attempt,
                     row.last_error,
-                    crate::unix_now()
+                    crate::unix_now(),
+                    row.post_pending
                 ],
             )
             .map(|_| ())
@@ -141,7 +166,8 @@ impl Store {
         let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
-                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error
+                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
+                    post_pending
                  FROM handled WHERE workflow = ?1 AND account = ?2 AND status = ?3
                    AND next_attempt <= ?4
                  ORDER BY first_seen, rowid",
@@ -264,5 +290,6 @@ fn handled_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HandledRow> {
         first_seen: r.get(4)?,
         next_attempt: r.get(5)?,
         last_error: r.get(6)?,
+        post_pending: r.get(7)?,
     })
 }

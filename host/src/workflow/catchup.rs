@@ -111,6 +111,7 @@ impl<'a> CatchUp<'a> {
                 .put_handled(&wf.name, account, &row)
                 .map_err(store_failure)?;
         }
+        self.finish_post_actions(wf, trigger, report).await?;
         let mut progress = false;
         // This process holds the workflow's lock, so the cursor is only written here.
         let mut cursor = self
@@ -335,6 +336,7 @@ impl<'a> CatchUp<'a> {
                     rows.push(HandledRow {
                         key,
                         message: m.id.clone(),
+                        post_pending: false,
                         status: Handling::Running,
                         attempts: 0,
                         first_seen: now,
@@ -373,16 +375,28 @@ impl<'a> CatchUp<'a> {
         match result {
             Ok(()) => {
                 report.runs += 1;
+                // Done and the post-action still to do are one write per message, so a
+                // crash between the run and its post-action leaves it recorded, not lost.
+                let post = trigger.on_success != PostAction::Nothing;
                 for row in &mut rows {
                     row.status = Handling::Done;
                     row.attempts += 1;
                     row.last_error = None;
+                    row.post_pending = post;
                     self.runner
                         .store
                         .put_handled(&wf.name, account, row)
                         .map_err(store_failure)?;
                 }
-                self.post_action(trigger, &ids, report).await;
+                if post && self.post_action(trigger, &ids, report).await {
+                    for row in &mut rows {
+                        row.post_pending = false;
+                        self.runner
+                            .store
+                            .put_handled(&wf.name, account, row)
+                            .map_err(store_failure)?;
+                    }
+                }
             }
             Err(e) if e.recovery == Recovery::Pause => {
                 // The account is at fault, not the message: it waits with its attempts
@@ -451,14 +465,51 @@ impl<'a> CatchUp<'a> {
         Ok(())
     }
 
-    /// The trigger's post-action after a successful run. A failure here is logged and
-    /// reported; the run stays done.
-    async fn post_action(&self, trigger: &MailboxTrigger, ids: &[String], report: &mut RunReport) {
+    /// Does the post-action of messages whose run succeeded but whose post-action did not
+    /// take effect yet (it failed, or the process died first). A message gone from the
+    /// mailbox needs none any more.
+    async fn finish_post_actions(
+        &self,
+        wf: &Workflow,
+        trigger: &MailboxTrigger,
+        report: &mut RunReport,
+    ) -> Result<(), RunError> {
+        let account = trigger.account.as_str();
+        let pending = self
+            .runner
+            .store
+            .post_actions_pending(&wf.name, account)
+            .map_err(store_failure)?;
+        for mut row in pending {
+            let done = trigger.on_success == PostAction::Nothing
+                || self
+                    .post_action(trigger, std::slice::from_ref(&row.message), report)
+                    .await;
+            if done {
+                row.post_pending = false;
+                self.runner
+                    .store
+                    .put_handled(&wf.name, account, &row)
+                    .map_err(store_failure)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The trigger's post-action after a successful run; true once it took effect (or the
+    /// messages are gone, so none is needed). A failure is logged and reported; the run
+    /// stays done and the post-action is tried again at the next catch-up.
+    async fn post_action(
+        &self,
+        trigger: &MailboxTrigger,
+        ids: &[String],
+        report: &mut RunReport,
+    ) -> bool {
         let Some(mailbox) = self.runner.mailboxes.mailbox(&trigger.account) else {
-            return;
+            return false;
         };
         let (what, result) = match &trigger.on_success {
-            PostAction::Nothing => return,
+            PostAction::Nothing => return true,
             PostAction::MarkSeen => (
                 "marking seen".to_owned(),
                 mailbox
@@ -471,13 +522,27 @@ impl<'a> CatchUp<'a> {
                 mailbox.move_to(ids.to_vec(), folder.clone()).await,
             ),
         };
-        if let Err(e) = result {
-            let line = format!(
-                "the run for message(s) {ids:?} succeeded, but {what} failed: {}",
-                e.describe()
-            );
-            tracing::error!("{line}");
-            report.lines.push(line);
+        match result {
+            Ok(()) => true,
+            // One of several is gone: the others still need theirs, one by one.
+            Err(crate::bindings::MailError::NotFound(_)) if ids.len() > 1 => {
+                let mut all = true;
+                for id in ids {
+                    all &=
+                        Box::pin(self.post_action(trigger, std::slice::from_ref(id), report)).await;
+                }
+                all
+            }
+            Err(crate::bindings::MailError::NotFound(_)) => true,
+            Err(e) => {
+                let line = format!(
+                    "the run for message(s) {ids:?} succeeded, but {what} failed: {}; it is tried again at the next catch-up",
+                    e.describe()
+                );
+                tracing::error!("{line}");
+                report.lines.push(line);
+                false
+            }
         }
     }
 

@@ -97,6 +97,8 @@ impl Actions for FakeActions {
 #[derive(Default)]
 struct NumberedMailbox {
     flagged: Mutex<Vec<String>>,
+    /// While set, flag changes fail as a dropped connection would.
+    flags_fail: Mutex<bool>,
 }
 
 impl crate::caps::mailbox::Backend for NumberedMailbox {
@@ -122,6 +124,9 @@ impl crate::caps::mailbox::Backend for NumberedMailbox {
         _: Vec<crate::bindings::mailbox::Flag>,
     ) -> BoxFuture<'_, Result<(), MailError>> {
         Box::pin(async move {
+            if *self.flags_fail.lock().unwrap() {
+                return Err(MailError::Transient("the connection was lost".into()));
+            }
             self.flagged.lock().unwrap().extend(ids);
             Ok(())
         })
@@ -470,7 +475,16 @@ async fn run_triggered(
     actions: &FakeActions,
     mailbox: &Arc<NumberedMailbox>,
 ) -> RunReport {
-    std::fs::write(&f.path, TRIGGERED).unwrap();
+    run_yaml_with(f, actions, mailbox, TRIGGERED).await
+}
+
+async fn run_yaml_with(
+    f: &Fixture,
+    actions: &FakeActions,
+    mailbox: &Arc<NumberedMailbox>,
+    yaml: &str,
+) -> RunReport {
+    std::fs::write(&f.path, yaml).unwrap();
     let wf = Workflow::load(&f.path).unwrap();
     let mailboxes = OneMailbox(mailbox.clone());
     let runner = Runner {
@@ -587,4 +601,42 @@ async fn a_credentials_failure_pauses_keeps_attempts_and_resumes_once_they_work(
     assert!(done.iter().all(|r| r.attempts == 1), "{done:?}");
     let nothing = run_triggered(&f, &actions, &mailbox).await;
     assert_eq!(nothing.runs, 0);
+}
+
+#[tokio::test]
+async fn a_post_action_that_failed_is_recorded_and_done_at_the_next_catch_up() {
+    let f = fixture();
+    let mailbox = Arc::new(NumberedMailbox::default());
+    *mailbox.flags_fail.lock().unwrap() = true;
+    let actions = FakeActions {
+        inbox: three(),
+        ..FakeActions::default()
+    };
+    let seen = TRIGGERED.replace("    retry:", "    on_success: seen\n    retry:");
+    let report = run_yaml_with(&f, &actions, &mailbox, &seen).await;
+    assert_eq!(report.runs, 3);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("tried again at the next catch-up")),
+        "{:?}",
+        report.lines
+    );
+    let pending = f.store.post_actions_pending("triggered", "inbox").unwrap();
+    assert_eq!(pending.len(), 3, "done, with the post-action still owed");
+    assert!(mailbox.flagged.lock().unwrap().is_empty());
+
+    // The mailbox works again: the next catch-up marks them seen, and runs nothing again.
+    *mailbox.flags_fail.lock().unwrap() = false;
+    let report = run_yaml_with(&f, &actions, &mailbox, &seen).await;
+    assert_eq!(report.runs, 0);
+    assert_eq!(*mailbox.flagged.lock().unwrap(), ["1", "2", "3"]);
+    assert!(
+        f.store
+            .post_actions_pending("triggered", "inbox")
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(actions.sent.lock().unwrap().len(), 3);
 }
