@@ -49,7 +49,13 @@ impl Progress {
     /// Counts `n` more messages looked at.
     pub fn advance(&mut self, n: u64) {
         match self {
-            Self::Bar(bar) => bar.inc(n),
+            Self::Bar(bar) => {
+                bar.inc(n);
+                // Mail that arrived during the catch-up: the total grows with it.
+                if bar.length().is_some_and(|len| bar.position() > len) {
+                    bar.set_length(bar.position());
+                }
+            }
             Self::Lines {
                 workflow,
                 total,
@@ -61,7 +67,10 @@ impl Progress {
                 if last.elapsed() >= Duration::from_secs(2) {
                     *last = Instant::now();
                     let rate = *done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                    eprintln!("{workflow}: {done}/{total} message(s) ({rate:.0}/s)");
+                    // Mail that arrived during the catch-up can take it past the count
+                    // taken at its start.
+                    let shown = (*done).max(*total);
+                    eprintln!("{workflow}: {done}/{shown} message(s) ({rate:.0}/s)");
                 }
             }
         }

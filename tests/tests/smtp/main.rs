@@ -342,7 +342,7 @@ async fn tls_policy_is_enforced_at_the_tls_stage() {
         "{tls}"
     );
     assert!(
-        trusted.stages[3].detail.contains("Plain"),
+        trusted.stages[3].detail.contains("AUTH PLAIN LOGIN"),
         "EHLO lists the capabilities"
     );
     assert!(trusted.queue_id.is_some());
@@ -566,7 +566,15 @@ async fn the_test_mail_command_reports_each_stage_as_text_and_json() {
     let mail = stack
         .wait_for_mail("bob@demo.example", 1, Duration::from_secs(20))
         .unwrap();
-    assert!(String::from_utf8_lossy(&mail[0]).contains("flowmail Test Mail"));
+    let delivered = String::from_utf8_lossy(&mail[0]).into_owned();
+    assert!(delivered.contains("flowmail Test Mail"), "{delivered}");
+    assert!(
+        delivered
+            .lines()
+            .any(|l| l.starts_with("Message-ID: <test-mail."))
+            && delivered.lines().any(|l| l.starts_with("Date: ")),
+        "a test mail carries a Message-ID and a Date: {delivered}"
+    );
 
     let out = run(&[
         "test-mail",

@@ -81,6 +81,32 @@ pub enum Cause {
     TimedOut(Duration),
 }
 
+/// What the server offers, in a stable order (lettre's own text lists a hash set).
+fn capabilities(info: &lettre::transport::smtp::extension::ServerInfo) -> String {
+    use lettre::transport::smtp::extension::Extension;
+    let mut offered: Vec<String> = [
+        Extension::EightBitMime,
+        Extension::SmtpUtfEight,
+        Extension::StartTls,
+    ]
+    .into_iter()
+    .filter(|e| info.supports_feature(*e))
+    .map(|e| e.to_string())
+    .collect();
+    let mechanisms: Vec<String> = [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2]
+        .into_iter()
+        .filter(|m| info.supports_auth_mechanism(*m))
+        .map(|m| m.to_string())
+        .collect();
+    if !mechanisms.is_empty() {
+        offered.push(format!("AUTH {}", mechanisms.join(" ")));
+    }
+    match offered.is_empty() {
+        true => format!("{} with no extension flowmail uses", info.name()),
+        false => format!("{} with {}", info.name(), offered.join(", ")),
+    }
+}
+
 /// Receives each finished stage: its duration and what it found.
 pub type Observer<'a> = &'a mut (dyn FnMut(Stage, Duration, String) + Send);
 
@@ -208,7 +234,7 @@ pub async fn open(
         Cause::Smtp,
     )
     .await?;
-    observe(Stage::Ehlo, t.elapsed(), conn.server_info().to_string());
+    observe(Stage::Ehlo, t.elapsed(), capabilities(conn.server_info()));
 
     let t = Instant::now();
     match auth {

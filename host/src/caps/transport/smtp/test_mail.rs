@@ -156,6 +156,12 @@ fn test_message(from: &str, to: &str) -> Result<Vec<u8>, MailError> {
         .from(from.parse().map_err(|e| invalid("from", format!("{e}")))?)
         .to(to.parse().map_err(|e| invalid("to", format!("{e}")))?)
         .subject("flowmail Test Mail")
+        .date_now()
+        .message_id(Some(format!(
+            "<test-mail.{:016x}@{}>",
+            fastrand::u64(..),
+            from.rsplit_once('@').map_or("flowmail.invalid", |(_, d)| d)
+        )))
         .body(String::from(
             "This is a test message sent by flowmail's Test Mail.\r\n",
         ))
