@@ -194,6 +194,25 @@ async fn flags_and_moves_reach_the_server() {
         imap.fetch(stale).await,
         Err(flowmail::bindings::MailError::NotFound(m)) if m.contains("UIDVALIDITY")
     ));
+    // An id of the right UIDVALIDITY that no message has: nothing changes, and it is named.
+    let nobody = format!("{validity}:999");
+    assert!(matches!(
+        imap.set_flags(vec![a.clone(), nobody.clone()], vec![Flag::Flagged], vec![]).await,
+        Err(flowmail::bindings::MailError::NotFound(m)) if m.contains("UID 999")
+    ));
+    assert!(
+        !imap
+            .fetch(a.clone())
+            .await
+            .unwrap()
+            .flags
+            .contains(&"\\Flagged".to_owned()),
+        "the existing message was not changed either"
+    );
+    assert!(matches!(
+        imap.move_to(vec![nobody], "Archive".into()).await,
+        Err(flowmail::bindings::MailError::NotFound(_))
+    ));
     assert!(matches!(
         imap.set_flags(vec!["AAMkAGI2".into()], vec![Flag::Seen], vec![]).await,
         Err(flowmail::bindings::MailError::InvalidInput(e)) if e.field == "ids[0]"

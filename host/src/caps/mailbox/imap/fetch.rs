@@ -46,6 +46,36 @@ pub(super) fn uid_set(uids: &[u32]) -> String {
         .join(",")
 }
 
+/// Fails with `not-found` naming the UIDs of `uids` that no message has, so that a
+/// change meant for them is made to none (the WIT's promise); IMAP itself ignores unknown
+/// UIDs in STORE and MOVE.
+pub(super) async fn require(
+    session: &mut Session<Stream>,
+    server: &str,
+    uids: &[u32],
+) -> Result<(), MailError> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    let found = session
+        .uid_search(format!("UID {}", uid_set(uids)))
+        .await
+        .map_err(|e| classify(server, "UID SEARCH", e))?;
+    let missing: Vec<u32> = uids
+        .iter()
+        .copied()
+        .filter(|u| !found.contains(u))
+        .collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [uid] => Err(Failure::NoMessage(*uid).classify(server)),
+        many => Err(MailError::NotFound(format!(
+            "no messages with UIDs {} on {server}; nothing was changed",
+            uid_set(many)
+        ))),
+    }
+}
+
 /// The folder's UIDVALIDITY and UIDNEXT, by STATUS: unlike a new SELECT it keeps the
 /// server's caches of the selected folder warm (a SELECT per batch made reading ten times
 /// slower). When UIDVALIDITY changed under the session, the folder is selected anew so that

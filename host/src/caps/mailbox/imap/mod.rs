@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use self::failure::{Failure, classify};
 use self::fetch::{
-    fetch_raw, fetch_without_attachments, flag_name, search_query, sizes, status, uid_set,
+    fetch_raw, fetch_without_attachments, flag_name, require, search_query, sizes, status, uid_set,
 };
 use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage};
 use super::{WaitPlan, Wake};
@@ -354,6 +354,7 @@ impl UidFolder for Imap {
             let (server, uids, add, remove) =
                 (server.clone(), uids.clone(), add.clone(), remove.clone());
             Box::pin(async move {
+                require(session, &server, &uids).await?;
                 for (sign, flags) in [("+", &add), ("-", &remove)] {
                     if flags.is_empty() || uids.is_empty() {
                         continue;
@@ -380,6 +381,7 @@ impl UidFolder for Imap {
         Box::pin(self.with_session(move |session| {
             let (server, uids, folder) = (server.clone(), uids.clone(), folder.clone());
             Box::pin(async move {
+                require(session, &server, &uids).await?;
                 session
                     .uid_mv(uid_set(&uids), &folder)
                     .await
@@ -430,6 +432,7 @@ impl UidFolder for Imap {
                 if uids.is_empty() {
                     return Ok(());
                 }
+                require(session, &server, &uids).await?;
                 let _: Vec<_> = session
                     .uid_store(uid_set(&uids), "+FLAGS.SILENT (\\Deleted)")
                     .await
