@@ -141,7 +141,15 @@ pub fn classify(failure: &Failure, server: &str, secrets: &[&str]) -> MailError 
             if auth_code || known_auth || (auth_reply && e.is_permanent()) {
                 (
                     MailError::AuthFailed,
-                    format!("{server} refused the credentials: {text}"),
+                    format!(
+                        "{server} refused the credentials: {text}{}",
+                        match fix_for(&text) {
+                            Some(_) => "",
+                            None => {
+                                "; check the account's username and password, or for OAuth2 run `flowmail authorize` again"
+                            }
+                        }
+                    ),
                 )
             } else if failure.stage == Stage::Auth && e.is_client() {
                 (
