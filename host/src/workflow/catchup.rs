@@ -11,8 +11,9 @@ use super::runner::{RunError, RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, Per, PostAction};
 use crate::bindings::Recovery;
 use crate::bindings::actions::Filter;
-use crate::bindings::mailbox::Flag;
+use crate::bindings::mailbox::{Flag, Oversize, Search, SizeCap};
 use crate::bindings::types::ReceivedMessage;
+use crate::runtime::StepError;
 use crate::store::{HandledRow, Handling};
 
 /// The key that recognises a message across UIDVALIDITY changes: its Message-ID, or a
@@ -120,9 +121,10 @@ impl<'a> CatchUp<'a> {
             .cursor(&wf.name, account)
             .map_err(store_failure)?;
         let mailbox = self.runner.mailboxes.mailbox(account);
+        let mut limit = trigger.batch;
         loop {
             let after = cursor.clone();
-            let page = self
+            let page = match self
                 .runner
                 .actions
                 .read_mailbox(
@@ -130,11 +132,33 @@ impl<'a> CatchUp<'a> {
                     account,
                     &filter,
                     after.clone(),
-                    trigger.batch,
+                    limit,
                     trigger.cap(),
                 )
                 .await
-                .map_err(|e| RunError::from_step("trigger", "trigger", e))?;
+            {
+                Ok(page) => page,
+                // The read broke the sandbox's time or memory limit: read fewer at a time,
+                // down to one; one message that still breaks it is passed over.
+                Err(e @ (StepError::Timeout(_) | StepError::Memory { .. })) => {
+                    if limit > 1 {
+                        let line = format!(
+                            "reading {limit} message(s) of `{account}` at once broke a limit ({e}); reading {} at a time",
+                            limit / 2
+                        );
+                        tracing::warn!("{line}");
+                        report.lines.push(line);
+                        limit /= 2;
+                        continue;
+                    }
+                    let next = self
+                        .pass_over(wf, trigger, &filter, after.clone(), &e, report)
+                        .await?;
+                    self.advance(wf, account, &mut cursor, next)?;
+                    continue;
+                }
+                Err(e) => return Err(RunError::from_step("trigger", "trigger", e)),
+            };
             if page.restarted {
                 let line = format!(
                     "`{account}` could not resume from its cursor (an IMAP folder whose UIDVALIDITY changed, or a mailbox rebuilt): reading it again from the start; messages already handled are recognised by Message-ID and not run again"
@@ -192,6 +216,78 @@ impl<'a> CatchUp<'a> {
             self.runner.events.catch_up_finished(&wf.name);
         }
         self.retry_due(wf, trigger, &filter, options, report).await
+    }
+
+    /// Passes over the one message that a read of one message cannot get through the
+    /// sandbox's limits with: it is recorded as a dead letter with the limit and its size,
+    /// and the returned cursor is just past it. The message is the next one after `after`
+    /// that the server's search conditions (without the date, which only makes the search
+    /// wider) let through: the one the read was stuck on, or one that read would have left
+    /// out anyway.
+    async fn pass_over(
+        &self,
+        wf: &Workflow,
+        trigger: &MailboxTrigger,
+        filter: &Filter,
+        after: Option<String>,
+        error: &StepError,
+        report: &mut RunReport,
+    ) -> Result<String, RunError> {
+        let account = trigger.account.as_str();
+        let stuck = || RunError {
+            recovery: Recovery::Retry,
+            ..RunError::new("trigger", None, error.to_string())
+        };
+        let mailbox = self.runner.mailboxes.mailbox(account).ok_or_else(stuck)?;
+        let search = Search {
+            sender_contains: filter.sender_contains.clone(),
+            subject_contains: filter.subject_contains.clone(),
+            unseen: filter.unseen.unwrap_or(false),
+            sent_since: None,
+        };
+        // A cap of 0 bytes lists the message (id and size) without reading it.
+        let probe = SizeCap {
+            max_size: 0,
+            oversize: Oversize::Skip,
+        };
+        let batch = mailbox
+            .fetch_after(after, 1, search, Some(probe))
+            .await
+            .map_err(|e| RunError {
+                recovery: Recovery::Retry,
+                ..RunError::new("trigger", None, e.describe().to_string())
+            })?;
+        let Some(m) = batch.messages.first() else {
+            return Err(stuck());
+        };
+        let reason = format!(
+            "reading it alone broke the plugin's limits ({error}); it is {} bytes",
+            m.size
+        );
+        let line = format!("skipped message {} of `{account}`: {reason}", m.id);
+        tracing::warn!("{line}");
+        report.lines.push(line);
+        report.skipped.push(json!({"id": m.id, "reason": reason}));
+        let now = crate::unix_now();
+        self.runner
+            .store
+            .put_handled(
+                &wf.name,
+                account,
+                &HandledRow {
+                    key: format!("ref:{}", m.id),
+                    message: m.id.clone(),
+                    status: Handling::Dead,
+                    attempts: 1,
+                    first_seen: now,
+                    next_attempt: now,
+                    last_error: Some(reason),
+                    post_pending: false,
+                },
+            )
+            .map_err(store_failure)?;
+        report.dead += 1;
+        Ok(batch.next)
     }
 
     /// Stores `next` as the cursor. The callers only ever pass cursors further on: past

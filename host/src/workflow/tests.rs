@@ -25,6 +25,8 @@ struct FakeActions {
     fail_send: Option<MailError>,
     /// When set, sends fail with this until it is cleared (it wins over `fail_send`).
     failing: Mutex<Option<MailError>>,
+    /// A read that would return this message runs past the step's time limit.
+    breaks_on: Option<String>,
 }
 
 impl Actions for FakeActions {
@@ -70,13 +72,19 @@ impl Actions for FakeActions {
                 .push((step.to_owned(), account.to_owned(), limit));
             // This fake's ids and cursors are plain numbers.
             let from: u32 = after.map(|c| c.parse().unwrap()).unwrap_or(0);
-            let messages: Vec<ReceivedMessage> = self
+            let after: Vec<&ReceivedMessage> = self
                 .inbox
                 .iter()
                 .filter(|m| m.id.parse::<u32>().unwrap() > from)
-                .take(limit as usize)
-                .cloned()
                 .collect();
+            let more = after.len() > limit as usize;
+            let messages: Vec<ReceivedMessage> =
+                after.into_iter().take(limit as usize).cloned().collect();
+            if let Some(id) = &self.breaks_on
+                && messages.iter().any(|m| &m.id == id)
+            {
+                return Err(StepError::Timeout(std::time::Duration::from_secs(60)));
+            }
             Ok(MailboxPage {
                 next_cursor: messages
                     .last()
@@ -84,7 +92,7 @@ impl Actions for FakeActions {
                     .unwrap_or(from.to_string()),
                 restarted: false,
                 scanned: messages.len() as u32,
-                more: false,
+                more,
                 skipped: Vec::new(),
                 messages,
             })
@@ -96,6 +104,8 @@ impl Actions for FakeActions {
 /// post-actions' bookkeeping are real.
 #[derive(Default)]
 struct NumberedMailbox {
+    /// The ids and sizes of the messages, for the host's own listing.
+    listed: Vec<(String, u64)>,
     flagged: Mutex<Vec<String>>,
     /// While set, flag changes fail as a dropped connection would.
     flags_fail: Mutex<bool>,
@@ -104,12 +114,35 @@ struct NumberedMailbox {
 impl crate::caps::mailbox::Backend for NumberedMailbox {
     fn fetch_after(
         &self,
-        _: Option<String>,
+        after: Option<String>,
         _: u32,
         _: crate::bindings::mailbox::Search,
         _: Option<SizeCap>,
     ) -> BoxFuture<'_, Result<crate::bindings::mailbox::Batch, MailError>> {
-        Box::pin(async { Err(MailError::Permanent("not in this fake".into())) })
+        // Lists the next message only, without its bytes.
+        let from: u32 = after.map(|c| c.parse().unwrap()).unwrap_or(0);
+        let next = self
+            .listed
+            .iter()
+            .find(|(id, _)| id.parse::<u32>().unwrap() > from)
+            .cloned();
+        Box::pin(async move {
+            Ok(crate::bindings::mailbox::Batch {
+                next: next.as_ref().map_or(from.to_string(), |(id, _)| id.clone()),
+                restarted: false,
+                more: false,
+                messages: next
+                    .into_iter()
+                    .map(|(id, size)| crate::bindings::mailbox::RawMessage {
+                        id,
+                        flags: Vec::new(),
+                        size,
+                        data: Vec::new(),
+                        content: crate::bindings::mailbox::Content::Omitted,
+                    })
+                    .collect(),
+            })
+        })
     }
     fn fetch(
         &self,
@@ -639,4 +672,60 @@ async fn a_post_action_that_failed_is_recorded_and_done_at_the_next_catch_up() {
             .is_empty()
     );
     assert_eq!(actions.sent.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_read_that_breaks_a_limit_is_split_and_the_one_message_passed_over() {
+    let f = fixture();
+    let mailbox = Arc::new(NumberedMailbox {
+        listed: vec![
+            ("1".into(), 100),
+            ("2".into(), 31_000_000),
+            ("3".into(), 100),
+        ],
+        ..NumberedMailbox::default()
+    });
+    let actions = FakeActions {
+        inbox: three(),
+        breaks_on: Some("2".into()),
+        ..FakeActions::default()
+    };
+    let report = run_triggered(&f, &actions, &mailbox).await;
+    let mut subjects: Vec<String> = actions
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, m)| m.subject.clone())
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["one", "three"], "{:?}", report.lines);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("reading 100 message(s)") && l.contains("reading 50 at a time")),
+        "{:?}",
+        report.lines
+    );
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0]["id"], "2");
+    let dead = f
+        .store
+        .handled("triggered", "inbox", "ref:2")
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.status, crate::store::Handling::Dead);
+    let reason = dead.last_error.unwrap();
+    assert!(
+        reason.contains("time limit") && reason.contains("31000000 bytes"),
+        "{reason}"
+    );
+    assert_eq!(
+        f.store.cursor("triggered", "inbox").unwrap().as_deref(),
+        Some("3")
+    );
+    // Nothing is read or passed over twice.
+    let again = run_triggered(&f, &actions, &mailbox).await;
+    assert_eq!((again.runs, again.skipped.len()), (0, 0));
 }

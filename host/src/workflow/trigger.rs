@@ -151,11 +151,17 @@ pub struct DeadLetter {
     pub flag: Option<Flag>,
 }
 
+/// The per-message size cap of a trigger that sets no `max_size`: 50 MB, above what mail
+/// servers accept (Gmail and Microsoft 365 take 25 to 35 MB), well under the plugin's memory
+/// limit.
+pub const DEFAULT_MAX_SIZE: u64 = 50 * 1000 * 1000;
+
 impl MailboxTrigger {
-    /// The size cap to pass to `read-mailbox`.
+    /// The size cap to pass to `read-mailbox`: `max_size`, or [`DEFAULT_MAX_SIZE`] when the
+    /// trigger sets none, so that the default setup never reads a huge message whole.
     pub fn cap(&self) -> Option<SizeCap> {
-        self.max_size.map(|max_size| SizeCap {
-            max_size,
+        Some(SizeCap {
+            max_size: self.max_size.unwrap_or(DEFAULT_MAX_SIZE),
             oversize: self.oversize,
         })
     }

@@ -198,7 +198,10 @@ async fn a_wrong_password_is_auth_failed_and_never_echoed() {
         panic!("expected auth-failed, got {e:?}")
     };
     assert!(text.contains("535"), "{text}");
-    assert!(text.contains("check the account's username and password"), "{text}");
+    assert!(
+        text.contains("check the account's username and password"),
+        "{text}"
+    );
     assert!(!text.contains("wrong-password-1234"));
 }
 

@@ -155,19 +155,30 @@ async fn a_forced_uidvalidity_change_runs_nothing_twice_and_malformed_mail_is_re
     let before = store.cursor("per-message", "box").unwrap().unwrap();
 
     // The folder is recreated: the same messages come back under a new UIDVALIDITY, with
-    // one new message among them.
+    // one new message among them. No session may hold the old folder meanwhile (dovecot
+    // would write its index of the old folder into the new one), and dovecot takes the
+    // clock's second for a new folder's UIDVALIDITY, so the new one is made a second later.
+    drop(rt);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::remove_dir_all(stack.maildir(USER, "Alerts")).unwrap();
     let mut again: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
     let four = mail("four");
     again.push(&four);
     stack.seed(USER, "Alerts", &again).unwrap();
+    let (rt, _) = ws.app(None, Audit::default()).unwrap();
+    let runner = Runner::new(&rt).unwrap();
     let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())
         .await
         .unwrap();
     let after = store.cursor("per-message", "box").unwrap().unwrap();
     // The cursor is the IMAP backend's own `<uidvalidity>:<uid>`.
     let validity = |c: &str| c.split_once(':').unwrap().0.to_owned();
-    assert_ne!(validity(&before), validity(&after), "UIDVALIDITY changed");
+    assert_ne!(
+        validity(&before),
+        validity(&after),
+        "UIDVALIDITY changed: {before} {after} {:?}",
+        report.lines
+    );
     assert!(
         report.lines.iter().any(|l| l.contains("UIDVALIDITY")),
         "{:?}",
@@ -219,6 +230,8 @@ async fn a_message_waiting_for_a_retry_keeps_its_attempts_across_a_uidvalidity_c
     assert_eq!(report.failed.len(), 1);
     assert_eq!(attempts(), [1]);
 
+    // A later second, for a new UIDVALIDITY (see above).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::remove_dir_all(stack.maildir(USER, "Alerts")).unwrap();
     stack.seed(USER, "Alerts", &[&mail("alpha")]).unwrap();
     let report = flowmail::workflow::run_with(&runner, &wf, RunOptions::default())

@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage};
+use super::uid::{BATCH_BUDGET, UidBatch, UidCursor, UidFolder, UidMessage};
 use crate::bindings::MailError;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -170,13 +170,24 @@ impl Maildir {
             Some(c) if c.uid_validity == validity => c.last_uid,
             _ => 0,
         };
-        let mut rest = indexed.iter().filter(|(uid, _)| *uid > start);
-        let messages = rest
-            .by_ref()
-            .take(limit as usize)
-            .map(|(uid, e)| self.read(*uid, e, cap))
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = rest.next().is_some();
+        let mut rest = indexed.iter().filter(|(uid, _)| *uid > start).peekable();
+        let mut messages = Vec::new();
+        let mut held = 0u64;
+        while let Some((uid, e)) = rest.peek() {
+            if messages.len() >= limit as usize {
+                break;
+            }
+            let m = self.read(*uid, e, cap)?;
+            // The byte budget: a batch ends before the message that would pass it.
+            let bytes = m.data.len() as u64;
+            if !messages.is_empty() && held.saturating_add(bytes) > BATCH_BUDGET {
+                break;
+            }
+            held = held.saturating_add(bytes);
+            messages.push(m);
+            rest.next();
+        }
+        let more = rest.peek().is_some();
         let scanned_to = match messages.last() {
             Some(m) => m.uid,
             None => start.max(indexed.last().map(|(u, _)| *u).unwrap_or(0)),

@@ -39,6 +39,25 @@ pub struct UidBatch {
     pub scanned_to: u32,
 }
 
+/// The most message bytes one batch holds: a batch ends early once it would pass this,
+/// so the host's memory for a read is bounded by bytes, not by the message count.
+pub const BATCH_BUDGET: u64 = 32 << 20;
+
+/// How many of the messages, whose sizes as read are given in order, fit in one batch:
+/// those whose bytes stay within [`BATCH_BUDGET`], and always at least the first.
+pub fn within_budget(sizes: impl Iterator<Item = u64>) -> usize {
+    let mut total = 0u64;
+    let mut count = 0;
+    for size in sizes {
+        if count > 0 && total.saturating_add(size) > BATCH_BUDGET {
+            return count;
+        }
+        total = total.saturating_add(size);
+        count += 1;
+    }
+    count
+}
+
 /// A mailbox folder addressed by UIDs under a UIDVALIDITY.
 pub trait UidFolder: Send + Sync {
     /// Messages after `after` (all of them under another UIDVALIDITY) that may match
@@ -228,6 +247,22 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn a_batch_holds_at_most_its_byte_budget_and_always_one_message() {
+        let mb = 1 << 20;
+        assert_eq!(
+            within_budget([10 * mb, 10 * mb, 10 * mb, 10 * mb].into_iter()),
+            3
+        );
+        assert_eq!(
+            within_budget([40 * mb, 1].into_iter()),
+            1,
+            "one message over it alone"
+        );
+        assert_eq!(within_budget([1, 2, 3].into_iter()), 3);
+        assert_eq!(within_budget(std::iter::empty()), 0);
+    }
 
     #[test]
     fn ids_and_cursors_round_trip_and_foreign_text_names_the_field() {

@@ -17,7 +17,7 @@ use self::failure::{Failure, classify};
 use self::fetch::{
     fetch_raw, fetch_without_attachments, flag_name, require, search_query, sizes, status, uid_set,
 };
-use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage};
+use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage, within_budget};
 use super::{WaitPlan, Wake};
 use crate::BoxFuture;
 use crate::auth::TokenSource;
@@ -276,12 +276,12 @@ impl UidFolder for Imap {
                     .filter(|u| *u > start)
                     .collect();
                 uids.sort_unstable();
-                let more = uids.len() > limit as usize;
+                let mut more = uids.len() > limit as usize;
                 uids.truncate(limit as usize);
                 // Every UID below UIDNEXT as of the SELECT was searched; when nothing was
                 // cut off, the batch accounts for all of them, matching or not.
                 let highest = uids.last().copied().unwrap_or(start);
-                let scanned_to = if more {
+                let mut scanned_to = if more {
                     highest
                 } else {
                     highest.max(mailbox.uid_next.unwrap_or(1).saturating_sub(1))
@@ -289,7 +289,20 @@ impl UidFolder for Imap {
                 let messages = match cap {
                     None => fetch_raw(session, &server, &uids).await?,
                     Some(cap) => {
-                        let listed = sizes(session, &server, &uids).await?;
+                        let mut listed = sizes(session, &server, &uids).await?;
+                        listed.sort_by_key(|(uid, _, _)| *uid);
+                        let within = within_budget(listed.iter().map(|(_, size, _)| {
+                            match (*size <= cap.max_size, cap.oversize) {
+                                (true, _) => *size,
+                                (false, Oversize::Skip) => 0,
+                                (false, Oversize::WithoutAttachments) => cap.max_size,
+                            }
+                        }));
+                        if within < listed.len() {
+                            listed.truncate(within);
+                            more = true;
+                            scanned_to = listed.last().map_or(start, |(uid, _, _)| *uid);
+                        }
                         let small: Vec<u32> = listed
                             .iter()
                             .filter(|(_, size, _)| *size <= cap.max_size)
