@@ -380,6 +380,18 @@ async fn xoauth2_through_postfix_refreshes_after_the_server_refuses_the_token() 
         })
         .collect();
     assert_eq!(subjects, ["first", "second"]);
+
+    // Test Mail behaves as a send does: a refused token is refreshed once, and it says so.
+    oauth.expire_all().unwrap();
+    stack.restart_postfix().unwrap();
+    let relay = rt.relay(&s.ws.config().unwrap(), "o365").unwrap();
+    let report =
+        flowmail::caps::transport::smtp::test_mail::run("o365", &relay, USER, "frank@demo.example")
+            .await;
+    assert!(report.ok, "{}", report.render());
+    assert_eq!(oauth.grants("refresh_token").unwrap(), 2);
+    let auth = report.stages.iter().find(|s| s.title == "AUTH").unwrap();
+    assert!(auth.detail.contains("refreshed once"), "{}", auth.detail);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,13 +82,7 @@ impl Relay {
             Err(f) => f,
         };
         let error = classify(&failure);
-        if let (
-            MailError::AuthFailed(_),
-            Auth::OAuth2 { token, .. },
-            Stage::Auth,
-            session::Cause::Smtp(_),
-        ) = (&error, &self.auth, failure.stage, &failure.cause)
-        {
+        if let Some(token) = refused_token(&failure, &error, &self.auth) {
             tracing::info!(
                 "{} refused the access token; refreshing it once",
                 self.server()
@@ -143,6 +137,24 @@ impl Relay {
                 Err(classify(&f))
             }
         }
+    }
+}
+
+/// The token source to refresh when `failure` is the server refusing an OAuth2 token at
+/// AUTH (not a network or TLS failure, and not a password).
+pub(super) fn refused_token<'a>(
+    failure: &Failure,
+    error: &MailError,
+    auth: &'a Auth,
+) -> Option<&'a std::sync::Arc<dyn crate::auth::TokenSource>> {
+    match (error, auth, failure.stage, &failure.cause) {
+        (
+            MailError::AuthFailed(_),
+            Auth::OAuth2 { token, .. },
+            Stage::Auth,
+            session::Cause::Smtp(_),
+        ) => Some(token),
+        _ => None,
     }
 }
 

@@ -82,8 +82,41 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
             detail: text,
         });
     };
-    let opened = session::open(settings, relay.auth(), &mut observe).await;
+    let obtained = crate::unix_now();
+    let mut opened = session::open(settings, relay.auth(), &mut observe).await;
+    // Test Mail behaves as a send does: a refused OAuth2 token is refreshed once.
+    let mut refreshed = false;
+    if let Err(f) = &opened {
+        let error = classify(f, &server, &secrets);
+        if let Some(token) = super::relay::refused_token(f, &error, relay.auth()) {
+            match token.refresh_after_rejection(obtained).await {
+                Ok(_) => {
+                    if let Ok(mut s) = stages.lock() {
+                        s.clear();
+                    }
+                    refreshed = true;
+                    opened = session::open(settings, relay.auth(), &mut observe).await;
+                }
+                Err(refresh) => {
+                    report.stages = stages.lock().map(|s| s.clone()).unwrap_or_default();
+                    let both = MailError::AuthFailed(format!(
+                        "{}; {}",
+                        error.message(),
+                        refresh.message()
+                    ));
+                    fail(&mut report, f.stage, both, Duration::ZERO);
+                    return report;
+                }
+            }
+        }
+    }
     report.stages = stages.lock().map(|s| s.clone()).unwrap_or_default();
+    if refreshed && let Some(auth) = report.stages.iter_mut().find(|s| s.stage == Stage::Auth) {
+        auth.detail = format!(
+            "{} (the server refused the stored token; it was refreshed once)",
+            auth.detail
+        );
+    }
     let mut conn = match opened {
         Ok(conn) => conn,
         Err(f) => {
