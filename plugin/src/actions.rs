@@ -27,7 +27,28 @@ pub fn send_mail(
     }
     let sender = compose::sender_of(message, &policy)?;
     compose::validate(message, &sender, &policy)?;
-    let forwarded = forwarded_attachments(host, message)?;
+    // Forwarded attachments come from received mail, not from the workflow: one that
+    // cannot be sent (over the account's attachment limit) is left out with a warning, so
+    // one bad message does not fail a digest of many.
+    let forwarded = forwarded_attachments(host, message)?
+        .into_iter()
+        .filter(
+            |(field, a)| match compose::check_attachment(field, a, &policy) {
+                Ok(()) => true,
+                Err(e) => {
+                    host.warn(&format!(
+                        "left out the forwarded attachment `{}` ({field}): {}",
+                        a.name,
+                        match &e {
+                            MailError::InvalidInput(f) => f.reason.clone(),
+                            other => format!("{other:?}"),
+                        }
+                    ));
+                    false
+                }
+            },
+        )
+        .collect();
     let composed = compose::compose(
         message,
         &sender,

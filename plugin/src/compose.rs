@@ -145,15 +145,7 @@ pub fn check_attachment(
             "contains a path separator; give only the file name",
         ));
     }
-    let ct_ok = a.content_type.split_once('/').is_some_and(|(t, s)| {
-        let token = |x: &str| {
-            !x.is_empty()
-                && x.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-        };
-        token(t) && token(s)
-    });
-    if !ct_ok {
+    if !crate::parse::is_mime_type(&a.content_type) {
         return Err(invalid(
             format!("{field}.content_type"),
             format!(

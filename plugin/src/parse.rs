@@ -71,20 +71,40 @@ fn attachments_of<'m>(
     message: &'m Message<'m>,
 ) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
     message.attachments().enumerate().map(|(i, part)| {
+        // What a sender wrote is made usable here, so that forwarding it never fails the
+        // checks of an outgoing attachment: the last path segment of the name, without
+        // control characters, and a MIME type, or application/octet-stream.
         let name = part
             .attachment_name()
-            .map(str::to_owned)
-            .filter(|n| !n.trim().is_empty())
+            .map(|n| {
+                n.rsplit(['/', '\\'])
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect::<String>()
+            })
+            .filter(|n| !n.trim().is_empty() && n.trim() != "." && n.trim() != "..")
             .unwrap_or_else(|| format!("attachment-{i}"));
         let content_type = part
             .content_type()
-            .map(|ct| match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_owned(),
-            })
-            .unwrap_or_else(|| "application/octet-stream".to_owned())
-            .to_ascii_lowercase();
+            .and_then(|ct| ct.subtype().map(|sub| format!("{}/{}", ct.ctype(), sub)))
+            .map(|t| t.to_ascii_lowercase())
+            .filter(|t| is_mime_type(t))
+            .unwrap_or_else(|| "application/octet-stream".to_owned());
         (name, content_type, part.contents())
+    })
+}
+
+/// `type/subtype`, each a token of RFC 2045.
+pub fn is_mime_type(t: &str) -> bool {
+    t.split_once('/').is_some_and(|(t, s)| {
+        let token = |x: &str| {
+            !x.is_empty()
+                && x.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        token(t) && token(s)
     })
 }
 

@@ -458,3 +458,46 @@ fn oversized_messages_are_reported_with_their_size_or_read_without_attachments()
         Err(MailError::InvalidInput(e)) if e.field == "cap.max_size"
     ));
 }
+
+#[test]
+fn forwarded_attachments_are_made_usable_or_left_out_with_a_warning() {
+    let mut host = Fake::new();
+    // A sender's path in the name, a bare `text` type, and one attachment over the
+    // account's attachment limit (1000 bytes in this fake).
+    let big = "A".repeat(2000);
+    let hostile = format!(
+        "From: bot@example.com\r\nSubject: [ALERT] x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nsee files\r\n\
+         --b\r\nContent-Type: text\r\nContent-Disposition: attachment; filename=\"../../etc/evil.sh\"\r\n\r\necho hi\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=big.bin\r\n\r\n{big}\r\n--b--\r\n"
+    );
+    host.mailbox.push(raw(7, &hostile));
+    let mut m = message();
+    m.attachments.clear();
+    m.forward_attachments = vec![AttachmentRef {
+        account: "demo".into(),
+        message: "7".into(),
+        index: None,
+    }];
+    send_mail(&host, "demo", &m).unwrap();
+    let sent = host.sent.borrow();
+    let parsed = MessageParser::default().parse(&sent[0].1).unwrap();
+    let names: Vec<&str> = parsed
+        .attachments()
+        .filter_map(|a| a.attachment_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["evil.sh"],
+        "the path is dropped, the big one left out"
+    );
+    let evil = parsed.attachment(0).unwrap();
+    assert_eq!(evil.content_type().map(|c| c.ctype()), Some("application"));
+    let warnings = host.warnings.borrow();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("left out the forwarded attachment `big.bin`")),
+        "{warnings:?}"
+    );
+}
