@@ -270,7 +270,7 @@ impl TokenManager {
             return if self.settings.auth_url.is_none() {
                 self.client_credentials().await
             } else {
-                Err(self.mark(&row, "no refresh token was issued".into()))
+                self.mark(&row, "no refresh token was issued".into())
             };
         };
         tracing::debug!(account = self.account(), "refreshing the access token");
@@ -297,7 +297,7 @@ impl TokenManager {
             Err(e) => {
                 let (final_, text) = describe(&e);
                 if final_ {
-                    Err(self.mark(&row, text))
+                    self.mark(&row, text)
                 } else {
                     Err(TokenFailure::Refresh {
                         account: self.account(),
@@ -309,8 +309,11 @@ impl TokenManager {
         }
     }
 
-    /// Marks the account as needing authorization, so later calls fail fast.
-    fn mark(&self, row: &TokenRow, why: String) -> MailError {
+    /// Marks the account as needing authorization, so later calls fail fast. When another
+    /// process changed the tokens meanwhile (a re-authorization, or a refresh that rotated
+    /// the refresh token), its tokens stand and are used instead: the refusal was of a
+    /// refresh token that is no longer the current one.
+    fn mark(&self, row: &TokenRow, why: String) -> Result<Secret, MailError> {
         let reason = format!(
             "the provider refused the refresh token ({why}); {}",
             self.authorize_hint()
@@ -320,21 +323,33 @@ impl TokenManager {
             needs_reauth: Some(reason.clone()),
             ..row.clone()
         };
-        if let Err(e) = self
+        match self
             .store
             .put_tokens(self.account(), Some(row.version), &next)
         {
-            tracing::warn!(
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(current) = self.row()?
+                    && current.needs_reauth.is_none()
+                {
+                    tracing::info!(
+                        account = self.account(),
+                        "the refresh token was refused, but another process replaced the tokens meanwhile; using theirs"
+                    );
+                    return Ok(self.open(&current)?.0);
+                }
+            }
+            Err(e) => tracing::warn!(
                 "could not mark `{}` as needing authorization: {e}",
                 self.account()
-            );
+            ),
         }
         tracing::warn!(account = self.account(), "{reason}");
-        TokenFailure::NeedsAuthorization {
+        Err(TokenFailure::NeedsAuthorization {
             account: self.account(),
             why: &reason,
         }
-        .into()
+        .into())
     }
 
     /// The client-credentials grant, for application permissions (Graph).
@@ -388,5 +403,62 @@ impl TokenSource for TokenManager {
 
     fn refresh_after_rejection(&self, since: i64) -> BoxFuture<'_, Result<Secret, MailError>> {
         Box::pin(TokenManager::refresh_after_rejection(self, since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn row(sealer: &Sealer, version: i64, access: &str) -> TokenRow {
+        TokenRow {
+            version,
+            access_token: sealer.seal("o/access", access).unwrap(),
+            refresh_token: Some(sealer.seal("o/refresh", "r").unwrap()),
+            expires_at: crate::unix_now() + 3600,
+            scope: String::new(),
+            username: "u@example.com".into(),
+            needs_reauth: None,
+            refreshed_at: crate::unix_now(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_of_a_replaced_refresh_token_uses_the_new_tokens_instead_of_marking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.db")).unwrap());
+        let sealer = Arc::new(Sealer::load(&dir.path().join("key"), false).unwrap());
+        let settings = OAuthSettings {
+            account: "o".into(),
+            username: "u@example.com".into(),
+            client_id: "c".into(),
+            client_secret: None,
+            auth_url: Some("http://127.0.0.1:9/authorize".into()),
+            token_url: "http://127.0.0.1:9/token".into(),
+            redirect_url: Some("http://127.0.0.1:9/cb".into()),
+            scopes: Vec::new(),
+            margin: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(86_400),
+        };
+        let manager = TokenManager::new(settings, store.clone(), sealer.clone()).unwrap();
+        let first = row(&sealer, 1, "old");
+        assert!(store.put_tokens("o", None, &first).unwrap());
+        // Another process re-authorizes while this one's refresh is being refused.
+        let theirs = row(&sealer, 2, "new");
+        assert!(store.put_tokens("o", Some(1), &theirs).unwrap());
+        let token = manager.mark(&first, "invalid_grant".into()).unwrap();
+        assert_eq!(token.expose(), "new");
+        assert!(store.tokens("o").unwrap().unwrap().needs_reauth.is_none());
+
+        // With nobody else's tokens, the refusal marks the account.
+        let e = manager.mark(&theirs, "invalid_grant".into()).unwrap_err();
+        assert_eq!(e.kind_name(), "auth-failed");
+        assert!(store.tokens("o").unwrap().unwrap().needs_reauth.is_some());
+        assert!(matches!(
+            manager.state(),
+            CredentialState::NeedsAuthorization(_)
+        ));
     }
 }
