@@ -29,6 +29,23 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DeadLettersAction {
+    /// Each dead letter with its workflow, account, attempts and reason.
+    List {
+        /// Only this workflow's.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Puts the dead letters back to waiting: the next `run` or `serve` catch-up runs each
+    /// once more.
+    Retry {
+        /// Only this workflow's.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a workflow once; a mailbox trigger processes what is new since its cursor.
     Run { workflow: PathBuf },
@@ -47,6 +64,12 @@ enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The dead letters of mailbox triggers: list them, or retry them once their cause is
+    /// fixed.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
     },
     /// Save & Authorize: run the OAuth2 authorization-code flow for an account.
     Authorize {
@@ -107,6 +130,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Check { workflow } => cli::check(config, workflow),
         Command::Status { json } => cli::status(config, *json),
+        Command::DeadLetters { action } => match action {
+            DeadLettersAction::List { workflow } => {
+                cli::dead_letters(config, workflow.as_deref(), false)
+            }
+            DeadLettersAction::Retry { workflow } => {
+                cli::dead_letters(config, workflow.as_deref(), true)
+            }
+        },
         command => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(async {
@@ -121,6 +152,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     Command::Serve { workflows } => cli::serve(config, plugin, workflows).await,
                     Command::Check { workflow } => cli::check(config, workflow),
                     Command::Status { json } => cli::status(config, *json),
+                    // Answered above, without a runtime.
+                    Command::DeadLetters { .. } => Ok(()),
                 }
             })
         }

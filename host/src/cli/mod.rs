@@ -90,6 +90,34 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// `flowmail dead-letters list|retry`. Like `status`, it reads only the store.
+pub fn dead_letters(config: &Path, workflow: Option<&str>, retry: bool) -> anyhow::Result<()> {
+    let config = Config::read(config)?;
+    let store = flowmail::store::Store::open(&config.store_path())?;
+    let scope = workflow.map_or("any workflow".to_owned(), |w| format!("`{w}`"));
+    if retry {
+        let n = store.retry_dead_letters(workflow)?;
+        return out(&format!(
+            "{n} dead letter(s) of {scope} wait again; the next `flowmail run` or `serve` catch-up runs each once\n"
+        ));
+    }
+    let letters = store.dead_letters(workflow)?;
+    if letters.is_empty() {
+        return out(&format!("no dead letters of {scope}\n"));
+    }
+    let mut text = String::new();
+    for (wf, account, row) in letters {
+        text.push_str(&format!(
+            "{wf} ({account}): {} {} after {} attempt(s): {}\n",
+            row.message,
+            row.key,
+            row.attempts,
+            row.last_error.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
+    out(&text)
+}
+
 /// Writes `text` to stdout. A reader that went away (`status | head`) ends the output
 /// quietly instead of failing.
 fn out(text: &str) -> anyhow::Result<()> {

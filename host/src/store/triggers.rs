@@ -188,6 +188,44 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every dead letter, of `workflow` or of all workflows, as (workflow, account, row).
+    pub fn dead_letters(
+        &self,
+        workflow: Option<&str>,
+    ) -> Result<Vec<(String, String, HandledRow)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
+                    post_pending, workflow, account
+                 FROM handled WHERE status = 'dead' AND (?1 IS NULL OR workflow = ?1)
+                 ORDER BY workflow, account, first_seen, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![workflow], |r| {
+                Ok((r.get(8)?, r.get(9)?, handled_row(r)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Puts the dead letters of `workflow` (or of all workflows) back to waiting, with
+    /// fresh attempts and due now, so that the next catch-up runs each once. Returns how
+    /// many there were. Run twice, the second finds none: each comes back once.
+    pub fn retry_dead_letters(&self, workflow: Option<&str>) -> Result<usize> {
+        self.conn()?
+            .execute(
+                "UPDATE handled SET status = 'pending', attempts = 0, next_attempt = ?2,
+                    last_error = 'retry requested after: ' || COALESCE(last_error, 'no reason'),
+                    updated_at = ?2
+                 WHERE status = 'dead' AND (?1 IS NULL OR workflow = ?1)",
+                params![workflow, crate::unix_now()],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many messages of `workflow` are in each state.
     pub fn handled_counts(&self, workflow: &str, account: &str) -> Result<HandledCounts> {
         let conn = self.conn()?;

@@ -281,6 +281,46 @@ fn a_step_failing_on_its_input_dead_letters_at_once_and_status_shows_why() {
         "{text_status}"
     );
 
+    // Once the cause is fixed, the dead letters run again, each once.
+    let listed = text(&flowmail(dir.path(), &["dead-letters", "list"]).stdout);
+    assert_eq!(listed.lines().count(), 4, "{listed}");
+    assert!(
+        listed
+            .lines()
+            .all(|l| l.starts_with("bad (demo): ") && l.contains("after 1 attempt(s)")),
+        "{listed}"
+    );
+    let workflow = dir.path().join("served/bad.yaml");
+    let fixed = std::fs::read_to_string(&workflow)
+        .unwrap()
+        .replace("to: \"not an address\"", "to: oncall@demo.example");
+    std::fs::write(&workflow, fixed).unwrap();
+    let retried = flowmail(dir.path(), &["dead-letters", "retry", "--workflow", "bad"]);
+    assert!(
+        text(&retried.stdout).contains("4 dead letter(s) of `bad` wait again"),
+        "{}",
+        text(&retried.stdout)
+    );
+    let again = flowmail(dir.path(), &["dead-letters", "retry", "--workflow", "bad"]);
+    assert!(
+        text(&again.stdout).contains("0 dead letter(s)"),
+        "each comes back once"
+    );
+    let run = flowmail(dir.path(), &["run", "served/bad.yaml"]);
+    assert!(
+        run.status.success(),
+        "{}{}",
+        text(&run.stdout),
+        text(&run.stderr)
+    );
+    assert_eq!(outbox(dir.path()).len(), 4, "{}", text(&run.stdout));
+    let run = flowmail(dir.path(), &["run", "served/bad.yaml"]);
+    assert!(run.status.success());
+    assert_eq!(outbox(dir.path()).len(), 4, "nothing ran twice");
+    assert!(
+        text(&flowmail(dir.path(), &["dead-letters", "list"]).stdout).contains("no dead letters")
+    );
+
     // Status reads the store only: a secret it does not need may be missing.
     let config = std::fs::read_to_string(dir.path().join("flowmail.toml")).unwrap();
     std::fs::write(
