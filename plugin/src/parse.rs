@@ -30,18 +30,25 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
             size: data.len() as u64,
         })
         .collect();
+    // mail-parser renders a text-only message as HTML too; only a real HTML part counts.
+    let has_html = message.html_body.iter().any(|i| {
+        message
+            .parts
+            .get(*i as usize)
+            .is_some_and(|p| matches!(p.body, PartType::Html(_)))
+    });
     let html = message
         .body_html(0)
         .map(|h| h.into_owned())
-        .filter(|_| message.html_body_count() > 0);
+        .filter(|_| has_html);
     Ok(ReceivedMessage {
         id: raw.id.clone(),
-        message_id: message.message_id().map(str::to_owned),
+        message_id: message.message_id().map(clean),
         sender,
         to: list(message.to()),
         cc: list(message.cc()),
         date,
-        subject: message.subject().unwrap_or_default().to_owned(),
+        subject: clean(message.subject().unwrap_or_default()),
         text: message.body_text(0).map(|t| t.into_owned()),
         html: html.filter(|h| !h.is_empty()),
         attachments: if omitted { Vec::new() } else { attachments },
@@ -110,14 +117,36 @@ pub fn is_mime_type(t: &str) -> bool {
 
 fn to_address(a: &Addr<'_>) -> Option<Address> {
     a.address().map(|email| Address {
-        name: a.name().map(str::to_owned),
-        email: email.to_owned(),
+        name: a.name().map(clean),
+        email: clean(email),
     })
+}
+
+/// A header value from outside, with NUL and other control characters (a tab aside)
+/// replaced, so that a workflow can quote it in a header of its own.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Parses and applies the checks that make a message usable: mail-parser itself accepts
 /// nearly any bytes, so these catch what would otherwise arrive silently mangled.
 fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
+    // An mbox `From ` separator line before the header is dropped, as mail readers do.
+    let data = match data.strip_prefix(b"From ") {
+        Some(rest) => rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(&data[data.len()..], |n| &rest[n + 1..]),
+        None => data,
+    };
     let first_line = data.split(|b| *b == b'\n').next().unwrap_or_default();
     let looks_like_header = first_line
         .iter()
@@ -325,5 +354,21 @@ mod tests {
         // Transport padding after a delimiter is allowed.
         let padded = m.replace("--out--\r\n", "--in--  \r\n--out--\t\r\n");
         assert!(parse(&raw(2, &padded)).is_ok());
+    }
+
+    #[test]
+    fn outside_text_is_made_safe_and_a_text_only_message_has_no_html() {
+        let m = "From sender@example.com Mon Nov 23 08:00:00 2026\r\nFrom: Bot\u{1} <bot@example.com>\r\n\
+                 Subject: disk\u{0} full\r\n\r\nplain text only\r\n";
+        let r = parse(&raw(1, m)).unwrap();
+        assert_eq!(r.subject, "disk\u{fffd} full");
+        assert_eq!(r.sender.unwrap().name.as_deref(), Some("Bot\u{fffd}"));
+        assert_eq!(r.text.as_deref(), Some("plain text only\r\n"));
+        assert_eq!(
+            r.html, None,
+            "mail-parser's rendering of the text is not an HTML part"
+        );
+        let html = "From: a@example.com\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n";
+        assert!(parse(&raw(2, html)).unwrap().html.is_some());
     }
 }
