@@ -32,7 +32,7 @@ impl Failure {
     pub(super) fn classify(self, server: &str) -> MailError {
         use async_imap::error::Error as E;
         match self {
-            Failure::Command(what, e) => match e {
+            Failure::Command(what, e) => match e.tidy() {
                 E::No(text)
                     if text.contains("AUTHENTICATIONFAILED") || what == "authentication" =>
                 {
@@ -83,6 +83,41 @@ impl Failure {
     }
 }
 
+/// The server's reply as a person reads it. async-imap hands NO and BAD replies over as
+/// the `Debug` text of their parts (`code: Some(Nonexistent), info: Some("...")`); this
+/// turns that back into `[NONEXISTENT] ...`.
+fn reply_text(raw: &str) -> String {
+    let info = raw
+        .split_once("info: Some(\"")
+        .and_then(|(_, rest)| rest.rsplit_once("\")"))
+        .map(|(info, _)| info.replace("\\\"", "\"").replace("\\\\", "\\"));
+    let code = raw
+        .strip_prefix("code: Some(")
+        .and_then(|rest| rest.split_once("), info:"))
+        .map(|(code, _)| code.to_ascii_uppercase());
+    match (code, info) {
+        (Some(code), Some(info)) => format!("[{code}] {info}"),
+        (None, Some(info)) => info,
+        (Some(code), None) => format!("[{code}]"),
+        (None, None) => raw.to_owned(),
+    }
+}
+
+trait Tidy {
+    fn tidy(self) -> Self;
+}
+
+impl Tidy for async_imap::error::Error {
+    fn tidy(self) -> Self {
+        use async_imap::error::Error as E;
+        match self {
+            E::No(text) => E::No(reply_text(&text)),
+            E::Bad(text) => E::Bad(reply_text(&text)),
+            other => other,
+        }
+    }
+}
+
 /// Classifies a failed IMAP command `what`.
 pub(super) fn classify(server: &str, what: &str, e: async_imap::error::Error) -> MailError {
     Failure::Command(what.to_owned(), e).classify(server)
@@ -94,6 +129,25 @@ mod tests {
 
     use super::*;
     use async_imap::error::Error as E;
+
+    #[test]
+    fn server_replies_read_as_sentences() {
+        assert_eq!(
+            reply_text("code: None, info: Some(\"[AUTHENTICATIONFAILED] Authentication failed.\")"),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(
+            reply_text("code: Some(Nonexistent), info: Some(\"Mailbox doesn't exist: Nope\")"),
+            "[NONEXISTENT] Mailbox doesn't exist: Nope"
+        );
+        let e = Failure::Command(
+            "SELECT".into(),
+            E::No("code: Some(Nonexistent), info: Some(\"Mailbox doesn't exist: Nope\")".into()),
+        )
+        .classify("imap.example:993");
+        assert_eq!(e.kind_name(), "not-found");
+        assert!(!e.message().contains("info:"), "{e:?}");
+    }
 
     #[test]
     fn each_failure_gets_its_case_and_fix() {
