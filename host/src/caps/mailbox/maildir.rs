@@ -294,7 +294,13 @@ impl UidFolder for Maildir {
     }
 
     fn uid_validity(&self) -> BoxFuture<'_, Result<u32, MailError>> {
-        Box::pin(async move { Ok(self.indexed()?.0) })
+        // The store knows it; no need to list the folder for it.
+        Box::pin(async move {
+            self.store
+                .maildir_uids(&self.root.display().to_string(), &[])
+                .map(|(validity, _)| validity)
+                .map_err(|e| Failure::Store(e).classify())
+        })
     }
 
     fn count_after(&self, after: Option<UidCursor>) -> BoxFuture<'_, Result<u64, MailError>> {

@@ -104,6 +104,15 @@ fn read(field: &str, text: &str) -> Result<(u32, u32), MailError> {
         })
 }
 
+/// Reads a cursor given as `after`.
+fn read_cursor(text: &str) -> Result<UidCursor, MailError> {
+    let (uid_validity, last_uid) = read("after", text)?;
+    Ok(UidCursor {
+        uid_validity,
+        last_uid,
+    })
+}
+
 /// A [`UidFolder`] serving the backend-neutral contract.
 pub struct Uids<F>(pub F);
 
@@ -144,16 +153,7 @@ impl<F: UidFolder> Backend for Uids<F> {
         cap: Option<SizeCap>,
     ) -> BoxFuture<'_, Result<Batch, MailError>> {
         Box::pin(async move {
-            let after = match after.as_deref() {
-                Some(text) => {
-                    let (uid_validity, last_uid) = read("after", text)?;
-                    Some(UidCursor {
-                        uid_validity,
-                        last_uid,
-                    })
-                }
-                None => None,
-            };
+            let after = after.as_deref().map(read_cursor).transpose()?;
             let batch = self.0.fetch_after(after, limit, search, cap).await?;
             let validity = batch.uid_validity;
             let (start, restarted) = match after {
@@ -206,16 +206,7 @@ impl<F: UidFolder> Backend for Uids<F> {
 impl<F: UidFolder> Watch for Uids<F> {
     fn count_after(&self, after: Option<String>) -> BoxFuture<'_, Result<u64, MailError>> {
         Box::pin(async move {
-            let after = match after.as_deref() {
-                Some(text) => {
-                    let (uid_validity, last_uid) = read("after", text)?;
-                    Some(UidCursor {
-                        uid_validity,
-                        last_uid,
-                    })
-                }
-                None => None,
-            };
+            let after = after.as_deref().map(read_cursor).transpose()?;
             self.0.count_after(after).await
         })
     }
