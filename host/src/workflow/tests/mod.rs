@@ -1,10 +1,10 @@
 //! The runner and the catch-up against fakes: the plugin's actions played by
 //! [`FakeActions`], a mailbox whose ids are plain numbers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod steps;
 mod triggered;
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 

@@ -7,7 +7,11 @@ use super::*;
 async fn first_failure(actions: &FakeActions, steps: &str) -> RunError {
     let f = fixture();
     let mut report = run_yaml(&f, actions, &format!("name: w\nsteps:\n{steps}")).await;
-    assert!(!report.failed.is_empty(), "the run should fail: {:?}", report.lines);
+    assert!(
+        !report.failed.is_empty(),
+        "the run should fail: {:?}",
+        report.lines
+    );
     report.failed.remove(0)
 }
 
@@ -38,6 +42,7 @@ steps:
 
 #[tokio::test]
 async fn for_each_over_a_read_step_feeds_later_steps() {
+    let f = fixture();
     let actions = FakeActions {
         inbox: vec![
             received(1, "one", "a@example.com"),
@@ -112,15 +117,12 @@ async fn a_false_if_skips_the_step() {
 
 #[tokio::test]
 async fn an_unknown_name_fails_naming_the_step_and_field() {
-    let f = fixture();
     let actions = FakeActions::default();
-    let report = run_yaml(
-        &f,
+    let e = &first_failure(
         &actions,
-        "name: w\nsteps:\n  - id: s\n    action: send-mail\n    with:\n      account: out\n      message: { to: a@example.com, subject: \"${{ steps.nope.subject }}\" }\n",
+        "  - id: s\n    action: send-mail\n    with:\n      account: out\n      message: { to: a@example.com, subject: \"${{ steps.nope.subject }}\" }\n",
     )
     .await;
-    let e = &report.failed[0];
     assert_eq!(e.step, "s");
     assert_eq!(e.field.as_deref(), Some("with.message.subject"), "{e}");
     assert!(!e.retryable());
@@ -129,15 +131,12 @@ async fn an_unknown_name_fails_naming_the_step_and_field() {
 
 #[tokio::test]
 async fn for_each_must_be_a_list() {
-    let f = fixture();
     let actions = FakeActions::default();
-    let report = run_yaml(
-        &f,
+    let e = &first_failure(
         &actions,
-        "name: w\nsteps:\n  - id: s\n    action: send-mail\n    for_each: \"${{ 3 }}\"\n    with: { account: out, message: { to: a@example.com } }\n",
+        "  - id: s\n    action: send-mail\n    for_each: \"${{ 3 }}\"\n    with: { account: out, message: { to: a@example.com } }\n",
     )
     .await;
-    let e = &report.failed[0];
     assert_eq!(
         (e.step.as_str(), e.field.as_deref()),
         ("s", Some("for_each"))
@@ -147,7 +146,6 @@ async fn for_each_must_be_a_list() {
 
 #[tokio::test]
 async fn the_plugins_invalid_input_names_the_workflow_field() {
-    let f = fixture();
     let actions = FakeActions {
         fail_send: Some(MailError::InvalidInput(FieldError {
             field: "message.to[0].email".into(),
@@ -155,7 +153,11 @@ async fn the_plugins_invalid_input_names_the_workflow_field() {
         })),
         ..FakeActions::default()
     };
-    let e = &first_failure(&actions, "  - id: s\n    action: send-mail\n    with: { account: out, message: { to: x } }\n").await;
+    let e = &first_failure(
+        &actions,
+        "  - id: s\n    action: send-mail\n    with: { account: out, message: { to: x } }\n",
+    )
+    .await;
     assert_eq!(e.field.as_deref(), Some("with.message.to[0].email"), "{e}");
     assert!(!e.retryable());
     assert_eq!(
@@ -184,7 +186,11 @@ async fn only_transient_failures_are_retryable() {
             fail_send: Some(error.clone()),
             ..FakeActions::default()
         };
-        let e = &first_failure(&actions, "  - id: s\n    action: send-mail\n    with: { account: out, message: { to: a@example.com } }\n").await;
+        let e = &first_failure(
+            &actions,
+            "  - id: s\n    action: send-mail\n    with: { account: out, message: { to: a@example.com } }\n",
+        )
+        .await;
         assert_eq!(e.retryable(), retryable, "{error:?}: {e}");
         assert_eq!(error.is_retryable(), retryable);
         assert!(
@@ -197,7 +203,11 @@ async fn only_transient_failures_are_retryable() {
 #[tokio::test]
 async fn a_bad_read_filter_is_refused_before_the_plugin_is_called() {
     let actions = FakeActions::default();
-    let e = &first_failure(&actions, "  - id: r\n    action: read-mailbox\n    with: { account: inbox, filter: { since: \"\" } }\n").await;
+    let e = &first_failure(
+        &actions,
+        "  - id: r\n    action: read-mailbox\n    with: { account: inbox, filter: { since: \"\" } }\n",
+    )
+    .await;
     assert_eq!(e.step, "r");
     assert_eq!(e.field.as_deref(), Some("with.filter.since"), "{e}");
     assert!(actions.reads.lock().unwrap().is_empty());
