@@ -287,11 +287,14 @@ fn body_tree<'a>(message: &'a OutgoingMessage, attachments: &[&'a Attachment]) -
         (None, Some(h)) => h,
         (None, None) => MimePart::new("text/plain", BodyPart::Text(Cow::Borrowed(""))),
     };
-    let part = |a: &'a Attachment| {
-        MimePart::new(
+    let part = |a: &'a Attachment| match as_text_entity(a) {
+        Some((content_type, encoding, data)) => {
+            MimePart::new(content_type, BodyPart::Binary(data)).transfer_encoding(encoding)
+        }
+        None => MimePart::new(
             a.content_type.as_str(),
             BodyPart::Binary(Cow::Borrowed(a.data.as_slice())),
-        )
+        ),
     };
     let inline: Vec<MimePart<'a>> = attachments
         .iter()
@@ -321,3 +324,75 @@ fn body_tree<'a>(message: &'a OutgoingMessage, attachments: &[&'a Attachment]) -
     parts.extend(regular);
     MimePart::new("multipart/mixed", parts)
 }
+
+/// A `message/*` or `multipart/*` attachment as RFC 2046 §5.2.1 and §5.1 want it: not
+/// base64 but 7bit or 8bit, in CRLF lines, so that mail clients open the message or the
+/// parts inside; a multipart keeps the boundary its own delimiter lines use.
+///
+/// `None` when the attachment is of another type, or when its bytes cannot travel as
+/// text (a NUL, a line over 998 octets, a multipart without delimiter lines): it is then
+/// sent as it was given, in base64, byte for byte.
+fn as_text_entity(a: &Attachment) -> Option<(ContentType<'_>, &'static str, Cow<'_, [u8]>)> {
+    let (kind, _) = a.content_type.split_once('/')?;
+    let is_message = kind.eq_ignore_ascii_case("message");
+    if !is_message && !kind.eq_ignore_ascii_case("multipart") {
+        return None;
+    }
+    let data = crlf_lines(&a.data);
+    if data.contains(&0) || data.split(|b| *b == b'\n').any(|line| line.len() > 999) {
+        return None;
+    }
+    let encoding = if data.is_ascii() { "7bit" } else { "8bit" };
+    let mut content_type = ContentType::new(a.content_type.as_str());
+    if !is_message {
+        content_type = content_type.attribute("boundary", first_boundary(&data)?);
+    }
+    Some((content_type, encoding, data))
+}
+
+/// `data` with every line ending a CRLF, borrowed when it already is.
+fn crlf_lines(data: &[u8]) -> Cow<'_, [u8]> {
+    let bare = data.iter().enumerate().any(|(i, b)| {
+        (*b == b'\n' && (i == 0 || data[i - 1] != b'\r'))
+            || (*b == b'\r' && data.get(i + 1) != Some(&b'\n'))
+    });
+    if !bare {
+        return Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// The boundary of a multipart body: the first `--boundary` line whose closing
+/// `--boundary--` line comes later.
+fn first_boundary(data: &[u8]) -> Option<String> {
+    let lines: Vec<&[u8]> = data
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).trim_ascii_end())
+        .collect();
+    let closings: std::collections::HashSet<&[u8]> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(b"--")?.strip_suffix(b"--"))
+        .collect();
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(b"--"))
+        .find(|b| !b.is_empty() && b.len() <= 70 && closings.contains(b))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;

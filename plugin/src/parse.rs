@@ -1,6 +1,6 @@
 //! Turns raw messages into `received-message`s, and refuses malformed ones with a reason.
 
-use mail_parser::{Addr, HeaderName, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Addr, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use crate::mailbox::{Content, RawMessage};
 use crate::types::{Address, Attachment, AttachmentInfo, ReceivedMessage};
@@ -12,49 +12,52 @@ pub fn parse(raw: &RawMessage) -> Result<ReceivedMessage, String> {
         Content::WithoutAttachments => true,
         Content::Omitted => return Err("was not fetched".into()),
     };
-    let message = parse_checked(&raw.data)?;
-    let sender = message.from().and_then(|a| a.first()).and_then(to_address);
-    let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Address> {
-        a.map(|a| a.iter().filter_map(to_address).collect())
-            .unwrap_or_default()
-    };
-    let date = message
-        .date()
-        .map(|d| mail_parser::DateTime::from_timestamp(d.to_timestamp()).to_rfc3339());
-    let attachments = attachments_of(&message)
-        .enumerate()
-        .map(|(i, (name, content_type, data))| AttachmentInfo {
-            index: i as u32,
-            name,
-            content_type,
-            size: data.len() as u64,
-        })
-        .collect();
-    // mail-parser renders a text-only message as HTML too; only a real HTML part counts.
-    let has_html = message.html_body.iter().any(|i| {
-        message
-            .parts
-            .get(*i as usize)
-            .is_some_and(|p| matches!(p.body, PartType::Html(_)))
-    });
-    let html = message
-        .body_html(0)
-        .map(|h| h.into_owned())
-        .filter(|_| has_html);
-    Ok(ReceivedMessage {
-        id: raw.id.clone(),
-        message_id: message.message_id().map(clean),
-        sender,
-        to: list(message.to()),
-        cc: list(message.cc()),
-        date,
-        subject: clean(message.subject().unwrap_or_default()),
-        text: message.body_text(0).map(|t| t.into_owned()),
-        html: html.filter(|h| !h.is_empty()),
-        attachments: if omitted { Vec::new() } else { attachments },
-        flags: raw.flags.clone(),
-        size: raw.size,
-        attachments_omitted: omitted,
+    read(&raw.data, |message| {
+        let sender = message.from().and_then(|a| a.first()).and_then(to_address);
+        let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<Address> {
+            a.map(|a| a.iter().filter_map(to_address).collect())
+                .unwrap_or_default()
+        };
+        let date = message
+            .date()
+            .map(|d| mail_parser::DateTime::from_timestamp(d.to_timestamp()).to_rfc3339());
+        let body = Body::of(message);
+        let attachments = body
+            .attachments(message)
+            .enumerate()
+            .map(|(i, (name, content_type, data))| AttachmentInfo {
+                index: i as u32,
+                name,
+                content_type,
+                size: data.len() as u64,
+            })
+            .collect();
+        // mail-parser renders a text-only message as HTML too; only a real HTML part counts.
+        let has_html = message.html_body.iter().any(|i| {
+            message
+                .parts
+                .get(*i as usize)
+                .is_some_and(|p| matches!(p.body, PartType::Html(_)))
+        });
+        let html = message
+            .body_html(0)
+            .map(|h| h.into_owned())
+            .filter(|_| has_html);
+        ReceivedMessage {
+            id: raw.id.clone(),
+            message_id: message.message_id().map(clean),
+            sender,
+            to: list(message.to()),
+            cc: list(message.cc()),
+            date,
+            subject: clean(&subject(message)),
+            text: body.text(message),
+            html: html.filter(|h| !h.is_empty()),
+            attachments: if omitted { Vec::new() } else { attachments },
+            flags: raw.flags.clone(),
+            size: raw.size,
+            attachments_omitted: omitted,
+        }
     })
 }
 
@@ -63,44 +66,163 @@ pub fn attachments(raw: &RawMessage) -> Result<Vec<Attachment>, String> {
     if raw.content != Content::Complete {
         return Err("came without its attachments".into());
     }
-    let message = parse_checked(&raw.data)?;
-    Ok(attachments_of(&message)
-        .map(|(name, content_type, data)| Attachment {
-            name,
-            content_type,
-            data: data.to_vec(),
-            content_id: None,
-        })
-        .collect())
+    read(&raw.data, |message| {
+        Body::of(message)
+            .attachments(message)
+            .map(|(name, content_type, data)| Attachment {
+                name,
+                content_type,
+                data: data.to_vec(),
+                content_id: None,
+            })
+            .collect()
+    })
 }
 
-fn attachments_of<'m>(
-    message: &'m Message<'m>,
-) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
-    message.attachments().enumerate().map(|(i, part)| {
-        // What a sender wrote is made usable here, so that forwarding it never fails the
-        // checks of an outgoing attachment: the last path segment of the name, without
-        // control characters, and a MIME type, or application/octet-stream.
-        let name = part
-            .attachment_name()
-            .map(|n| {
-                n.rsplit(['/', '\\'])
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .collect::<String>()
+/// The subject as RFC 5322 §2.2.3 unfolds it: only the line breaks of the folding go, so
+/// a folded tab stays a tab. Encoded words (RFC 2047) are left to mail-parser's decoding.
+fn subject(message: &Message<'_>) -> String {
+    match message.header_raw(HeaderName::Subject) {
+        Some(raw) if !raw.contains("=?") => {
+            let mut unfolded = String::with_capacity(raw.len());
+            let mut rest = raw;
+            while let Some(n) = rest.find('\n') {
+                unfolded.push_str(rest[..n].strip_suffix('\r').unwrap_or(&rest[..n]));
+                rest = &rest[n + 1..];
+            }
+            unfolded.push_str(rest);
+            unfolded.trim_matches([' ', '\t', '\r']).to_owned()
+        }
+        _ => message.subject().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Which part is the message's text, and so not an attachment.
+///
+/// mail-parser lists as attachments some parts that mail readers show as the body: a part
+/// whose `Content-Type` is invalid or bare (`text`), which RFC 2045 §5.2 reads as
+/// text/plain, and a multipart whose boundary is missing or never appears. When the
+/// message has no other text, the first such part not sent as a file is its text.
+struct Body {
+    text_part: Option<usize>,
+}
+
+impl Body {
+    fn of(message: &Message<'_>) -> Self {
+        let text_part = if message.text_body.is_empty() {
+            message
+                .attachments
+                .iter()
+                .map(|i| *i as usize)
+                .find(|i| message.parts.get(*i).is_some_and(read_as_text))
+        } else {
+            None
+        };
+        Self { text_part }
+    }
+
+    fn text(&self, message: &Message<'_>) -> Option<String> {
+        match self.text_part.and_then(|i| message.parts.get(i)) {
+            Some(part) => Some(match part.text_contents() {
+                Some(text) => text.to_owned(),
+                None => String::from_utf8_lossy(part.contents()).into_owned(),
+            }),
+            None => message.body_text(0).map(|t| t.into_owned()),
+        }
+    }
+
+    fn attachments<'m>(
+        &self,
+        message: &'m Message<'m>,
+    ) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
+        let text_part = self.text_part;
+        let digests = digest_children(message);
+        message
+            .attachments
+            .iter()
+            .map(|i| *i as usize)
+            .filter(move |i| Some(*i) != text_part)
+            .filter_map(|i| message.parts.get(i).map(|part| (i, part)))
+            .enumerate()
+            .map(move |(n, (i, part))| {
+                // What a sender wrote is made usable here, so that forwarding it never fails
+                // the checks of an outgoing attachment: the last path segment of the name,
+                // without control characters, and the MIME type a reader would give it.
+                let name = part
+                    .attachment_name()
+                    .map(|n| {
+                        n.rsplit(['/', '\\'])
+                            .next()
+                            .unwrap_or_default()
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .collect::<String>()
+                    })
+                    .filter(|n| !n.trim().is_empty() && n.trim() != "." && n.trim() != "..")
+                    .unwrap_or_else(|| format!("attachment-{n}"));
+                let in_digest = digests.binary_search(&i).is_ok();
+                (name, reader_type(part, in_digest), part.contents())
             })
-            .filter(|n| !n.trim().is_empty() && n.trim() != "." && n.trim() != "..")
-            .unwrap_or_else(|| format!("attachment-{i}"));
-        let content_type = part
-            .content_type()
-            .and_then(|ct| ct.subtype().map(|sub| format!("{}/{}", ct.ctype(), sub)))
-            .map(|t| t.to_ascii_lowercase())
-            .filter(|t| is_mime_type(t))
-            .unwrap_or_else(|| "application/octet-stream".to_owned());
-        (name, content_type, part.contents())
-    })
+    }
+}
+
+/// The parts that are direct children of a `multipart/digest`, sorted.
+fn digest_children(message: &Message<'_>) -> Vec<usize> {
+    let mut children: Vec<usize> = message
+        .parts
+        .iter()
+        .filter(|p| {
+            p.content_type().is_some_and(|ct| {
+                ct.ctype().eq_ignore_ascii_case("multipart")
+                    && ct
+                        .subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("digest"))
+            })
+        })
+        .filter_map(|p| match &p.body {
+            PartType::Multipart(children) => Some(children),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| *c as usize)
+        .collect();
+    children.sort_unstable();
+    children
+}
+
+/// The declared `type/subtype` of a part, lowercase, when it is a valid one.
+fn declared_type(part: &MessagePart<'_>) -> Option<String> {
+    part.content_type()
+        .and_then(|ct| ct.subtype().map(|sub| format!("{}/{}", ct.ctype(), sub)))
+        .map(|t| t.to_ascii_lowercase())
+        .filter(|t| is_mime_type(t))
+}
+
+/// The MIME type a mail reader gives a part: an invalid or bare type is text/plain
+/// (RFC 2045 §5.2), as is a multipart that could not be split into parts; a part without a
+/// type is message/rfc822 in a digest (RFC 2046 §5.1.5) and text/plain elsewhere.
+fn reader_type(part: &MessagePart<'_>, in_digest: bool) -> String {
+    match declared_type(part) {
+        Some(t) if t.starts_with("multipart/") && !matches!(part.body, PartType::Multipart(_)) => {
+            "text/plain".to_owned()
+        }
+        Some(t) => t,
+        None if part.content_type().is_none() && in_digest => "message/rfc822".to_owned(),
+        None => "text/plain".to_owned(),
+    }
+}
+
+/// Whether mail readers show this part, which mail-parser took for an attachment, as text:
+/// it is not sent as a file, and its type is invalid or a multipart that has no parts.
+fn read_as_text(part: &MessagePart<'_>) -> bool {
+    let sent_as_file = part.attachment_name().is_some()
+        || part
+            .content_disposition()
+            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"));
+    let mistyped = part.content_type().is_some() && declared_type(part).is_none();
+    let unsplit = !matches!(part.body, PartType::Multipart(_))
+        && declared_type(part).is_some_and(|t| t.starts_with("multipart/"));
+    !sent_as_file && (mistyped || unsplit)
 }
 
 /// `type/subtype`, each a token of RFC 2045.
@@ -136,9 +258,13 @@ fn clean(text: &str) -> String {
         .collect()
 }
 
-/// Parses and applies the checks that make a message usable: mail-parser itself accepts
-/// nearly any bytes, so these catch what would otherwise arrive silently mangled.
-fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
+/// Parses `data` as mail readers do, applies the checks that make a message usable, and
+/// hands the message to `f`.
+///
+/// mail-parser itself accepts nearly any bytes, so the checks catch what would otherwise
+/// arrive silently mangled. A part whose header runs into its body without the empty line
+/// between them is mended first, as Python's `email` package does, so its text is kept.
+fn read<R>(data: &[u8], f: impl FnOnce(&Message<'_>) -> R) -> Result<R, String> {
     // An mbox `From ` separator line before the header is dropped, as mail readers do.
     let data = match data.strip_prefix(b"From ") {
         Some(rest) => rest
@@ -148,18 +274,111 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
         None => data,
     };
     let first_line = data.split(|b| *b == b'\n').next().unwrap_or_default();
-    let looks_like_header = first_line
-        .iter()
-        .position(|b| *b == b':')
-        .is_some_and(|colon| {
-            colon > 0 && first_line[..colon].iter().all(|b| (33..=126).contains(b))
-        });
-    if !looks_like_header {
+    if !is_header_field(first_line) {
         return Err("does not start with a header field; it is not an RFC 5322 message".into());
     }
-    let message = MessageParser::default()
-        .parse(data)
-        .ok_or_else(|| "could not be parsed as an RFC 5322 message".to_owned())?;
+    let parse = |data| {
+        MessageParser::default()
+            .parse(data)
+            .ok_or_else(|| "could not be parsed as an RFC 5322 message".to_owned())
+    };
+    let message = parse(data)?;
+    match mended(data, &message) {
+        None => {
+            check(data, &message)?;
+            Ok(f(&message))
+        }
+        Some(mended) => {
+            drop(message);
+            let message = parse(&mended)?;
+            check(&mended, &message)?;
+            Ok(f(&message))
+        }
+    }
+}
+
+/// `Name: value`, the start of a header field (obsolete syntax allows blanks before `:`).
+fn is_header_field(line: &[u8]) -> bool {
+    line.iter().position(|b| *b == b':').is_some_and(|colon| {
+        let name = line[..colon].trim_ascii_end();
+        !name.is_empty() && name.iter().all(|b| (33..=126).contains(b))
+    })
+}
+
+/// `data` with the missing empty lines between headers and bodies put in, or `None` when
+/// nothing is missing. A header ends at the first line that is neither a field nor a
+/// continuation; a message that is all header gets an empty body. One pass over the lines.
+fn mended(data: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
+    let boundaries: std::collections::HashSet<&[u8]> = message
+        .parts
+        .iter()
+        .filter_map(|p| p.content_type())
+        .filter(|ct| ct.ctype().eq_ignore_ascii_case("multipart"))
+        .filter_map(|ct| ct.attribute("boundary"))
+        .map(str::as_bytes)
+        .collect();
+    let mut inserts: Vec<usize> = Vec::new();
+    // Whether the line being read belongs to a header, and whether that is the message's.
+    let mut in_header = true;
+    let mut top = true;
+    let mut start = 0;
+    while start < data.len() {
+        let end = data[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |n| start + n);
+        let line = data[start..end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&data[start..end]);
+        let delimiter = line.strip_prefix(b"--").map(|rest| rest.trim_ascii_end());
+        if let Some(rest) = delimiter.filter(|rest| {
+            boundaries.contains(rest)
+                || rest
+                    .strip_suffix(b"--")
+                    .is_some_and(|b| boundaries.contains(b))
+        }) {
+            // A delimiter starts a part's header; a closing one ends the multipart.
+            in_header = boundaries.contains(rest);
+            top = false;
+        } else if in_header {
+            if line.is_empty() {
+                in_header = false;
+            } else if !(line.starts_with(b" ") || line.starts_with(b"\t") || is_header_field(line))
+            {
+                inserts.push(start);
+                in_header = false;
+            }
+        }
+        start = end + 1;
+    }
+    let all_header = in_header && top;
+    if inserts.is_empty() && !all_header {
+        return None;
+    }
+    let newline: &[u8] = if data.windows(2).any(|w| w == b"\r\n") {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let mut out = Vec::with_capacity(data.len() + newline.len() * (inserts.len() + 2));
+    let mut from = 0;
+    for at in inserts {
+        out.extend_from_slice(&data[from..at]);
+        out.extend_from_slice(newline);
+        from = at;
+    }
+    out.extend_from_slice(&data[from..]);
+    if all_header {
+        if !out.ends_with(b"\n") {
+            out.extend_from_slice(newline);
+        }
+        out.extend_from_slice(newline);
+    }
+    Some(out)
+}
+
+/// The checks a parsed message must pass, each failure naming the defect.
+fn check(data: &[u8], message: &Message<'_>) -> Result<(), String> {
     if message.header(HeaderName::From).is_none() {
         return Err("has no From header".into());
     }
@@ -171,39 +390,82 @@ fn parse_checked(data: &[u8]) -> Result<Message<'_>, String> {
     {
         return Err("has a From header without a valid address".into());
     }
-    let depth = multipart_depth(&message);
+    let parents = parents(message);
+    let depth = multipart_depth(message);
     if depth > MAX_DEPTH {
         return Err(format!(
             "has multiparts nested {depth} deep, over the limit of {MAX_DEPTH}; no mail client builds such a message"
         ));
     }
     let closings = ClosingDelimiters::scan(data);
-    for part in &message.parts {
-        if part.is_encoding_problem {
-            return Err("has a body part whose transfer encoding is broken".into());
+    let boundary = |part: &MessagePart<'_>| {
+        part.content_type()
+            .and_then(|ct| ct.attribute("boundary"))
+            .map(str::to_owned)
+    };
+    for (index, part) in message.parts.iter().enumerate() {
+        if !matches!(part.body, PartType::Multipart(_)) {
+            continue;
         }
-        if let PartType::Multipart(_) = part.body {
-            let boundary = part.content_type().and_then(|ct| ct.attribute("boundary"));
-            let Some(boundary) = boundary else {
-                return Err("has a multipart body without a boundary".into());
-            };
-            if !closings.within(
-                boundary.as_bytes(),
-                part.offset_body as usize,
-                part.offset_end as usize,
-            ) {
+        let Some(own) = boundary(part) else { continue };
+        // Nesting is capped above, so walking up costs at most MAX_DEPTH steps.
+        let mut up = parents.get(index).copied().flatten();
+        while let Some(parent) = up {
+            if message.parts.get(parent).and_then(boundary).as_deref() == Some(own.as_str()) {
                 return Err(format!(
-                    "has a multipart body that is truncated: its closing boundary `--{boundary}--` is missing"
+                    "has a nested multipart that reuses the boundary `{own}` of a multipart \
+                     around it, which RFC 2046 §5.1.1 forbids: its parts cannot be told apart"
                 ));
             }
+            up = parents.get(parent).copied().flatten();
+        }
+        if !closings.within(
+            own.as_bytes(),
+            part.offset_body as usize,
+            part.offset_end as usize,
+        ) {
+            return Err(format!(
+                "has a multipart body that is truncated: its closing boundary `--{own}--` is missing"
+            ));
         }
     }
-    Ok(message)
+    for part in &message.parts {
+        if part.is_encoding_problem {
+            let declared = part
+                .content_transfer_encoding()
+                .map(|e| e.trim().to_ascii_lowercase())
+                .filter(|e| e == "base64" || e == "quoted-printable");
+            return Err(match declared {
+                Some(encoding) => {
+                    format!("has a body part whose {encoding} transfer encoding is broken")
+                }
+                None => "has a body part that is cut off: the boundary that should end it \
+                         never comes, so the message is truncated"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// How deeply multiparts may nest: real mail stays in single digits; beyond this a message
 /// is built to exhaust its readers.
 pub const MAX_DEPTH: usize = 64;
+
+/// Each part's parent multipart, by index.
+fn parents(message: &Message<'_>) -> Vec<Option<usize>> {
+    let mut parents = vec![None; message.parts.len()];
+    for (index, part) in message.parts.iter().enumerate() {
+        if let PartType::Multipart(children) = &part.body {
+            for child in children {
+                if let Some(slot) = parents.get_mut(*child as usize) {
+                    *slot = Some(index);
+                }
+            }
+        }
+    }
+    parents
+}
 
 /// How deeply the multiparts of `message` nest (0 for a single-part message).
 fn multipart_depth(message: &Message<'_>) -> usize {
@@ -370,5 +632,107 @@ mod tests {
         );
         let html = "From: a@example.com\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n";
         assert!(parse(&raw(2, html)).unwrap().html.is_some());
+    }
+
+    #[test]
+    fn a_bare_or_invalid_content_type_is_read_as_text_plain() {
+        for ct in ["text", "foo bar", "text/"] {
+            let m = format!("From: a@example.com\r\nContent-Type: {ct}\r\n\r\nhello body\r\n");
+            let r = parse(&raw(1, &m)).unwrap();
+            assert_eq!(r.text.as_deref(), Some("hello body\r\n"), "{ct}");
+            assert!(r.attachments.is_empty(), "{ct}: {:?}", r.attachments);
+        }
+        // Sent as a file, it stays an attachment, typed as a reader would type it.
+        let file = "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                    Content-Type: text/plain\r\n\r\nsee file\r\n--b\r\nContent-Type: bogus\r\n\
+                    Content-Disposition: attachment; filename=notes\r\n\r\nnotes\r\n--b--\r\n";
+        let r = parse(&raw(2, file)).unwrap();
+        assert_eq!(r.text.as_deref(), Some("see file"));
+        assert_eq!(r.attachments[0].name, "notes");
+        assert_eq!(r.attachments[0].content_type, "text/plain");
+    }
+
+    #[test]
+    fn a_multipart_that_cannot_be_split_is_one_text_body() {
+        let no_boundary = "From: a@example.com\r\nContent-Type: multipart/mixed\r\n\r\nhello body\r\n--x\r\nmore\r\n";
+        let never = "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\nhello body\r\nmore\r\n";
+        for (m, text) in [
+            (no_boundary, "hello body\r\n--x\r\nmore\r\n"),
+            (never, "hello body\r\nmore\r\n"),
+        ] {
+            let r = parse(&raw(1, m)).unwrap();
+            assert_eq!(r.text.as_deref(), Some(text));
+            assert!(r.attachments.is_empty(), "{:?}", r.attachments);
+        }
+    }
+
+    #[test]
+    fn the_parts_of_a_digest_are_messages() {
+        let m = "From: a@example.com\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\n\
+                 From: b@example.com\r\nSubject: inner\r\n\r\ninner body\r\n--d--\r\n";
+        let r = parse(&raw(1, m)).unwrap();
+        assert_eq!(r.attachments.len(), 1);
+        assert_eq!(r.attachments[0].content_type, "message/rfc822");
+        let a = attachments(&raw(1, m)).unwrap();
+        assert!(a[0].data.starts_with(b"From: b@example.com\r\n"));
+    }
+
+    #[test]
+    fn a_header_without_its_empty_line_keeps_the_text_after_it() {
+        let cases = [
+            // A part with no header at all, and one whose header runs into its body.
+            (
+                "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                 no header here\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--b--\r\n",
+                "no header here",
+            ),
+            (
+                "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                 Content-Type: text/plain\r\nhello there\r\n--b--\r\n",
+                "hello there",
+            ),
+            // The message's own header, in LF-only mail.
+            (
+                "From: a@example.com\nSubject: x\nbody text here\nmore\n",
+                "body text here\nmore\n",
+            ),
+        ];
+        for (m, text) in cases {
+            let r = parse(&raw(1, m)).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+            assert_eq!(r.text.as_deref(), Some(text), "{m:?}");
+        }
+        // A message that is all header is valid (RFC 5322 §3.5): it has no body.
+        let r = parse(&raw(2, "From: a@example.com\r\nSubject: header only\r\n")).unwrap();
+        assert_eq!(r.subject, "header only");
+        assert!(r.text.unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn skip_reasons_name_the_real_defect() {
+        for (m, needle) in [
+            (
+                "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                 Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+                 x\r\n--b--\r\n--b--\r\n",
+                "reuses the boundary `b`",
+            ),
+            (
+                "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+                 Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+                 JVBE*Ri0=!!\r\n--b--\r\n",
+                "base64 transfer encoding is broken",
+            ),
+        ] {
+            let err = parse(&raw(1, m)).unwrap_err();
+            assert!(err.contains(needle), "{m:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn folding_keeps_the_whitespace_it_folded() {
+        let m = "From: a@example.com\r\nSubject: one\r\n\ttwo\r\n  three\r\n\r\nbody\r\n";
+        assert_eq!(parse(&raw(1, m)).unwrap().subject, "one\ttwo  three");
+        let encoded = "From: a@example.com\r\nSubject: =?UTF-8?Q?caf=C3=A9?=\r\n =?UTF-8?Q?_au_lait?=\r\n\r\nx\r\n";
+        assert_eq!(parse(&raw(2, encoded)).unwrap().subject, "café au lait");
     }
 }

@@ -492,7 +492,12 @@ fn forwarded_attachments_are_made_usable_or_left_out_with_a_warning() {
         "the path is dropped, the big one left out"
     );
     let evil = parsed.attachment(0).unwrap();
-    assert_eq!(evil.content_type().map(|c| c.ctype()), Some("application"));
+    // A bare `text` type is text/plain (RFC 2045 §5.2).
+    assert_eq!(
+        evil.content_type()
+            .map(|c| (c.ctype(), c.subtype().unwrap_or_default())),
+        Some(("text", "plain"))
+    );
     let warnings = host.warnings.borrow();
     assert!(
         warnings
