@@ -15,7 +15,7 @@ use rustls::ClientConfig;
 pub use self::http::http_client;
 pub use self::stream::Stream;
 pub use self::tcp::{connect, resolve};
-pub use self::tls::{MinTls, TlsInfo, handshake, tls_config};
+pub use self::tls::{MinTls, TlsInfo, explain as explain_tls, handshake, tls_config};
 
 /// How a connection to a mail server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,23 @@
 //! The TLS policy: rustls with the ring provider, the account's CA file or the public web
 //! PKI roots, TLS 1.2 or 1.3 at least. Certificate checks cannot be switched off: there is no
 //! setting, and no code path, that builds a verifier which accepts any certificate.
+//!
+//! One case goes beyond the chain of trust: a server that presents, as its own certificate,
+//! exactly a certificate of the CA file. Internal relays often use a self-signed certificate
+//! that is also marked as a CA (`CA:TRUE`), which the web PKI rules refuse to accept as a
+//! server's certificate even when it is the trust anchor itself. Such a certificate is
+//! trusted as itself (pinned): byte for byte the one in the CA file, for the names it lists,
+//! within its validity, and with the handshake signed by its key.
 
 use std::io;
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -22,6 +33,7 @@ pub enum MinTls {
 /// public web PKI roots; TLS 1.2 and 1.3, or 1.3 only.
 pub fn tls_config(ca_pem: Option<&[u8]>, min: MinTls) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     match ca_pem {
         Some(pem) => {
             use rustls::pki_types::pem::PemObject;
@@ -29,8 +41,9 @@ pub fn tls_config(ca_pem: Option<&[u8]>, min: MinTls) -> Result<Arc<ClientConfig
             for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| format!("the CA file is not PEM: {e}"))?;
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|e| format!("the CA file holds an unusable certificate: {e}"))?;
+                pinned.push(cert);
                 found += 1;
             }
             if found == 0 {
@@ -44,12 +57,183 @@ pub fn tls_config(ca_pem: Option<&[u8]>, min: MinTls) -> Result<Arc<ClientConfig
         MinTls::V13 => &[&rustls::version::TLS13],
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| e.to_string())?;
+    let config = if pinned.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("the CA file cannot be used: {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOrPinned { chain, pinned }))
+            .with_no_client_auth()
+    };
     Ok(Arc::new(config))
+}
+
+/// The chain of trust from the CA file, and besides it the CA file's own certificates,
+/// each trusted as itself when a server presents exactly it.
+#[derive(Debug)]
+struct ChainOrPinned {
+    chain: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for ChainOrPinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let by_chain = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if by_chain.is_ok()
+            || !self
+                .pinned
+                .iter()
+                .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return by_chain;
+        }
+        // Exactly a certificate the CA file holds: its names and its validity still count.
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|e| match e {
+                webpki::Error::CertNotValidForName(context) => {
+                    CertificateError::NotValidForNameContext {
+                        expected: context.expected,
+                        presented: context.presented,
+                    }
+                }
+                _ => CertificateError::NotValidForName,
+            })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let seconds = |t: x509_parser::time::ASN1Time| {
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                u64::try_from(t.timestamp()).unwrap_or(0),
+            ))
+        };
+        let (not_before, not_after) = (
+            seconds(parsed.validity().not_before),
+            seconds(parsed.validity().not_after),
+        );
+        if now.as_secs() < not_before.as_secs() {
+            return Err(CertificateError::NotValidYetContext {
+                time: now,
+                not_before,
+            }
+            .into());
+        }
+        if now.as_secs() > not_after.as_secs() {
+            return Err(CertificateError::ExpiredContext {
+                time: now,
+                not_after,
+            }
+            .into());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// A sentence for a failed TLS handshake, with the fix, or `None` when `e` is no TLS error.
+pub fn explain(e: &io::Error, server: &str) -> Option<String> {
+    let error = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match error {
+        rustls::Error::InvalidCertificate(why) => format!(
+            "the certificate of {server} is not accepted: {}. flowmail never skips certificate checks",
+            certificate_problem(why)
+        ),
+        rustls::Error::AlertReceived(alert) => format!(
+            "{server} ended the TLS handshake ({alert:?}); it most likely does not support the minimum \
+             TLS version this account requires (min_tls). Upgrade the server, or lower min_tls to \"1.2\""
+        ),
+        other => format!("TLS with {server} failed: {other}"),
+    })
+}
+
+/// What is wrong with a server's certificate, and how to fix it.
+fn certificate_problem(why: &CertificateError) -> String {
+    match why {
+        CertificateError::UnknownIssuer => {
+            "it was issued by a CA that is not trusted; set ca_file to the PEM \
+             of the CA that issued it, or, for a self-signed certificate, to the certificate itself"
+                .into()
+        }
+        CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => format!(
+            "it is not valid for {expected:?} (it names {}); connect with a name it lists, or \
+             reissue it with that name in subjectAltName",
+            presented.join(", ")
+        ),
+        CertificateError::NotValidForName => {
+            "it is not valid for the server's name; connect with a name it \
+             lists in subjectAltName, or reissue it"
+                .into()
+        }
+        CertificateError::ExpiredContext { not_after, .. } => format!(
+            "it expired at {} (Unix time); renew it on the server",
+            not_after.as_secs()
+        ),
+        CertificateError::Expired => "it has expired; renew it on the server".into(),
+        CertificateError::NotValidYetContext { not_before, .. } => format!(
+            "it is valid only from {} (Unix time); check the clocks of both machines",
+            not_before.as_secs()
+        ),
+        CertificateError::NotValidYet => {
+            "it is not valid yet; check the clocks of both machines".into()
+        }
+        CertificateError::Other(other)
+            if other
+                .0
+                .downcast_ref::<webpki::Error>()
+                .is_some_and(|e| matches!(e, webpki::Error::CaUsedAsEndEntity)) =>
+        {
+            "the server presents a CA certificate (CA:TRUE) as its own, which only counts when \
+             ca_file holds exactly that certificate; set ca_file to the PEM of the server's own \
+             certificate, or give the server a certificate issued by that CA"
+                .into()
+        }
+        other => format!(
+            "{other:?}; set ca_file to the PEM of the CA that issued it, or fix the certificate"
+        ),
+    }
 }
 
 /// Runs the TLS handshake for `host`.

@@ -95,11 +95,15 @@ fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// A test CA and a server certificate for `localhost` and 127.0.0.1 signed by it.
+/// A test CA and a server certificate for `localhost` and 127.0.0.1 signed by it; and, as
+/// internal relays often have, a self-signed certificate for `localhost` only that is also
+/// marked as a CA (`CA:TRUE`).
 pub struct Certs {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub self_signed_ca: PathBuf,
+    pub self_signed_key: PathBuf,
 }
 
 impl Certs {
@@ -150,10 +154,34 @@ impl Certs {
             .arg(p("server.ext"))
             .arg("-out")
             .arg(p("server.pem")))?;
+        run(Command::new(&openssl)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=relay.internal",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-keyout",
+            ])
+            .arg(p("relay.key"))
+            .arg("-out")
+            .arg(p("relay.pem")))?;
         Ok(Self {
             ca: p("ca.pem"),
             cert: p("server.pem"),
             key: p("server.key"),
+            self_signed_ca: p("relay.pem"),
+            self_signed_key: p("relay.key"),
         })
     }
 }
@@ -167,6 +195,8 @@ pub struct Ports {
     pub smtps: u16,
     /// Postfix submission with STARTTLS capped at TLS 1.2.
     pub tls12: u16,
+    /// Postfix SMTPS presenting the self-signed `CA:TRUE` certificate.
+    pub self_signed: u16,
     pub imap: u16,
     pub imaps: u16,
     pub lmtp: u16,
@@ -208,6 +238,7 @@ impl MailStack {
             submission: free_port()?,
             smtps: free_port()?,
             tls12: free_port()?,
+            self_signed: free_port()?,
             imap: free_port()?,
             imaps: free_port()?,
             lmtp: free_port()?,
@@ -327,11 +358,16 @@ impl MailStack {
             format!(
                 "127.0.0.1:{sub} inet n - n - - smtpd\n\
                  127.0.0.1:{smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n\
-                 127.0.0.1:{tls12} inet n - n - - smtpd -o smtpd_tls_protocols=>=TLSv1.2,<=TLSv1.2 -o smtpd_tls_mandatory_protocols=>=TLSv1.2,<=TLSv1.2\n{}\n",
+                 127.0.0.1:{tls12} inet n - n - - smtpd -o smtpd_tls_protocols=>=TLSv1.2,<=TLSv1.2 -o smtpd_tls_mandatory_protocols=>=TLSv1.2,<=TLSv1.2\n\
+                 127.0.0.1:{self_signed} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt \
+                 -o smtpd_tls_cert_file={relay_cert} -o smtpd_tls_key_file={relay_key}\n{}\n",
                 services.join("\n"),
                 sub = ports.submission,
                 smtps = ports.smtps,
                 tls12 = ports.tls12,
+                self_signed = ports.self_signed,
+                relay_cert = certs.self_signed_ca.display(),
+                relay_key = certs.self_signed_key.display(),
             ),
         )?;
         run_daemon(
@@ -345,6 +381,7 @@ impl MailStack {
         wait_for_port(ports.submission, "postfix", &log)?;
         wait_for_port(ports.smtps, "postfix", &log)?;
         wait_for_port(ports.tls12, "postfix", &log)?;
+        wait_for_port(ports.self_signed, "postfix", &log)?;
         Ok(Self {
             dir,
             ports,

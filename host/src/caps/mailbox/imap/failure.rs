@@ -58,9 +58,11 @@ impl Failure {
                 other => MailError::Transient(format!("{server}: {what}: {other}")),
             },
             Failure::Unreachable(e) => MailError::Transient(format!("cannot reach {server}: {e}")),
-            Failure::Tls(e) => MailError::Permanent(format!(
-                "TLS with {server} failed: {e}; check ca_file and min_tls"
-            )),
+            Failure::Tls(e) => {
+                MailError::Permanent(crate::net::explain_tls(&e, server).unwrap_or_else(|| {
+                    format!("TLS with {server} failed: {e}; check ca_file and min_tls")
+                }))
+            }
             Failure::Silent { during, limit } => {
                 MailError::Transient(format!("{server} did not answer {during} within {limit:?}"))
             }

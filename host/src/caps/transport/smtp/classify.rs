@@ -90,23 +90,10 @@ pub fn classify(failure: &Failure, server: &str, secrets: &[&str]) -> MailError 
             )
         }
         Cause::Wire(WireError::Io(e)) => match (failure.stage, rustls_error(e)) {
-            (Stage::Tls, Some(rustls::Error::InvalidCertificate(why))) => (
+            (Stage::Tls, Some(_)) => (
                 MailError::Permanent,
-                format!(
-                    "the certificate of {server} is not trusted ({why:?}); set ca_file to the PEM of the CA that \
-                     issued it, or fix the server's certificate. flowmail never skips certificate checks"
-                ),
-            ),
-            (Stage::Tls, Some(rustls::Error::AlertReceived(alert))) => (
-                MailError::Permanent,
-                format!(
-                    "{server} ended the TLS handshake ({alert:?}); it most likely does not support the minimum \
-                     TLS version this account requires (min_tls). Upgrade the server, or lower min_tls to \"1.2\""
-                ),
-            ),
-            (Stage::Tls, Some(other)) => (
-                MailError::Permanent,
-                format!("TLS with {server} failed: {other}"),
+                crate::net::explain_tls(e, server)
+                    .unwrap_or_else(|| format!("TLS with {server} failed: {e}")),
             ),
             (Stage::Dns, _) => (
                 MailError::Transient,
