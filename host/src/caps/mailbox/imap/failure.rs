@@ -55,7 +55,16 @@ impl Failure {
                 E::ConnectionLost => {
                     MailError::Transient(format!("{server} closed the connection during {what}"))
                 }
-                other => MailError::Transient(format!("{server}: {what}: {other}")),
+                E::Parse(e) => parse_failure(server, &what, e),
+                E::Validate(e) => MailError::Permanent(format!(
+                    "{what} could not be sent to {server}: the character {:?} is not allowed in an IMAP string; \
+                     check the folder name and the search terms",
+                    e.0
+                )),
+                E::Append => MailError::Permanent(format!(
+                    "{server} would not store the message ({what}); check the folder and its quota"
+                )),
+                other => MailError::Transient(format!("{what} with {server} failed: {other}")),
             },
             Failure::Unreachable(e) => MailError::Transient(format!("cannot reach {server}: {e}")),
             Failure::Tls(e) => {
@@ -117,6 +126,43 @@ impl Tidy for async_imap::error::Error {
             E::Bad(text) => E::Bad(reply_text(&text)),
             other => other,
         }
+    }
+}
+
+/// A reply async-imap could not read, as a sentence: what came, and what to check.
+fn parse_failure(server: &str, what: &str, e: async_imap::error::ParseError) -> MailError {
+    use async_imap::error::ParseError as P;
+    let shown = |bytes: &[u8]| -> String {
+        let text = String::from_utf8_lossy(bytes);
+        let line = text.lines().next().unwrap_or_default().trim();
+        let mut short: String = line.chars().take(100).collect();
+        if short.len() < line.len() {
+            short.push('…');
+        }
+        short
+    };
+    match e {
+        P::Invalid(bytes) => MailError::Transient(format!(
+            "{server} answered {what} with `{}`, which is not an IMAP reply; is this an IMAP port, \
+             and does the ssl setting match it (993 is implicit TLS, 143 STARTTLS)?",
+            shown(&bytes)
+        )),
+        P::Unexpected(reply) => MailError::Transient(format!(
+            "{server} answered {what} with a reply that does not belong to it: {}",
+            shown(reply.as_bytes())
+        )),
+        P::Authentication(reply, _) => MailError::AuthFailed(format!(
+            "{server} sent an authentication challenge that could not be read ({}); \
+             check that it supports the account's mechanism",
+            shown(reply.as_bytes())
+        )),
+        P::DataNotUtf8(bytes, _) => MailError::Transient(format!(
+            "{server} answered {what} with text that is not UTF-8: `{}`",
+            shown(&bytes)
+        )),
+        P::ExpectedResponseNotFound(expected) => MailError::Transient(format!(
+            "{server} did not send the {expected} reply that {what} needs"
+        )),
     }
 }
 
@@ -189,5 +235,34 @@ mod tests {
             .is_retryable()
         );
         assert_eq!(kind(Failure::NoMessage(7)), "not-found");
+    }
+
+    #[test]
+    fn replies_that_cannot_be_read_say_what_came() {
+        use async_imap::error::{ParseError as P, ValidateError};
+        let s = "imap.example:993";
+        let garbage = Failure::Command(
+            "the greeting".into(),
+            E::Parse(P::Invalid(b"220 mx.example ESMTP Postfix\r\n".to_vec())),
+        )
+        .classify(s);
+        let text = garbage.message();
+        assert!(
+            text.contains("`220 mx.example ESMTP Postfix`") && text.contains("IMAP port"),
+            "{text}"
+        );
+        assert!(!text.contains("[50,"), "no byte lists: {text}");
+        let binary = Failure::Command(
+            "FETCH".into(),
+            E::Parse(P::DataNotUtf8(
+                vec![0xff, 0xfe, b'x'],
+                std::str::from_utf8(&[b'x', 0xff][..]).unwrap_err(),
+            )),
+        )
+        .classify(s);
+        assert!(!binary.message().contains("Utf8Error"), "{binary:?}");
+        let bad = Failure::Command("SELECT".into(), E::Validate(ValidateError('\n'))).classify(s);
+        assert_eq!(bad.kind_name(), "permanent");
+        assert!(bad.message().contains("folder name"), "{bad:?}");
     }
 }
