@@ -146,7 +146,8 @@ pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Resu
     let report = flowmail::workflow::run_with(&runner, &wf, options)
         .await
         .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
-    for line in &report.lines {
+    // A catch-up showed its lines as they happened; the rest are shown now.
+    for line in report.lines.iter().skip(report.shown) {
         println!("{line}");
     }
     if let Some(first) = report.failed.first() {

@@ -158,6 +158,8 @@ pub struct RunReport {
     pub scanned: u64,
     /// The keys of the messages run in this catch-up, so that none runs twice in it.
     pub(crate) attempted: std::collections::HashSet<String>,
+    /// How many of `lines` a catch-up already told its `Events` as they happened.
+    pub shown: usize,
 }
 
 /// How a catch-up treats retries and shows progress.

@@ -104,13 +104,6 @@ async fn watch_one(
         let result = catch_up
             .catch_up(wf, trigger, options, &mut report, Some(&stop))
             .await;
-        for line in report
-            .lines
-            .iter()
-            .filter(|l| !l.starts_with("trigger: 0 new"))
-        {
-            events.line(name, line);
-        }
         match result {
             Ok(()) => {
                 failures = 0;

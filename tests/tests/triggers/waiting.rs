@@ -204,3 +204,44 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
     .await;
     stop_serving(stop, handle).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_for_a_server_that_never_answers() {
+    let stack = MailStack::start(None).unwrap();
+    let proxy = flowmail_tests::FreezableProxy::start(stack.ports.imap).unwrap();
+    // The server accepts connections but never says a word, with a generous limit.
+    proxy.freeze(true);
+    let ws = Workspace::with_config("").unwrap();
+    let config = stack
+        .imap_config(ws.path(), USER, proxy.port, false, "INBOX", "")
+        .unwrap()
+        .replace("timeout_secs = 10", "timeout_secs = 60");
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let wf = workflow(&ws, "", false);
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("the trigger to start", Duration::from_secs(20), || {
+        store
+            .watches()
+            .unwrap()
+            .iter()
+            .any(|w| w.mode == "starting")
+    })
+    .await;
+    // Well into the connect, which would take a minute to give up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = Instant::now();
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(50), handle)
+        .await
+        .expect("serve stops long before the connect's limit")
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        asked.elapsed()
+    );
+    let watch = &store.watches().unwrap()[0];
+    assert_eq!(watch.mode, "stopped");
+    assert!(handled(&ws).is_empty());
+}

@@ -84,7 +84,36 @@ impl<'a> CatchUp<'a> {
     /// A failing run does not stop the catch-up: its messages are kept for a retry. Only a
     /// failure to read the mailbox or the store is an error. When `stop` turns true, the
     /// catch-up ends after the run in progress, with the cursor just past it.
+    ///
+    /// Each line of the report is told to the runner's `Events` as it happens: a skipped
+    /// message when it is read, a run when it ends.
     pub async fn catch_up(
+        &self,
+        wf: &Workflow,
+        trigger: &MailboxTrigger,
+        options: RunOptions,
+        report: &mut RunReport,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<(), RunError> {
+        let result = self
+            .catch_up_from_cursor(wf, trigger, options, report, stop)
+            .await;
+        self.show(wf, report);
+        result
+    }
+
+    /// Tells the runner's `Events` the report's lines it has not been told yet; "nothing
+    /// new" is not worth a line.
+    fn show(&self, wf: &Workflow, report: &mut RunReport) {
+        for line in report.lines.iter().skip(report.shown) {
+            if !line.starts_with("trigger: 0 new") {
+                self.runner.events.line(&wf.name, line);
+            }
+        }
+        report.shown = report.lines.len();
+    }
+
+    async fn catch_up_from_cursor(
         &self,
         wf: &Workflow,
         trigger: &MailboxTrigger,
@@ -125,19 +154,18 @@ impl<'a> CatchUp<'a> {
         let mut limit = trigger.batch;
         loop {
             let after = cursor.clone();
-            let page = match self
-                .runner
-                .actions
-                .read_mailbox(
-                    "trigger",
-                    account,
-                    &filter,
-                    after.clone(),
-                    limit,
-                    trigger.cap(),
-                )
-                .await
-            {
+            let read = self.runner.actions.read_mailbox(
+                "trigger",
+                account,
+                &filter,
+                after.clone(),
+                limit,
+                trigger.cap(),
+            );
+            let Some(read) = unless_stopped(stop, read).await else {
+                return Ok(());
+            };
+            let page = match read {
                 Ok(page) => page,
                 // The read broke the sandbox's time or memory limit: read fewer at a time,
                 // down to one; one message that still breaks it is passed over.
@@ -169,7 +197,10 @@ impl<'a> CatchUp<'a> {
             }
             if !progress && page.more && options.progress {
                 let total = match &mailbox {
-                    Some(b) => b.count_after(after).await.unwrap_or_default(),
+                    Some(b) => unless_stopped(stop, b.count_after(after))
+                        .await
+                        .and_then(Result::ok)
+                        .unwrap_or_default(),
                     None => 0,
                 };
                 self.runner.events.catch_up_started(&wf.name, total);
@@ -193,7 +224,9 @@ impl<'a> CatchUp<'a> {
                 let past = unit
                     .last()
                     .and_then(|m| mailbox.as_ref()?.cursor_after(&m.id));
+                self.show(wf, report);
                 self.run_unit(wf, trigger, unit, options, report).await?;
+                self.show(wf, report);
                 if let Some(next) = past {
                     self.advance(wf, account, &mut cursor, next)?;
                 }
@@ -215,6 +248,9 @@ impl<'a> CatchUp<'a> {
         }
         if progress {
             self.runner.events.catch_up_finished(&wf.name);
+        }
+        if stopping() {
+            return Ok(());
         }
         self.retry_due(wf, trigger, &filter, options, report).await
     }
@@ -294,7 +330,9 @@ impl<'a> CatchUp<'a> {
             }
         }
         for unit in units(trigger.per, found) {
+            self.show(wf, report);
             self.run_unit(wf, trigger, unit, options, report).await?;
+            self.show(wf, report);
             if report.paused.is_some() {
                 break;
             }
@@ -488,5 +526,23 @@ impl<'a> CatchUp<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Awaits `read` unless `stop` turns true first, then `None`. Only reads go through here:
+/// dropping one loses nothing, since nothing was consumed and the cursor stays, so a stop
+/// never waits for a server that does not answer. Runs are never cut short this way.
+async fn unless_stopped<T>(
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
+    read: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let Some(stop) = stop else {
+        return Some(read.await);
+    };
+    let mut stop = stop.clone();
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => None,
+        r = read => Some(r),
     }
 }

@@ -195,3 +195,71 @@ async fn a_read_that_breaks_a_limit_is_split_and_the_one_message_passed_over() {
     let again = run_triggered(&f, &actions, &mailbox).await;
     assert_eq!((again.runs, again.skipped.len()), (0, 0));
 }
+
+/// Records each line with how many mails the fake had sent when it came.
+struct Recorder<'a> {
+    actions: &'a FakeActions,
+    lines: Mutex<Vec<(usize, String)>>,
+}
+
+impl Events for Recorder<'_> {
+    fn line(&self, workflow: &str, line: &str) {
+        let sent = self.actions.sent.lock().unwrap().len();
+        self.lines
+            .lock()
+            .unwrap()
+            .push((sent, format!("{workflow}: {line}")));
+    }
+}
+
+#[tokio::test]
+async fn each_run_is_told_as_it_ends_not_when_the_catch_up_does() {
+    let f = fixture();
+    std::fs::write(&f.path, TRIGGERED).unwrap();
+    let wf = Workflow::load(&f.path).unwrap();
+    let mailbox = Arc::new(NumberedMailbox::default());
+    let actions = FakeActions {
+        inbox: three(),
+        ..FakeActions::default()
+    };
+    let recorder = Recorder {
+        actions: &actions,
+        lines: Mutex::new(Vec::new()),
+    };
+    let mailboxes = OneMailbox(mailbox.clone());
+    let runner = Runner {
+        actions: &actions,
+        store: &f.store,
+        mailboxes: &mailboxes,
+        events: &recorder,
+    };
+    let report = run_with(&runner, &wf, RunOptions::default()).await.unwrap();
+    assert_eq!(report.runs, 3);
+    let lines = recorder.lines.lock().unwrap();
+    let sent: Vec<(usize, &str)> = lines
+        .iter()
+        .filter(|(_, l)| l.contains("step send: sent"))
+        .map(|(n, l)| (*n, l.as_str()))
+        .collect();
+    // The line of the first run came while one mail was out, not after all three.
+    assert_eq!(
+        sent.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{lines:?}"
+    );
+    assert!(
+        sent[0]
+            .1
+            .starts_with("triggered: step send: sent <m1@fake>"),
+        "{lines:?}"
+    );
+    // Every line was told once, and the report knows it.
+    assert_eq!(report.shown, report.lines.len());
+    let told = lines.len();
+    let worth = report
+        .lines
+        .iter()
+        .filter(|l| !l.starts_with("trigger: 0 new"))
+        .count();
+    assert_eq!(told, worth, "{lines:?}");
+}
