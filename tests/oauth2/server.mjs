@@ -112,7 +112,9 @@ server.service.addRoute('POST', '/introspect', (req, res) => {
 });
 
 server.service.addRoute('POST', '/test/revoke-all', (req, res) => {
+  // As when an administrator revokes the app's sessions: access and refresh tokens die.
   issued.clear();
+  refreshTokens.clear();
   json(res, 200, { revoked: true });
 });
 

@@ -109,7 +109,7 @@ impl OAuth {
         Ok(())
     }
 
-    /// Makes every issued token inactive.
+    /// Makes every issued token inactive, access and refresh tokens alike.
     pub fn revoke_all(&self) -> anyhow::Result<()> {
         let (status, _) = self.http("POST", "/test/revoke-all", "")?;
         anyhow::ensure!(status == 200, "revoke-all said {status}");

@@ -28,6 +28,20 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// A value that changes whenever any account's tokens are written: a new
+    /// authorization, a refresh, or a mark that one is needed. A paused trigger watches it
+    /// to resume as soon as credentials change, in this process or another.
+    pub fn credentials_fingerprint(&self) -> Result<String> {
+        self.conn()?
+            .query_row(
+                "SELECT COALESCE(group_concat(account || ':' || version, ','), '')
+                 FROM (SELECT account, version FROM oauth_tokens ORDER BY account)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// The sealed OAuth2 tokens of `account`.
     pub fn tokens(&self, account: &str) -> Result<Option<TokenRow>> {
         self.conn()?

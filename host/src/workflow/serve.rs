@@ -14,6 +14,7 @@ use super::catchup::CatchUp;
 use super::events::Events;
 use super::runner::{RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, jitter};
+use crate::bindings::Recovery;
 use crate::caps::mailbox::WaitPlan;
 use crate::store::{Handling, Store, StoreError, WatchRow};
 
@@ -90,12 +91,16 @@ async fn watch_one(
     let silence = trigger.silence();
     let mut failures = 0u32;
     let mut last_alert: Option<i64> = None;
+    // Whether the pause came from reading the mailbox rather than from a run.
+    let mut paused_reading = false;
     events.line(name, &format!("watching `{account}`"));
     loop {
         if *stop.borrow() {
             break;
         }
-        // Catch up from the cursor, then run the retries that are due.
+        // Catch up from the cursor, then run the retries that are due. The credentials
+        // as they were before, so that a change during the catch-up is not missed.
+        let credentials = store.credentials_fingerprint().ok();
         let mut report = RunReport::default();
         let options = RunOptions {
             retry_now: false,
@@ -111,6 +116,11 @@ async fn watch_one(
                 row.unhandled_since = oldest_unhandled(store, name, account);
                 // A pause lasts until a run succeeds: a catch-up with nothing due proves
                 // nothing about the credentials.
+                if paused_reading {
+                    // Reading works again: the credentials that failed it do.
+                    paused_reading = false;
+                    row.paused = None;
+                }
                 if let Some(why) = report.paused.take() {
                     if row.paused.is_none() {
                         raise_alert(
@@ -134,10 +144,17 @@ async fn watch_one(
                 row.last_error = Some(e.to_string());
                 row.last_error_at = Some(crate::unix_now());
                 row.unhandled_since = row.unhandled_since.or(row.last_error_at);
+                // Refused credentials pause the trigger, with the fix in `status`; a
+                // change of credentials ends the wait at once.
+                if e.recovery == Recovery::Pause {
+                    paused_reading = true;
+                    row.paused = Some(e.to_string());
+                }
                 alert_if_silent(events, &mut row, silence, &mut last_alert);
                 put(store, &row);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
+                    () = credentials_change(store, credentials.clone()), if row.paused.is_some() => continue,
                     () = stopped(&mut stop) => break,
                 }
             }
@@ -147,6 +164,11 @@ async fn watch_one(
         let plan = plan_until_retry(store, wf, trigger);
         let waited = tokio::select! {
             r = tokio::time::timeout(silence, mailbox.wait_for_change(plan)) => r,
+            () = credentials_change(store, credentials.clone()), if row.paused.is_some() => {
+                // A re-authorization or a new secret: what waits on the pause runs now.
+                resume_waiting(store, name, account);
+                continue;
+            }
             () = stopped(&mut stop) => break,
         };
         match waited {
@@ -200,6 +222,38 @@ async fn watch_one(
     row.mode = "stopped".into();
     put(store, &row);
     events.line(name, "stopped");
+}
+
+/// How often a paused trigger looks whether the credentials changed.
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(1);
+
+/// Returns once the stored credentials differ from `before` (a re-authorization, also by
+/// `flowmail authorize` in another process, or a refresh).
+async fn credentials_change(store: &Store, before: Option<String>) {
+    loop {
+        tokio::time::sleep(CREDENTIALS_CHECK).await;
+        if store.credentials_fingerprint().ok() != before {
+            return;
+        }
+    }
+}
+
+/// Makes every message that waits on `workflow`'s pause due now.
+fn resume_waiting(store: &Store, workflow: &str, account: &str) {
+    let now = crate::unix_now();
+    let rows = match store.handled_in(workflow, account, Handling::Pending, None) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!("could not read the messages waiting on `{workflow}`: {e}");
+            return;
+        }
+    };
+    for mut row in rows.into_iter().filter(|r| r.next_attempt > now) {
+        row.next_attempt = now;
+        if let Err(e) = store.put_handled(workflow, account, &row) {
+            tracing::warn!("could not make a waiting message of `{workflow}` due: {e}");
+        }
+    }
 }
 
 /// Counts and logs an alert, and records it as the last error too.

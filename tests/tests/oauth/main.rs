@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod clients;
+mod paused;
 
 use std::sync::Arc;
 use std::time::Duration;
