@@ -127,6 +127,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Some(path) => Plugin::File(path.clone()),
         None => Plugin::Embedded,
     };
+    // Only the commands that talk to servers or run the plugin start the async runtime.
+    let runtime = || tokio::runtime::Runtime::new().context("starting the async runtime");
     match &cli.command {
         Command::Check { workflow } => cli::check(config, workflow),
         Command::Status { json } => cli::status(config, *json),
@@ -138,24 +140,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 cli::dead_letters(config, workflow.as_deref(), true)
             }
         },
-        command => {
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(async {
-                match command {
-                    Command::TestMail { account, to, json } => {
-                        cli::test_mail(config, account, to, *json).await
-                    }
-                    Command::Authorize { account, timeout } => {
-                        cli::authorize(config, account, *timeout).await
-                    }
-                    Command::Run { workflow } => cli::run(config, plugin, workflow).await,
-                    Command::Serve { workflows } => cli::serve(config, plugin, workflows).await,
-                    Command::Check { workflow } => cli::check(config, workflow),
-                    Command::Status { json } => cli::status(config, *json),
-                    // Answered above, without a runtime.
-                    Command::DeadLetters { .. } => Ok(()),
-                }
-            })
+        Command::TestMail { account, to, json } => {
+            runtime()?.block_on(cli::test_mail(config, account, to, *json))
         }
+        Command::Authorize { account, timeout } => {
+            runtime()?.block_on(cli::authorize(config, account, *timeout))
+        }
+        Command::Run { workflow } => runtime()?.block_on(cli::run(config, plugin, workflow)),
+        Command::Serve { workflows } => runtime()?.block_on(cli::serve(config, plugin, workflows)),
     }
 }

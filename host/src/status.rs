@@ -12,11 +12,12 @@ use crate::store::{Handling, Store, StoreError};
 pub struct TriggerStatus {
     pub workflow: String,
     pub account: String,
-    /// `idle`, `poll`, `starting` or `stopped`.
+    /// `idle`, `poll`, `starting` or `stopped` for a served trigger; `run` for one that
+    /// only `flowmail run` has caught up.
     pub mode: String,
     /// `ok`; `paused` while runs fail on the account's credentials; `silent` when no
     /// IDLE or poll succeeded within the silence threshold; `not running` when the serving
-    /// process is gone; `stopped`.
+    /// process is gone; `stopped`; `not served` for a trigger only `flowmail run` reads.
     pub health: String,
     /// Why the trigger is paused, with the fix.
     pub paused: Option<String>,
@@ -52,13 +53,35 @@ pub struct DeadLetter {
 pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
     let now = crate::unix_now();
     let mut out = Vec::new();
-    for w in store.watches()? {
+    let mut watches = store.watches()?;
+    // Triggers that only `flowmail run` caught up have no watchdog row: they show too,
+    // so that their retries and dead letters are seen.
+    for (workflow, account, at) in store.triggers_read()? {
+        if !watches
+            .iter()
+            .any(|w| w.workflow == workflow && w.account == account)
+        {
+            watches.push(crate::store::WatchRow {
+                workflow,
+                account,
+                mode: "run".into(),
+                pid: 0,
+                started_at: at,
+                last_ok: Some(at),
+                ..Default::default()
+            });
+        }
+    }
+    watches.sort_by(|a, b| (&a.workflow, &a.account).cmp(&(&b.workflow, &b.account)));
+    for w in watches {
         let counts = store.handled_counts(&w.workflow, &w.account)?;
         let cursor = store.cursor(&w.workflow, &w.account)?;
         let alive = process_alive(w.pid);
         let silent = w.last_ok.unwrap_or(w.started_at) + w.silence_after < now;
         let health = if w.mode == "stopped" {
             "stopped"
+        } else if w.mode == "run" {
+            "not served"
         } else if !alive {
             "not running"
         } else if w.paused.is_some() {
@@ -120,7 +143,9 @@ fn ago(secs: Option<i64>) -> String {
 pub fn render(all: &[TriggerStatus]) -> String {
     let mut out = String::new();
     if all.is_empty() {
-        out.push_str("no mailbox trigger has been served yet; start one with `flowmail serve`\n");
+        out.push_str(
+            "no mailbox trigger has read a mailbox yet; start one with `flowmail serve` or `flowmail run`\n",
+        );
         return out;
     }
     let now = crate::unix_now();
@@ -137,7 +162,11 @@ pub fn render(all: &[TriggerStatus]) -> String {
         if let Some(why) = &s.paused {
             let _ = writeln!(out, "  paused:            {why}");
         }
-        let _ = writeln!(out, "  last IDLE or poll: {}", ago(s.last_ok_secs_ago));
+        if s.mode == "run" {
+            let _ = writeln!(out, "  last read:         {}", ago(s.last_ok_secs_ago));
+        } else {
+            let _ = writeln!(out, "  last IDLE or poll: {}", ago(s.last_ok_secs_ago));
+        }
         let _ = writeln!(
             out,
             "  last error:        {}",

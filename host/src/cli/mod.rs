@@ -137,7 +137,7 @@ pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Resu
     let (config, wf) = load(config, workflow)?;
     let app = App::open(&config, plugin)?;
     app.keep_tokens_alive().await;
-    let console = Console::default();
+    let console = Console::for_one_workflow();
     let runner = Runner::new(&app)?.with_events(&console);
     let options = RunOptions {
         retry_now: true,

@@ -93,11 +93,23 @@ impl Progress {
     }
 }
 
-/// The command line's [`Events`] sink: catch-up progress on stderr, served triggers' lines
-/// on stdout, alerts on stderr.
+/// The command line's [`Events`] sink: catch-up progress on stderr, lines on stdout as
+/// they happen, alerts on stderr.
 #[derive(Default)]
 pub struct Console {
     progress: Mutex<HashMap<String, Progress>>,
+    /// Lines name their workflow unless one workflow runs (`flowmail run`).
+    unnamed: bool,
+}
+
+impl Console {
+    /// A console for one workflow: its lines need no name.
+    pub fn for_one_workflow() -> Self {
+        Self {
+            unnamed: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl Events for Console {
@@ -124,7 +136,22 @@ impl Events for Console {
     }
 
     fn line(&self, workflow: &str, line: &str) {
-        println!("{workflow}: {line}");
+        let text = if self.unnamed {
+            line.to_owned()
+        } else {
+            format!("{workflow}: {line}")
+        };
+        // A progress bar on the terminal steps aside for the line.
+        match self
+            .progress
+            .lock()
+            .ok()
+            .as_ref()
+            .and_then(|p| p.get(workflow))
+        {
+            Some(Progress::Bar(bar)) => bar.suspend(|| println!("{text}")),
+            _ => println!("{text}"),
+        }
     }
 
     fn alert(&self, workflow: &str, alert: &str) {

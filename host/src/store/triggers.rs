@@ -283,6 +283,26 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every (workflow, account) that has read a mailbox, by `serve` or `flowmail run`,
+    /// with when it last moved its cursor or recorded a message.
+    pub fn triggers_read(&self) -> Result<Vec<(String, String, i64)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT workflow, account, MAX(at) FROM (
+                    SELECT workflow, account, updated_at AS at FROM cursors
+                    UNION ALL
+                    SELECT workflow, account, updated_at AS at FROM handled
+                 ) GROUP BY workflow, account ORDER BY workflow, account",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Every trigger's watchdog state, by workflow and account.
     pub fn watches(&self) -> Result<Vec<WatchRow>> {
         let conn = self.conn()?;

@@ -23,7 +23,7 @@ fn serve_polls_the_maildir_runs_each_message_once_stops_on_sigterm_and_status_te
     std::fs::write(dir.path().join("served/forward.yaml"), FORWARD).unwrap();
     let none = flowmail(dir.path(), &["status"]);
     assert!(none.status.success(), "{}", text(&none.stderr));
-    assert!(text(&none.stdout).contains("no mailbox trigger has been served yet"));
+    assert!(text(&none.stdout).contains("no mailbox trigger has read a mailbox yet"));
 
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let mut child = Command::new(BIN)
@@ -349,5 +349,45 @@ fn a_step_failing_on_its_input_dead_letters_at_once_and_status_shows_why() {
         !text(&piped.stderr).contains("panicked"),
         "{}",
         text(&piped.stderr)
+    );
+}
+
+#[test]
+fn a_trigger_caught_up_by_run_alone_shows_in_status_with_its_dead_letters() {
+    let dir = demo("");
+    std::fs::write(
+        dir.path().join("workflows/bad.yaml"),
+        FORWARD
+            .replace("name: forward", "name: bad")
+            .replace("to: oncall@demo.example", "to: \"not an address\""),
+    )
+    .unwrap();
+    let run = flowmail(dir.path(), &["run", "workflows/bad.yaml"]);
+    assert!(!run.status.success(), "the runs failed, and run says so");
+    let stdout = text(&run.stdout);
+    assert!(
+        stdout.contains("go to the dead letters now"),
+        "each failure is told as it happens: {stdout}"
+    );
+    let json = flowmail(dir.path(), &["status", "--json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let s = &parsed[0];
+    assert_eq!(s["workflow"], "bad", "{s}");
+    assert_eq!(
+        (&s["mode"], &s["health"]),
+        (&"run".into(), &"not served".into())
+    );
+    assert_eq!(s["dead_letters"], 4, "{s}");
+    for d in s["latest_dead_letters"].as_array().unwrap() {
+        assert_eq!(d["attempts"], 1, "{d}");
+        assert!(
+            d["reason"].as_str().unwrap().contains("with.message.to"),
+            "{d}"
+        );
+    }
+    let text_status = text(&flowmail(dir.path(), &["status"]).stdout);
+    assert!(
+        text_status.contains("bad (demo): NOT SERVED [run]") && text_status.contains("last read:"),
+        "{text_status}"
     );
 }
