@@ -18,12 +18,14 @@ as_root() {
 
 # Debian packages: the mail servers run as private instances on loopback ports, so the
 # system services stay off. Node.js runs the OAuth2 test server. time measures peak
-# memory (/usr/bin/time -v); procps gives ps and pgrep.
+# memory (/usr/bin/time -v); procps gives ps and pgrep. Chromium and chromedriver run the
+# settings page's tests in a real headless browser.
 need=()
 for pair in \
   /usr/sbin/dovecot:dovecot-core /usr/lib/dovecot/imap:dovecot-imapd \
   /usr/lib/dovecot/lmtp:dovecot-lmtpd /usr/sbin/postfix:postfix \
-  /usr/bin/openssl:openssl /usr/bin/ps:procps /usr/bin/time:time; do
+  /usr/bin/openssl:openssl /usr/bin/ps:procps /usr/bin/time:time \
+  /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver; do
   [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
 done
 command -v node >/dev/null || need+=(nodejs)

@@ -208,6 +208,22 @@ impl App {
         Ok(())
     }
 
+    /// The key that seals secrets at rest, opened on first need.
+    pub fn sealer(&self) -> anyhow::Result<Arc<Sealer>> {
+        let mut slot = self.sealer.lock().map_err(poisoned)?;
+        Ok(match &*slot {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Sealer::load(
+                    &self.key_file,
+                    self.store.has_sealed_tokens()?,
+                )?);
+                *slot = Some(s.clone());
+                s
+            }
+        })
+    }
+
     /// A token manager for `account`'s OAuth2 settings, opening the sealing key on first
     /// need.
     fn token_manager_for(
@@ -218,20 +234,7 @@ impl App {
         let Some(settings) = config.oauth_settings(account)? else {
             return Ok(None);
         };
-        let sealer = {
-            let mut slot = self.sealer.lock().map_err(poisoned)?;
-            match &*slot {
-                Some(s) => s.clone(),
-                None => {
-                    let s = Arc::new(Sealer::load(
-                        &self.key_file,
-                        self.store.has_sealed_tokens()?,
-                    )?);
-                    *slot = Some(s.clone());
-                    s
-                }
-            }
-        };
+        let sealer = self.sealer()?;
         let manager = TokenManager::new(settings, self.store.clone(), sealer)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("accounts.{account}.auth"))?;
@@ -301,9 +304,22 @@ fn account_caps(
             .insert(name.to_owned(), TransportAccount { policy, transport });
     }
     match &a.mailbox {
-        Some(MailboxConfig::Imap(_)) => {
+        Some(MailboxConfig::Imap(server)) => {
             let (settings, folder) = config.imap_settings(name)?;
-            let auth = match credentials {
+            let login = match (&server.username, &server.password) {
+                (Some(username), Some(password)) => Some(Credentials::Basic {
+                    username: username.clone(),
+                    password: password
+                        .resolve(&config.base)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("accounts.{name}.mailbox.password"))?,
+                }),
+                (None, None) => None,
+                _ => bail!(
+                    "accounts.{name}.mailbox: give both username and password, or neither to log in with the account's auth"
+                ),
+            };
+            let auth = match login.unwrap_or(credentials) {
                 Credentials::Basic { username, password } => ImapAuth::Login { username, password },
                 Credentials::OAuth2 { username } => ImapAuth::OAuth2 {
                     username,

@@ -11,6 +11,7 @@ pub mod runtime;
 pub mod secret;
 pub mod status;
 pub mod store;
+pub mod web;
 pub mod workflow;
 
 /// A boxed future, for traits that must stay object safe.

@@ -46,6 +46,30 @@ enum DeadLettersAction {
 }
 
 #[derive(Subcommand)]
+enum UserAction {
+    /// Adds a user; the password is read from the terminal (twice, not shown) or from
+    /// standard input.
+    Add {
+        /// The address the user logs in with and receives validation mails at.
+        #[arg(long, conflicts_with = "no_email")]
+        email: Option<String>,
+        /// The user's name; without an email address, the name is what the user logs in with.
+        #[arg(long)]
+        name: Option<String>,
+        /// A user without an email address (Validate and Save then asks for one).
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Every user, with the address or name they log in with.
+    List,
+    /// Removes a user and ends their sessions.
+    Remove {
+        /// The address (or, for a user without one, the name) the user logs in with.
+        login: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a workflow once; a mailbox trigger processes what is new since its cursor.
     Run { workflow: PathBuf },
@@ -57,6 +81,14 @@ enum Command {
         /// Workflow files, or folders of them.
         #[arg(default_value = "workflows")]
         workflows: Vec<PathBuf>,
+        /// Serve only the settings page (`web.listen`), without running triggers.
+        #[arg(long)]
+        web_only: bool,
+    },
+    /// The users of the settings page.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Show what each mailbox trigger of `flowmail serve` last did: the last successful
     /// IDLE or poll, the last error, the oldest unhandled message, retries and dead letters.
@@ -147,6 +179,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(cli::authorize(config, account, *timeout))
         }
         Command::Run { workflow } => runtime()?.block_on(cli::run(config, plugin, workflow)),
-        Command::Serve { workflows } => runtime()?.block_on(cli::serve(config, plugin, workflows)),
+        Command::Serve {
+            workflows,
+            web_only,
+        } => runtime()?.block_on(cli::serve(config, plugin, workflows, *web_only)),
+        Command::User { action } => match action {
+            UserAction::Add {
+                email,
+                name,
+                no_email,
+            } => cli::user_add(config, email.as_deref(), name.as_deref(), *no_email),
+            UserAction::List => cli::user_list(config),
+            UserAction::Remove { login } => cli::user_remove(config, login),
+        },
     }
 }

@@ -34,6 +34,9 @@ pub enum SecretRef {
     Env(String),
     /// A file's contents, without a trailing newline.
     File(PathBuf),
+    /// A value the host holds itself: a secret of an account made on the settings page,
+    /// unsealed from the store. The config file cannot give one.
+    Held(Secret),
 }
 
 #[derive(Deserialize)]
@@ -77,6 +80,7 @@ impl SecretRef {
                     .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
                     .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))
             }
+            SecretRef::Held(secret) => Ok(secret.clone()),
         }
     }
 }

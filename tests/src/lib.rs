@@ -9,6 +9,7 @@ use flowmail::caps::Audit;
 use flowmail::config::Config;
 use flowmail::store::Store;
 
+pub mod browser;
 pub mod oauth;
 pub mod stack;
 

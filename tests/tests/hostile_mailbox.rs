@@ -21,6 +21,9 @@ const CONFIG: &str = r#"
 [store]
 path = "var/flowmail.db"
 
+[web]
+listen = "127.0.0.1:0"
+
 [accounts.hostile]
 from = "Flowmail <flowmail@demo.example>"
 

@@ -28,6 +28,18 @@ pub struct Pending {
     verifier: PkceCodeVerifier,
 }
 
+impl Pending {
+    /// The `state` the callback must bring back.
+    pub fn state(&self) -> &str {
+        self.state.secret()
+    }
+
+    /// The PKCE verifier, for [`TokenManager::complete_authorization`].
+    pub fn into_verifier(self) -> PkceCodeVerifier {
+        self.verifier
+    }
+}
+
 impl TokenManager {
     /// Starts an authorization: the URL, with PKCE and a random `state`.
     pub fn begin_authorization(&self) -> Result<Pending, String> {

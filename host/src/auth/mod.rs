@@ -11,6 +11,7 @@ mod referenced;
 pub mod seal;
 
 pub use self::manager::{OAuthSettings, TokenManager};
+pub use self::provider::fix_for;
 pub use self::referenced::ReferencedToken;
 use crate::BoxFuture;
 use crate::bindings::MailError;

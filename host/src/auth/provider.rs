@@ -27,7 +27,19 @@ const MICROSOFT: &[(&str, &str)] = &[
         "AADSTS900971",
         "no reply address is registered: add the configured redirect_url to the app registration",
     ),
+    (
+        "AADSTS65004",
+        "the user declined the consent: authorize again and accept, or ask an administrator to grant consent for the tenant",
+    ),
 ];
+
+/// The fix for a provider's known error named in `text`.
+pub fn fix_for(text: &str) -> Option<&'static str> {
+    MICROSOFT
+        .iter()
+        .find(|(code, _)| text.contains(code))
+        .map(|(_, fix)| *fix)
+}
 
 /// What a token endpoint said, as text with the fix for known errors, and whether the
 /// refusal is final (the grant or the client is refused: retrying cannot help).
@@ -40,7 +52,7 @@ pub(super) fn describe<RE: std::error::Error + 'static>(
             if let Some(d) = r.error_description() {
                 text.push_str(&format!(": {d}"));
             }
-            if let Some((_, fix)) = MICROSOFT.iter().find(|(code, _)| text.contains(code)) {
+            if let Some(fix) = fix_for(&text) {
                 text.push_str(&format!(". Fix: {fix}"));
             }
             let final_ = matches!(

@@ -115,7 +115,8 @@ impl Sealer {
     }
 }
 
-fn fill_random(buf: &mut [u8]) {
+/// Fills `buf` from the operating system's random source.
+pub(crate) fn fill_random(buf: &mut [u8]) {
     use chacha20poly1305::aead::rand_core::RngCore;
     chacha20poly1305::aead::OsRng.fill_bytes(buf);
 }

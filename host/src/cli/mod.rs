@@ -3,12 +3,15 @@
 //! prints its own output.
 
 mod progress;
+mod users;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 
 pub use self::progress::Console;
+pub use self::users::{user_add, user_list, user_remove};
 use flowmail::app::{App, Plugin};
 use flowmail::config::Config;
 use flowmail::workflow::{RunOptions, Runner, Workflow};
@@ -31,8 +34,7 @@ pub fn check(config: &Path, workflow: &Path) -> anyhow::Result<()> {
 
 /// `flowmail test-mail`: sends a test message through `account`, stage by stage.
 pub async fn test_mail(config: &Path, account: &str, to: &str, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
-    let app = App::open(&config, Plugin::Embedded)?;
+    let (config, app) = open(config, Plugin::Embedded)?;
     let relay = app.relay(&config, account)?;
     let from = config
         .accounts
@@ -132,10 +134,21 @@ fn out(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The config and the application over it, with the settings page's accounts merged
+/// in, so that workflows can use them by name.
+fn open(config: &Path, plugin: Plugin) -> anyhow::Result<(Config, Arc<App>)> {
+    let mut config = Config::load(config)?;
+    let app = Arc::new(App::open(&config, plugin)?);
+    flowmail::web::accounts::merge(&app, &mut config)?;
+    Ok((config, app))
+}
+
 /// `flowmail run`: one workflow once; with a mailbox trigger, a catch-up.
 pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Result<()> {
-    let (config, wf) = load(config, workflow)?;
-    let app = App::open(&config, plugin)?;
+    let (config, app) = open(config, plugin)?;
+    let wf = Workflow::load(workflow)?;
+    wf.check(&config)
+        .map_err(|e| anyhow::anyhow!("workflow `{}`: {e}", wf.name))?;
     app.keep_tokens_alive().await;
     let console = Console::for_one_workflow();
     let runner = Runner::new(&app)?.with_events(&console);
@@ -166,11 +179,32 @@ pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Resu
     Ok(())
 }
 
-/// `flowmail serve`: every mailbox-triggered workflow in `paths`, until Ctrl-C or SIGTERM.
-pub async fn serve(config: &Path, plugin: Plugin, paths: &[PathBuf]) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
-    let workflows = load_all(&config, paths)?;
-    let app = App::open(&config, plugin)?;
+/// `flowmail serve`: every mailbox-triggered workflow in `paths`, and the settings page,
+/// until Ctrl-C or SIGTERM; with `web_only`, the settings page alone.
+pub async fn serve(
+    config_path: &Path,
+    plugin: Plugin,
+    paths: &[PathBuf],
+    web_only: bool,
+) -> anyhow::Result<()> {
+    let (config, app) = open(config_path, plugin)?;
+    let workflows = if web_only {
+        Vec::new()
+    } else {
+        load_all(&config, paths)?
+    };
+    let web = Arc::new(flowmail::web::Web::new(
+        app.clone(),
+        config_path.to_path_buf(),
+        &config,
+    )?);
+    let listener = flowmail::web::bind(&config.web.listen).await?;
+    println!(
+        "settings page: http://{}/",
+        listener
+            .local_addr()
+            .context("the settings page's address")?
+    );
     app.keep_tokens_alive().await;
     let console = Console::default();
     let runner = Runner::new(&app)?.with_events(&console);
@@ -195,7 +229,16 @@ pub async fn serve(config: &Path, plugin: Plugin, paths: &[PathBuf]) -> anyhow::
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     };
-    let work = flowmail::workflow::serve::serve(&runner, &workflows, rx);
+    let page = tokio::spawn(flowmail::web::serve(web, listener, rx.clone()));
+    let work = async {
+        if web_only {
+            let mut stop = rx.clone();
+            let _ = stop.wait_for(|s| *s).await;
+            Ok(())
+        } else {
+            flowmail::workflow::serve::serve(&runner, &workflows, rx).await
+        }
+    };
     // A process that runs for months must keep its refresh tokens alive too, not only
     // at start.
     let keep_alive = app.keep_tokens_alive_every(std::time::Duration::from_secs(24 * 3600));
@@ -203,6 +246,11 @@ pub async fn serve(config: &Path, plugin: Plugin, paths: &[PathBuf]) -> anyhow::
         r = work => r?,
         () = async { signals.await; } => {}
         () = keep_alive => {}
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(5), page).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => tracing::warn!("the settings page's server ended badly: {e}"),
+        Err(_) => tracing::warn!("the settings page's server did not stop within 5 s"),
     }
     Ok(())
 }

@@ -20,9 +20,55 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountConfig>,
+    /// The settings page.
+    #[serde(default)]
+    pub web: WebConfig,
+    /// The data centers mail may leave from, offered on the settings page.
+    #[serde(default = "default_data_centers")]
+    pub data_centers: Vec<String>,
     /// The folder relative paths are resolved against: the config file's folder.
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+/// The settings page, served by `flowmail serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Where to listen (default `127.0.0.1:8025`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// How long a login lasts, in hours (default 12).
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+    /// A PEM CA trusted by the accounts made on the page (default: the public roots), for
+    /// mail servers with certificates of an internal CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Set when a TLS proxy serves the page: cookies are then marked `Secure`.
+    #[serde(default)]
+    pub behind_tls: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8025".into()
+}
+fn default_session_hours() -> u64 {
+    12
+}
+fn default_data_centers() -> Vec<String> {
+    vec!["default".into()]
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            session_hours: default_session_hours(),
+            ca_file: None,
+            behind_tls: false,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,6 +40,13 @@ pub struct ServerConfig {
     /// The folder to read (IMAP only).
     #[serde(default = "default_folder")]
     pub folder: String,
+    /// IMAP only: log in as this user with `password` (LOGIN) instead of the account's
+    /// `auth`, as the settings page's Email box does.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// IMAP only: the password of `username`, by reference.
+    #[serde(default)]
+    pub password: Option<crate::secret::SecretRef>,
 }
 
 fn default_folder() -> String {

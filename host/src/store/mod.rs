@@ -9,9 +9,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod tokens;
 mod triggers;
+mod web;
 
 pub use self::tokens::TokenRow;
 pub use self::triggers::{HandledCounts, HandledRow, Handling, WatchRow};
+pub use self::web::{PageAccountRow, SessionRow, UserRow};
 
 /// Each entry migrates the schema from version N to N+1. Never edit one; append.
 const MIGRATIONS: &[&str] = &[
@@ -123,6 +125,31 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE watch ADD COLUMN paused TEXT;",
     // A post-action is recorded with the run's success and cleared once it took effect.
     "ALTER TABLE handled ADD COLUMN post_pending INTEGER NOT NULL DEFAULT 0;",
+    // The settings page: its users, their sessions (by the hash of the cookie's token),
+    // and the accounts made on it (secrets sealed).
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        login TEXT NOT NULL UNIQUE,
+        email TEXT,
+        name TEXT,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE page_accounts (
+        name TEXT PRIMARY KEY,
+        settings TEXT NOT NULL,
+        secrets BLOB,
+        state TEXT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// Errors of the store.
@@ -361,6 +388,24 @@ impl Store {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The latest `limit` runs, newest first: (workflow, finished_at, outcome, detail).
+    pub fn recent_runs(&self, limit: u32) -> Result<Vec<(String, i64, String, String)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT workflow, finished_at, outcome, detail FROM runs
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))
     }
 

@@ -19,12 +19,16 @@ pub struct TokenRow {
 }
 
 impl Store {
-    /// Whether any OAuth2 tokens are stored (then the key that sealed them is needed).
+    /// Whether any sealed secrets are stored, OAuth2 tokens or the settings page's
+    /// passwords (then the key that sealed them is needed).
     pub fn has_sealed_tokens(&self) -> Result<bool> {
         self.conn()?
-            .query_row("SELECT EXISTS (SELECT 1 FROM oauth_tokens)", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM oauth_tokens)
+                    OR EXISTS (SELECT 1 FROM page_accounts WHERE secrets IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))
     }
 

@@ -27,9 +27,10 @@ fn demo(extra_config: &str) -> tempfile::TempDir {
         .unwrap();
     assert!(status.success());
     let config = std::fs::read_to_string(repo().join("flowmail.toml")).unwrap();
+    // Tests run side by side: each settings page takes a free port.
     std::fs::write(
         dir.path().join("flowmail.toml"),
-        format!("{config}\n{extra_config}"),
+        format!("{config}\n{extra_config}\n[web]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .unwrap();
     dir
