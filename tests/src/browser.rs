@@ -120,10 +120,18 @@ impl Drop for Browser {
 /// `flowmail serve --web-only` in `dir`, on a free port, until dropped.
 pub struct WebServer {
     pub url: String,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl WebServer {
+    /// A page already served at `url` (through a proxy, say); dropping it stops nothing.
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            child: None,
+        }
+    }
+
     /// Starts the page for the workspace in `dir` (its `flowmail.toml` gets a `[web]`
     /// table with the port).
     pub fn start(dir: &Path, extra_web: &str) -> anyhow::Result<Self> {
@@ -154,15 +162,17 @@ impl WebServer {
         }
         Ok(Self {
             url: format!("http://127.0.0.1:{port}"),
-            child,
+            child: Some(child),
         })
     }
 }
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -191,12 +191,26 @@ pub fn no_search() -> flowmail::bindings::mailbox::Search {
 pub struct FreezableProxy {
     pub port: u16,
     frozen: Arc<std::sync::atomic::AtomicBool>,
+    /// Everything the upstream sent back, when recording.
+    pub replies: Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl FreezableProxy {
     /// Starts a proxy to `127.0.0.1:upstream`.
     pub fn start(upstream: u16) -> anyhow::Result<Self> {
+        Self::start_with(upstream, false)
+    }
+
+    /// Starts a proxy to `127.0.0.1:upstream` that keeps every byte the upstream sends
+    /// back in [`FreezableProxy::replies`], to search what a browser was sent.
+    pub fn recording(upstream: u16) -> anyhow::Result<Self> {
+        Self::start_with(upstream, true)
+    }
+
+    fn start_with(upstream: u16, record: bool) -> anyhow::Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
+        let replies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = replies.clone();
         let listener = std::net::TcpListener::bind(("127.0.0.1", stack::free_port()?))?;
         let port = listener.local_addr()?.port();
         let frozen = Arc::new(AtomicBool::new(false));
@@ -206,9 +220,13 @@ impl FreezableProxy {
                 let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                for (from, to) in [
-                    (client.try_clone(), server.try_clone()),
-                    (server.try_clone(), client.try_clone()),
+                for (from, to, replies) in [
+                    (client.try_clone(), server.try_clone(), None),
+                    (
+                        server.try_clone(),
+                        client.try_clone(),
+                        record.then(|| sink.clone()),
+                    ),
                 ] {
                     let (Ok(mut from), Ok(mut to)) = (from, to) else {
                         continue;
@@ -225,6 +243,9 @@ impl FreezableProxy {
                             while flag.load(Ordering::SeqCst) {
                                 std::thread::sleep(std::time::Duration::from_millis(20));
                             }
+                            if let Some(Ok(mut all)) = replies.as_ref().map(|r| r.lock()) {
+                                all.extend_from_slice(&buf[..n]);
+                            }
                             if to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -234,7 +255,11 @@ impl FreezableProxy {
                 }
             }
         });
-        Ok(Self { port, frozen })
+        Ok(Self {
+            port,
+            frozen,
+            replies,
+        })
     }
 
     /// Stops (true) or resumes (false) all traffic.

@@ -175,7 +175,13 @@ impl Web {
             .contains_key(&view.selected)
             .then(|| summary(&config, &view.selected));
         let saved = page.iter().find(|a| a.name == view.selected);
-        let held = self.held_secrets(hash, &view.selected);
+        // A new account's secrets are held under the name typed for it.
+        let key = if view.selected.is_empty() {
+            &view.new_name
+        } else {
+            &view.selected
+        };
+        let held = self.held_secrets(hash, key);
         let set = |pick: fn(&PageSecrets) -> &Option<String>| {
             held.as_ref().is_some_and(|h| pick(h).is_some())
                 || saved.is_some_and(|a| pick(&a.secrets).is_some())

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod mail;
+
 use flowmail_tests::Workspace;
 use flowmail_tests::browser::{Browser, WebServer, add_user};
 
