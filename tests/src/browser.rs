@@ -135,6 +135,15 @@ impl WebServer {
     /// Starts the page for the workspace in `dir` (its `flowmail.toml` gets a `[web]`
     /// table with the port).
     pub fn start(dir: &Path, extra_web: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, extra_web, &["serve", "--web-only"])
+    }
+
+    /// Starts `flowmail serve WORKFLOWS...`: the triggers and the page.
+    pub fn serving(dir: &Path, extra_web: &str, workflows: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, extra_web, &["serve", workflows])
+    }
+
+    fn start_with(dir: &Path, extra_web: &str, args: &[&str]) -> anyhow::Result<Self> {
         let port = free_port()?;
         let config = dir.join("flowmail.toml");
         let mut text = std::fs::read_to_string(&config)?;
@@ -144,12 +153,12 @@ impl WebServer {
         std::fs::write(&config, text)?;
         let child = Command::new(crate::flowmail_bin())
             .current_dir(dir)
-            .args(["serve", "--web-only"])
+            .args(args)
             .env_remove("RUST_LOG")
             .stdout(std::fs::File::create(dir.join("web.out"))?)
             .stderr(std::fs::File::create(dir.join("web.err"))?)
             .spawn()
-            .context("starting flowmail serve --web-only")?;
+            .with_context(|| format!("starting flowmail {}", args.join(" ")))?;
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if start.elapsed() > Duration::from_secs(30) {

@@ -277,8 +277,12 @@ fn load_all(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Vec<Workflow>>
         if wf.trigger.mailbox.is_none() {
             continue;
         }
-        wf.check(config)
+        let warnings = wf
+            .check_served(config)
             .map_err(|e| anyhow::anyhow!("workflow `{}` ({}): {e}", wf.name, file.display()))?;
+        for w in warnings {
+            eprintln!("workflow `{}`: {w}", wf.name);
+        }
         if workflows.iter().any(|w| w.name == wf.name) {
             anyhow::bail!(
                 "two workflows are named `{}`; names key the mailbox cursors, so make them unique",

@@ -123,6 +123,18 @@ impl Workflow {
     /// Checks the workflow against `config` without running it: step ids, the steps and
     /// accounts that expressions and inputs name, and the inputs' shapes.
     pub fn check(&self, config: &Config) -> Result<(), RunError> {
+        self.check_with(config, false).map(drop)
+    }
+
+    /// Checks the workflow for `flowmail serve`, where accounts can still be made on the
+    /// settings page while it runs: a step's account that does not exist yet is a
+    /// warning (returned), not an error. The trigger's account must exist.
+    pub fn check_served(&self, config: &Config) -> Result<Vec<String>, RunError> {
+        self.check_with(config, true)
+    }
+
+    fn check_with(&self, config: &Config, later_accounts: bool) -> Result<Vec<String>, RunError> {
+        let mut warnings = Vec::new();
         let fail =
             |step: &str, field: &str, reason: String| RunError::new(step, Some(field), reason);
         if self.name.trim().is_empty() {
@@ -196,6 +208,15 @@ impl Workflow {
             if let Some(account) = step.with.get("account").and_then(|a| a.as_str())
                 && !expr::is_template(account)
             {
+                if later_accounts && !config.accounts.contains_key(account) {
+                    warnings.push(format!(
+                        "step `{id}`: account `{account}` does not exist yet; its runs fail until it is saved on the settings page"
+                    ));
+                    inputs::check_shape(step.action, &step.with)
+                        .map_err(|(f, r)| fail(id, &f, r))?;
+                    seen.insert(id);
+                    continue;
+                }
                 account_has(
                     id,
                     "with.account",
@@ -206,7 +227,7 @@ impl Workflow {
             inputs::check_shape(step.action, &step.with).map_err(|(f, r)| fail(id, &f, r))?;
             seen.insert(id);
         }
-        Ok(())
+        Ok(warnings)
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod mail;
+mod oauth;
 
 use flowmail_tests::Workspace;
 use flowmail_tests::browser::{Browser, WebServer, add_user};

@@ -71,6 +71,44 @@
     document.getElementById('token_url').value = base + '/token';
   });
 
+  // After Save & Authorize the consent runs in another tab; this tab shows the account's
+  // new state as soon as the callback stored the tokens, without a reload.
+  const watchAuthorization = () => {
+    const name = (document.querySelector('input[name=account]') || {}).value;
+    if (!name) return;
+    const started = Date.now();
+    const poll = async () => {
+      try {
+        const r = await fetch('/settings/smtp/state?account=' + encodeURIComponent(name), { credentials: 'same-origin' });
+        if (r.ok) {
+          const state = await r.json();
+          const t = state.tokens;
+          if (state.state === 'active' && t && t.authorized) {
+            let note = document.getElementById('notice');
+            if (!note) {
+              note = document.createElement('p');
+              note.id = 'notice';
+              note.className = 'notice';
+              form.parentElement.insertBefore(note, form);
+            }
+            note.textContent = 'SMTP Settings Authorized as ' + t.authorized_as + '.';
+            const who = document.getElementById('token-authorized');
+            if (who) who.textContent = 'yes, as ' + t.authorized_as;
+            const reauth = document.getElementById('token-reauth');
+            if (reauth) reauth.hidden = true;
+            return;
+          }
+        }
+      } catch (e) { /* tried again below */ }
+      if (Date.now() - started < 10 * 60 * 1000) setTimeout(poll, 1000);
+    };
+    setTimeout(poll, 1000);
+  };
+  ['authorize-button', 'reauthorize-button'].forEach((id) => {
+    const button = document.getElementById(id);
+    if (button) button.addEventListener('click', watchAuthorization);
+  });
+
   form.addEventListener('change', update);
   form.addEventListener('input', (e) => { if (e.target.id === 'smtp_port') portWarning(); });
   update();

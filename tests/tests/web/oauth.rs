@@ -1,0 +1,158 @@
+//! Save & Authorize end to end: the consent in a second tab against the OAuth2 test
+//! server, the first tab updating by itself, and a workflow of the running `serve`
+//! sending with XOAUTH2 through the account just saved.
+
+use std::time::Duration;
+
+use flowmail_tests::oauth::OAuth;
+use flowmail_tests::stack::MailStack;
+
+use super::*;
+
+const OWNER: &str = "owner@demo.example";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() {
+    let oauth = OAuth::start().unwrap();
+    let stack = MailStack::start(Some(&oauth)).unwrap();
+    let ws = Workspace::new("").unwrap();
+    add_user(ws.path(), &["--email", "ops@demo.example"], PASSWORD).unwrap();
+    // A served workflow that sends through `o365`, which does not exist yet.
+    std::fs::create_dir_all(ws.path().join("served")).unwrap();
+    std::fs::write(
+        ws.path().join("served/relay.yaml"),
+        "name: relay\ntrigger:\n  mailbox:\n    account: demo\n    filter:\n      subject_contains: \"[PAGE]\"\n\
+         \x20   poll_interval: 200ms\nsteps:\n  - id: send\n    action: send-mail\n    with:\n      account: o365\n\
+         \x20     message:\n        to: frank@demo.example\n        subject: \"relayed: ${{ trigger.message.subject }}\"\n\
+         \x20       text: via the page's account\n",
+    )
+    .unwrap();
+    let web = WebServer::serving(
+        ws.path(),
+        &format!("ca_file = \"{}\"", stack.certs.ca.display()),
+        "served",
+    )
+    .unwrap();
+    let b = Browser::start().await.unwrap();
+    log_in(&b, &web, "ops@demo.example", PASSWORD).await;
+    b.find("#settings").await.unwrap();
+    let first = b.client.window().await.unwrap();
+
+    b.fill("#account", "o365").await.unwrap();
+    b.fill("#smtp_host", "localhost").await.unwrap();
+    b.fill("#smtp_port", &stack.ports.submission.to_string())
+        .await
+        .unwrap();
+    b.fill("#from", OWNER).await.unwrap();
+    b.find("#auth_required")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find("#auth_type")
+        .await
+        .unwrap()
+        .select_by_value("oauth2")
+        .await
+        .unwrap();
+    b.find("#comm_type")
+        .await
+        .unwrap()
+        .select_by_value("smtp")
+        .await
+        .unwrap();
+    b.fill("#client_id", "flowmail-test").await.unwrap();
+    b.fill("#client_secret", "client-secret-value-93ab")
+        .await
+        .unwrap();
+    b.fill("#token_url", &format!("{}/token", oauth.url()))
+        .await
+        .unwrap();
+    b.fill("#auth_url", &format!("{}/authorize", oauth.url()))
+        .await
+        .unwrap();
+    b.fill(
+        "#scope",
+        "https://outlook.office.com/SMTP.Send offline_access",
+    )
+    .await
+    .unwrap();
+    b.fill("#oauth_username", OWNER).await.unwrap();
+    b.find("#authorize-button")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The consent opened in a new tab, came back to the callback, and says so.
+    let mut second = None;
+    for _ in 0..100 {
+        let windows = b.client.windows().await.unwrap();
+        if let Some(w) = windows.into_iter().find(|w| *w != first) {
+            second = Some(w);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.client
+        .switch_to_window(second.expect("a second tab"))
+        .await
+        .unwrap();
+    let title = b
+        .find("#message-title")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    assert_eq!(title, "SMTP Settings Authorized", "{text}");
+    assert!(text.contains(OWNER), "{text}");
+
+    // The settings tab shows the new state by itself.
+    b.client.switch_to_window(first).await.unwrap();
+    let wait = b.client.wait().at_most(Duration::from_secs(15));
+    wait.for_element(fantoccini::Locator::XPath(
+        "//p[@id='notice' and contains(., 'SMTP Settings Authorized as owner@demo.example')]",
+    ))
+    .await
+    .unwrap();
+
+    // New mail for the running serve: its run sends through o365 with XOAUTH2.
+    let mail = "From: Monitor <monitor@demo.example>\r\nTo: ops@demo.example\r\nSubject: [PAGE] disk full\r\n\
+                Message-ID: <page-1@demo.example>\r\n\r\nthe disk is full\r\n";
+    let dir = ws.path().join("workflows/demo-mailbox");
+    std::fs::write(dir.join("tmp/2000000001.page.host"), mail).unwrap();
+    std::fs::rename(
+        dir.join("tmp/2000000001.page.host"),
+        dir.join("new/2000000001.page.host"),
+    )
+    .unwrap();
+    let got = stack
+        .wait_for_mail("frank@demo.example", 1, Duration::from_secs(30))
+        .unwrap();
+    let m = mail_parser::MessageParser::default()
+        .parse(&got[0])
+        .unwrap();
+    assert_eq!(m.subject(), Some("relayed: [PAGE] disk full"));
+    let log = std::fs::read_to_string(stack.dir.path().join("log/postfix.log")).unwrap();
+    assert!(log.contains("sasl_method=XOAUTH2"), "{log}");
+    assert_eq!(oauth.grants("authorization_code").unwrap(), 1);
+
+    // The token status shows who the account is authorized as.
+    b.client
+        .goto(&format!("{}/settings/smtp?account=o365", web.url))
+        .await
+        .unwrap();
+    let who = b
+        .find("#token-authorized")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(who, format!("yes, as {OWNER}"));
+    b.close().await;
+}
