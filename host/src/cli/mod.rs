@@ -207,7 +207,29 @@ pub async fn serve(
     );
     app.keep_tokens_alive().await;
     let console = Console::default();
-    let runner = Runner::new(&app)?.with_events(&console);
+    let mailer = config.alerts.as_ref().map(|a| {
+        if !config.accounts.contains_key(&a.account) {
+            eprintln!(
+                "alerts.account: `{}` does not exist yet; alerts are mailed once it is saved on the settings page",
+                a.account
+            );
+        }
+        flowmail::workflow::alert_mail::AlertMail::new(&console, app.clone(), &a.account, &a.to)
+    });
+    let events: &dyn flowmail::workflow::Events = match &mailer {
+        Some(m) => m,
+        None => &console,
+    };
+    let runner = Runner::new(&app)?.with_events(events);
+    // The accounts' own alerts (a needed re-authorization, an expiring client secret), now
+    // and every six hours.
+    let settings_alerts = async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(6 * 3600));
+        loop {
+            tick.tick().await;
+            flowmail::web::accounts::check_alerts(&app, &config, events);
+        }
+    };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signals = async move {
         let mut term =
@@ -246,6 +268,7 @@ pub async fn serve(
         r = work => r?,
         () = async { signals.await; } => {}
         () = keep_alive => {}
+        () = settings_alerts => {}
     }
     match tokio::time::timeout(std::time::Duration::from_secs(5), page).await {
         Ok(Ok(r)) => r?,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use flowmail::workflow::Events;
+use flowmail::workflow::{Alert, Events};
 
 /// Shows how far a catch-up has come.
 pub enum Progress {
@@ -154,7 +154,7 @@ impl Events for Console {
         }
     }
 
-    fn alert(&self, workflow: &str, alert: &str) {
-        eprintln!("ALERT: {workflow}: {alert}");
+    fn alert(&self, alert: &Alert<'_>) {
+        eprintln!("ALERT: {}: {}", alert.workflow, alert.text);
     }
 }

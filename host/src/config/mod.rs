@@ -23,12 +23,26 @@ pub struct Config {
     /// The settings page.
     #[serde(default)]
     pub web: WebConfig,
+    /// Where flowmail mails its own alerts.
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
     /// The data centers mail may leave from, offered on the settings page.
     #[serde(default = "default_data_centers")]
     pub data_centers: Vec<String>,
     /// The folder relative paths are resolved against: the config file's folder.
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+/// Alerts by mail: flowmail sends its own alerts through `account` to `to`, at most one
+/// mail an hour per kind of alert and account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The account to send through (from flowmail.toml or the settings page).
+    pub account: String,
+    /// The recipients.
+    pub to: Vec<String>,
 }
 
 /// The settings page, served by `flowmail serve`.

@@ -110,3 +110,70 @@ pub fn merge(app: &App, config: &mut Config) -> anyhow::Result<Vec<String>> {
     }
     Ok(merged)
 }
+
+/// Raises the alerts the accounts' settings call for: an OAuth2 account that needs
+/// re-authorization, and a client secret of the page that expires within 30 days or has.
+pub fn check_alerts(app: &App, config: &Config, events: &dyn crate::workflow::Events) {
+    use crate::workflow::{Alert, AlertKind};
+    let now = crate::unix_now();
+    for name in config.accounts.keys() {
+        if let Ok(Some(row)) = app.store().tokens(name)
+            && let Some(why) = &row.needs_reauth
+        {
+            events.alert(&Alert {
+                kind: AlertKind::Credentials,
+                account: name,
+                workflow: "settings",
+                text: &format!("`{name}` needs re-authorization: {why}"),
+            });
+        }
+    }
+    let page = match load(app) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("reading the settings page's accounts failed: {e:#}");
+            return;
+        }
+    };
+    for account in page {
+        let Some(days) = days_until(&account.settings.client_secret_expires, now) else {
+            continue;
+        };
+        if days <= 30 {
+            let text = if days < 0 {
+                format!(
+                    "the client secret of `{}` expired {} day(s) ago: create a new one in the app registration and save it on the settings page",
+                    account.name, -days
+                )
+            } else {
+                format!(
+                    "the client secret of `{}` expires in {days} day(s): create a new one in the app registration and save it on the settings page",
+                    account.name
+                )
+            };
+            events.alert(&Alert {
+                kind: AlertKind::SecretExpiry,
+                account: &account.name,
+                workflow: "settings",
+                text: &text,
+            });
+        }
+    }
+}
+
+/// Days from `now` (Unix seconds) until the civil date `YYYY-MM-DD` begins.
+pub fn days_until(date: &str, now: i64) -> Option<i64> {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468 - now.div_euclid(86_400))
+}

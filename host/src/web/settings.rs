@@ -128,7 +128,7 @@ impl Web {
         }
         let now = crate::unix_now();
         let row = self.app.store().tokens(name).ok().flatten();
-        let secret_days = secret_days_left(&settings.client_secret_expires, now);
+        let secret_days = accounts::days_until(&settings.client_secret_expires, now);
         Some(json!({
             "authorized": row.as_ref().is_some_and(|r| r.needs_reauth.is_none()),
             "authorized_as": row.as_ref().map(|r| r.username.clone()),
@@ -247,20 +247,6 @@ impl ReportView {
                 .collect(),
         }
     }
-}
-
-fn secret_days_left(date: &str, now: i64) -> Option<i64> {
-    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days - now.div_euclid(86_400))
 }
 
 /// `GET /settings/smtp[?account=NAME]`.

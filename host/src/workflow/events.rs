@@ -12,8 +12,47 @@ pub trait Events: Send + Sync {
     fn catch_up_finished(&self, _workflow: &str) {}
     /// A line about `workflow` worth showing as it happens (a served trigger's report).
     fn line(&self, _workflow: &str, _line: &str) {}
-    /// An alert about `workflow`: someone should look.
-    fn alert(&self, _workflow: &str, _alert: &str) {}
+    /// An alert: someone should look.
+    fn alert(&self, _alert: &Alert<'_>) {}
+}
+
+/// What an alert is about. Alert mails go at most once an hour per kind and account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// A trigger heard nothing from its mailbox for longer than its `silence_alert`.
+    Silent,
+    /// Runs fail on an account's credentials: it needs re-authorization or a new secret.
+    Credentials,
+    /// Messages went to the dead letters.
+    DeadLetters,
+    /// An OAuth2 client secret expires soon, or has.
+    SecretExpiry,
+    /// Sends keep failing for a message, retry after retry.
+    DeliveryFailures,
+}
+
+impl AlertKind {
+    /// The kind as the alert mail's subject names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            AlertKind::Silent => "trigger silent",
+            AlertKind::Credentials => "credentials refused",
+            AlertKind::DeadLetters => "dead letters",
+            AlertKind::SecretExpiry => "client secret expiring",
+            AlertKind::DeliveryFailures => "repeated delivery failures",
+        }
+    }
+}
+
+/// One alert.
+#[derive(Debug, Clone, Copy)]
+pub struct Alert<'a> {
+    pub kind: AlertKind,
+    /// The account it is about.
+    pub account: &'a str,
+    /// The workflow that raised it, or `settings` for the settings' own checks.
+    pub workflow: &'a str,
+    pub text: &'a str,
 }
 
 /// Tells no one.

@@ -1,6 +1,7 @@
 //! Workflows: YAML files with a trigger and steps that call the plugin's actions. Step
 //! outputs feed later inputs through `${{ ... }}` expressions.
 
+pub mod alert_mail;
 mod catchup;
 pub mod events;
 mod expr;
@@ -16,7 +17,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 pub use self::catchup::CatchUp;
-pub use self::events::{Events, Silent};
+pub use self::events::{Alert, AlertKind, Events, Silent};
 pub use self::runner::{Actions, Mailboxes, RunError, RunOptions, RunReport, Runner};
 pub use self::trigger::{MailboxTrigger, Per, PostAction};
 use crate::config::Config;

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::Workflow;
 use super::catchup::CatchUp;
-use super::events::Events;
+use super::events::{Alert, AlertKind, Events};
 use super::runner::{RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, jitter};
 use crate::bindings::Recovery;
@@ -125,6 +125,7 @@ async fn watch_one(
                     if row.paused.is_none() {
                         raise_alert(
                             events,
+                            AlertKind::Credentials,
                             &mut row,
                             format!("runs fail on the credentials of `{account}`; paused: {why}"),
                             &mut last_alert,
@@ -209,6 +210,7 @@ async fn watch_one(
                 // hangs. Dropping the wait dropped it; the next round reconnects.
                 raise_alert(
                     events,
+                    AlertKind::Silent,
                     &mut row,
                     format!(
                         "`{account}` was silent for {silence:?} (no IDLE answer and no poll); reconnected"
@@ -259,13 +261,19 @@ fn resume_waiting(store: &Store, workflow: &str, account: &str) {
 /// Counts and logs an alert, and records it as the last error too.
 fn raise_alert(
     events: &dyn Events,
+    kind: AlertKind,
     row: &mut WatchRow,
     alert: String,
     last_alert: &mut Option<i64>,
 ) {
     let now = crate::unix_now();
     tracing::error!("ALERT: workflow `{}`: {alert}", row.workflow);
-    events.alert(&row.workflow, &alert);
+    events.alert(&Alert {
+        kind,
+        account: &row.account,
+        workflow: &row.workflow,
+        text: &alert,
+    });
     row.alerts += 1;
     row.last_alert = Some(alert.clone());
     row.last_error = Some(alert);
@@ -289,6 +297,7 @@ fn alert_if_silent(
         let cause = row.last_error.clone().unwrap_or_default();
         raise_alert(
             events,
+            AlertKind::Silent,
             row,
             format!(
                 "`{}` has been silent for {}s (no successful IDLE or poll); reconnecting with backoff; last error: {cause}",

@@ -8,6 +8,7 @@ use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
 use super::Workflow;
+use super::events::{Alert, AlertKind};
 use super::inputs;
 use super::runner::{RunError, RunOptions, RunReport, Runner};
 use super::trigger::{MailboxTrigger, Per, PostAction};
@@ -64,6 +65,10 @@ pub(super) fn store_failure(e: crate::store::StoreError) -> RunError {
         ..RunError::new("trigger", None, e.to_string())
     }
 }
+
+/// After this many failed attempts of one message, the failures count as repeated and
+/// raise an alert, before the message gives up.
+const REPEATED_FAILURES: u32 = 3;
 
 /// How long a paused trigger waits before it tries its credentials again.
 const PAUSE_PROBE: i64 = 60;
@@ -517,6 +522,21 @@ impl<'a> CatchUp<'a> {
                     )
                 };
                 tracing::error!("workflow `{}`: {line}", wf.name);
+                // Someone should look: at dead letters, and at a retryable failure that
+                // keeps coming back.
+                let kind = if !dead.is_empty() {
+                    Some(AlertKind::DeadLetters)
+                } else {
+                    (attempts == REPEATED_FAILURES).then_some(AlertKind::DeliveryFailures)
+                };
+                if let Some(kind) = kind {
+                    self.runner.events.alert(&Alert {
+                        kind,
+                        account,
+                        workflow: &wf.name,
+                        text: &line,
+                    });
+                }
                 report.lines.push(line);
                 if !dead.is_empty() {
                     report.dead += dead.len();
