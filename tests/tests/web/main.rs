@@ -5,6 +5,7 @@
 
 mod mail;
 mod oauth;
+mod status;
 
 use flowmail_tests::Workspace;
 use flowmail_tests::browser::{Browser, WebServer, add_user};
