@@ -27,12 +27,16 @@ async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() 
          \x20       text: via the page's account\n",
     )
     .unwrap();
-    let web = WebServer::serving(
+    let served = WebServer::serving(
         ws.path(),
         &format!("ca_file = \"{}\"", stack.certs.ca.display()),
         "served",
     )
     .unwrap();
+    // The browser reaches the page through a proxy that keeps all it was sent.
+    let port: u16 = served.url.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = flowmail_tests::FreezableProxy::recording(port).unwrap();
+    let web = WebServer::at(&format!("http://127.0.0.1:{}", proxy.port));
     let b = Browser::start().await.unwrap();
     log_in(&b, &web, "ops@demo.example", PASSWORD).await;
     b.find("#settings").await.unwrap();
@@ -154,5 +158,167 @@ async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() 
         .await
         .unwrap();
     assert_eq!(who, format!("yes, as {OWNER}"));
+    b.close().await;
+    let replies = proxy.replies.lock().unwrap().clone();
+    let replies = String::from_utf8_lossy(&replies);
+    assert!(replies.contains("SMTP Settings Authorized"));
+    for secret in [SECRET, PASSWORD] {
+        assert!(
+            !replies.contains(secret),
+            "a secret reached the browser: {secret}"
+        );
+    }
+}
+
+const SECRET: &str = "client-secret-value-93ab";
+
+/// Fills the OAuth2 part of the form for `name`, with `auth_url` as the consent page.
+async fn fill_oauth(b: &Browser, oauth: &OAuth, name: &str, comm: &str, auth_url: &str) {
+    b.fill("#account", name).await.unwrap();
+    b.fill("#smtp_host", "localhost").await.unwrap();
+    b.fill("#smtp_port", "587").await.unwrap();
+    b.fill("#from", OWNER).await.unwrap();
+    b.find("#auth_required")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find("#auth_type")
+        .await
+        .unwrap()
+        .select_by_value("oauth2")
+        .await
+        .unwrap();
+    b.find("#comm_type")
+        .await
+        .unwrap()
+        .select_by_value(comm)
+        .await
+        .unwrap();
+    b.fill("#client_id", "flowmail-test").await.unwrap();
+    b.fill("#client_secret", SECRET).await.unwrap();
+    b.fill("#token_url", &format!("{}/token", oauth.url()))
+        .await
+        .unwrap();
+    if comm == "smtp" {
+        b.fill("#auth_url", auth_url).await.unwrap();
+        b.fill(
+            "#scope",
+            "https://outlook.office.com/SMTP.Send offline_access",
+        )
+        .await
+        .unwrap();
+        b.fill("#oauth_username", OWNER).await.unwrap();
+    }
+}
+
+/// Clicks Save & Authorize and switches to the tab it opened; returns the first tab.
+async fn authorize_in_new_tab(b: &Browser) -> fantoccini::wd::WindowHandle {
+    let first = b.client.window().await.unwrap();
+    b.find("#authorize-button")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let windows = b.client.windows().await.unwrap();
+        if let Some(w) = windows.into_iter().find(|w| *w != first) {
+            b.client.switch_to_window(w).await.unwrap();
+            return first;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Save & Authorize opened no tab");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_consent_keeps_the_previous_settings_and_api_uses_client_credentials() {
+    let oauth = OAuth::start().unwrap();
+    let ws = Workspace::new("").unwrap();
+    add_user(ws.path(), &["--email", "ops@demo.example"], PASSWORD).unwrap();
+    let web = WebServer::start(ws.path(), "").unwrap();
+    let b = Browser::start().await.unwrap();
+    log_in(&b, &web, "ops@demo.example", PASSWORD).await;
+    b.find("#settings").await.unwrap();
+
+    // A consent page that does not answer by itself: this server's own status page.
+    fill_oauth(
+        &b,
+        &oauth,
+        "denied",
+        "smtp",
+        &format!("{}/status.json", web.url),
+    )
+    .await;
+    let first = authorize_in_new_tab(&b).await;
+    let consent = b.url().await;
+    assert!(consent.contains("code_challenge_method=S256"), "{consent}");
+    assert!(
+        consent.contains("login_hint=owner%40demo.example"),
+        "{consent}"
+    );
+    let state = consent
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("state="))
+        .unwrap()
+        .to_owned();
+    // The user declines: the provider sends the browser back with the error.
+    b.client
+        .goto(&format!(
+            "{}/oauth/callback?error=access_denied&error_description=AADSTS65004%3A+User+declined+to+consent&state={state}",
+            web.url
+        ))
+        .await
+        .unwrap();
+    let title = b
+        .find("#message-title")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    assert_eq!(title, "Not authorized");
+    assert!(
+        text.contains("declined the consent") && text.contains("stay active"),
+        "{text}"
+    );
+    // The state works once: a replay is refused.
+    b.client.refresh().await.unwrap();
+    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    assert!(text.contains("unknown or was already used"), "{text}");
+    b.client.close_window().await.unwrap();
+    b.client.switch_to_window(first).await.unwrap();
+
+    // The account was never authorized: it is listed as pending, not active.
+    b.client
+        .goto(&format!("{}/settings/smtp", web.url))
+        .await
+        .unwrap();
+    let options = b
+        .find("#account-select")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(options.contains("denied (pending)"), "{options}");
+
+    // Communication type API: a client-credentials token, reported the same way.
+    fill_oauth(&b, &oauth, "graph", "api", "").await;
+    authorize_in_new_tab(&b).await;
+    let title = b
+        .find("#message-title")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    assert_eq!(title, "SMTP Settings Authorized", "{text}");
+    assert!(text.contains("client credentials"), "{text}");
+    assert_eq!(oauth.grants("client_credentials").unwrap(), 1);
     b.close().await;
 }
