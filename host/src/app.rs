@@ -298,6 +298,25 @@ fn account_caps(
         let transport: Arc<dyn Transport> = match transport {
             TransportConfig::Outbox { dir } => Arc::new(Outbox::new(config.resolve(dir))),
             TransportConfig::Smtp(_) => Arc::new(relay(config, name, managers)?),
+            TransportConfig::Graph(g) => {
+                let ca = g
+                    .ca_file
+                    .as_ref()
+                    .map(|p| std::fs::read(config.resolve(p)))
+                    .transpose()
+                    .with_context(|| format!("accounts.{name}.transport.ca_file"))?;
+                let tls = crate::net::tls_config(ca.as_deref(), crate::net::MinTls::V12)
+                    .map_err(anyhow::Error::msg)?;
+                let http = crate::net::http_client(&tls, Duration::from_secs(g.timeout_secs))
+                    .map_err(anyhow::Error::msg)?;
+                Arc::new(crate::caps::transport::graph::Graph::new(
+                    &g.graph_url,
+                    &g.user,
+                    token_source(config, name, managers)?,
+                    http,
+                    Duration::from_secs(g.max_wait_secs),
+                ))
+            }
         };
         caps.transport
             .accounts

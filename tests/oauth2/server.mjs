@@ -53,10 +53,28 @@ server.service.on(Events.BeforeAuthorizeRedirect, (redirect, req) => {
 const invalidGrant = (res, description) =>
   json(res, 400, { error: 'invalid_grant', error_description: description });
 
+// The client secret the tests call wrong, refused as Entra ID refuses it.
+const WRONG_SECRET = 'wrong-secret';
+
+const clientSecret = (req) => {
+  const auth = req.headers.authorization ?? '';
+  if (auth.startsWith('Basic ')) {
+    const pair = Buffer.from(auth.slice(6), 'base64').toString('utf8');
+    return decodeURIComponent(pair.slice(pair.indexOf(':') + 1).replace(/\+/g, ' '));
+  }
+  return req.body?.client_secret;
+};
+
 server.service.addRoute('POST', '/token', async (req, res) => {
   const body = { ...(req.body ?? {}) };
   const grant = body.grant_type;
   stats.grants[grant] = (stats.grants[grant] ?? 0) + 1;
+  if (clientSecret(req) === WRONG_SECRET) {
+    return json(res, 401, {
+      error: 'invalid_client',
+      error_description: 'AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.',
+    });
+  }
   if (grant === 'authorization_code') {
     if (usedCodes.has(body.code)) {
       return invalidGrant(res, 'AADSTS54005: OAuth2 Authorization code was already redeemed.');

@@ -10,6 +10,7 @@ use flowmail::config::Config;
 use flowmail::store::Store;
 
 pub mod browser;
+pub mod graph;
 pub mod oauth;
 pub mod stack;
 

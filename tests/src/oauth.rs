@@ -48,24 +48,7 @@ impl OAuth {
 
     /// A plain HTTP/1.1 request; returns the status and body.
     pub fn http(&self, method: &str, path: &str, form: &str) -> anyhow::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        )?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        let status = text
-            .get(9..12)
-            .and_then(|c| c.parse().ok())
-            .context("no HTTP status")?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        http_on(self.port, method, path, form)
     }
 
     /// An access token for `email`, from the token endpoint.
@@ -96,10 +79,7 @@ impl OAuth {
 
     /// Whether the server calls `token` active.
     pub fn is_active(&self, token: &str) -> anyhow::Result<bool> {
-        let (_, body) = self.http("POST", "/introspect", &format!("token={token}"))?;
-        let v: serde_json::Value = serde_json::from_str(body.trim())
-            .or_else(|_| serde_json::from_str(dechunk(&body).trim()))?;
-        Ok(v["active"].as_bool().unwrap_or(false))
+        active_on(self.port, token)
     }
 
     /// Makes every issued access token inactive at the server (introspection says so).
@@ -115,6 +95,36 @@ impl OAuth {
         anyhow::ensure!(status == 200, "revoke-all said {status}");
         Ok(())
     }
+}
+
+/// A plain HTTP/1.1 request to the OAuth2 server on `port`; returns the status and body.
+pub fn http_on(port: u16, method: &str, path: &str, form: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Whether the OAuth2 server on `port` calls `token` active (its introspection).
+pub fn active_on(port: u16, token: &str) -> anyhow::Result<bool> {
+    let (_, body) = http_on(port, "POST", "/introspect", &format!("token={token}"))?;
+    let v: serde_json::Value = serde_json::from_str(body.trim())
+        .or_else(|_| serde_json::from_str(dechunk(&body).trim()))?;
+    Ok(v["active"].as_bool().unwrap_or(false))
 }
 
 /// Undoes HTTP chunked encoding of a small body.

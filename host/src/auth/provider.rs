@@ -28,6 +28,18 @@ const MICROSOFT: &[(&str, &str)] = &[
         "no reply address is registered: add the configured redirect_url to the app registration",
     ),
     (
+        "AADSTS7000215",
+        "the client secret is wrong: copy the secret's Value (not its Secret ID) from the app registration into client_secret",
+    ),
+    (
+        "AADSTS700016",
+        "no app with this client ID is registered in the tenant: check client_id and the tenant",
+    ),
+    (
+        "AADSTS90002",
+        "the tenant does not exist: check the tenant name or ID",
+    ),
+    (
         "AADSTS65004",
         "the user declined the consent: authorize again and accept, or ask an administrator to grant consent for the tenant",
     ),

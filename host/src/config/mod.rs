@@ -180,6 +180,52 @@ pub enum TransportConfig {
     Outbox { dir: PathBuf },
     /// An SMTP server.
     Smtp(ServerConfig),
+    /// Microsoft Graph: `sendMail` as `user`, with the account's OAuth2 credentials.
+    Graph(GraphConfig),
+}
+
+/// A Microsoft Graph mailbox to send from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// The tenant (`contoso.onmicrosoft.com` or its GUID); it fills the token endpoint.
+    pub tenant: String,
+    /// The mailbox to send as; the From address must be this user.
+    pub user: String,
+    /// The Graph API (default `https://graph.microsoft.com/v1.0`; other clouds and tests
+    /// override it).
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// A PEM CA to trust instead of the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Limit of each request, in seconds.
+    #[serde(default = "default_graph_timeout")]
+    pub timeout_secs: u64,
+    /// The longest a send waits out throttling (`Retry-After`) before it fails as
+    /// transient, in seconds.
+    #[serde(default = "default_graph_wait")]
+    pub max_wait_secs: u64,
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com/v1.0".into()
+}
+fn default_graph_timeout() -> u64 {
+    30
+}
+fn default_graph_wait() -> u64 {
+    60
+}
+
+impl GraphConfig {
+    /// The tenant's token endpoint.
+    pub fn token_url(&self) -> String {
+        format!(
+            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+            self.tenant
+        )
+    }
 }
 
 /// Where the account's incoming mail is read.
@@ -293,6 +339,27 @@ impl Config {
             }
             if let Some(TransportConfig::Smtp(_)) = &a.transport {
                 self.smtp_settings(name)?;
+            }
+            if let Some(TransportConfig::Graph(g)) = &a.transport {
+                match &a.auth {
+                    Some(AuthConfig::OAuth2 { username, .. })
+                        if username.eq_ignore_ascii_case(&g.user) => {}
+                    Some(AuthConfig::OAuth2 { username, .. }) => bail!(
+                        "accounts.{name}.transport.user: `{}` differs from auth.username `{username}`; Graph sends as the user the token is for",
+                        g.user
+                    ),
+                    _ => bail!(
+                        "accounts.{name}.auth: a Graph transport needs kind = \"oauth2\" with client_id and client_secret"
+                    ),
+                }
+                if !g.graph_url.starts_with("https://")
+                    && !g.graph_url.starts_with("http://127.0.0.1")
+                    && !g.graph_url.starts_with("http://localhost")
+                {
+                    bail!(
+                        "accounts.{name}.transport.graph_url: use https:// (plain http only on this machine)"
+                    );
+                }
             }
             if let Some(MailboxConfig::Imap(_)) = &a.mailbox {
                 self.imap_settings(name)?;

@@ -30,6 +30,17 @@ impl Config {
             return Ok(None);
         };
         let field = |f: &str| format!("accounts.{account}.auth.{f}");
+        // A Graph account's tenant gives the token endpoint, and client credentials ask
+        // for Graph's own scope.
+        let graph = match &a.transport {
+            Some(super::TransportConfig::Graph(g)) => Some(g),
+            _ => None,
+        };
+        let token_url = &token_url.clone().or_else(|| graph.map(|g| g.token_url()));
+        let scopes = &match (graph, auth_url, scopes.is_empty()) {
+            (Some(_), None, true) => vec!["https://graph.microsoft.com/.default".to_owned()],
+            _ => scopes.clone(),
+        };
         match (access_token, client_id, token_url) {
             (Some(_), None, None) => return Ok(None),
             (Some(_), _, _) => bail!(

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    AccountConfig, AuthConfig, Config, MailboxConfig, ServerConfig, TransportConfig,
+    AccountConfig, AuthConfig, Config, GraphConfig, MailboxConfig, ServerConfig, TransportConfig,
 };
 use crate::secret::{Secret, SecretRef};
 
@@ -112,6 +112,7 @@ pub fn label(field: &str) -> &'static str {
         "auth_url" => "Authorization endpoint",
         "scope" => "Scope",
         "oauth_username" => "Username",
+        "tenant_id" => "Tenant ID",
         _ => "field",
     }
 }
@@ -333,10 +334,14 @@ pub fn check(
                             );
                         }
                     }
-                    "api" => c_warn(
-                        &mut c.warnings,
-                        "sending through the API (Microsoft Graph) is not available yet; these settings are saved and authorized with client credentials",
-                    ),
+                    "api" => {
+                        if required(&s.tenant_id) {
+                            problem(
+                                "tenant_id",
+                                "is required for the API: Microsoft Graph sends through the tenant's mailbox".into(),
+                            );
+                        }
+                    }
                     _ => problem("comm_type", "choose SMTP or API".into()),
                 }
             }
@@ -390,12 +395,27 @@ pub fn account(
         username: None,
         password: None,
     };
-    let transport = Some(TransportConfig::Smtp(server(
-        &settings.smtp_host,
-        settings.smtp_port,
-        settings.ssl,
-        &settings.min_tls,
-    )));
+    let api =
+        settings.auth_required && settings.auth_type == "oauth2" && settings.comm_type == "api";
+    let transport = Some(if api {
+        TransportConfig::Graph(GraphConfig {
+            tenant: settings.tenant_id.clone(),
+            user: crate::config::parse_address(&settings.from)
+                .map(|a| a.email)
+                .unwrap_or_default(),
+            graph_url: "https://graph.microsoft.com/v1.0".into(),
+            ca_file: None,
+            timeout_secs: 30,
+            max_wait_secs: 60,
+        })
+    } else {
+        TransportConfig::Smtp(server(
+            &settings.smtp_host,
+            settings.smtp_port,
+            settings.ssl,
+            &settings.min_tls,
+        ))
+    });
     let mailbox = settings.email_box.then(|| {
         let mut imap = server(
             &settings.imap_host,
@@ -600,9 +620,17 @@ mod tests {
         let mut api = with(&oauth);
         api.insert("comm_type".into(), "api".into());
         let c = check(&api, &PageSecrets::default(), &dcs());
+        assert_eq!(fields(&c), ["tenant_id"], "the API sends through a tenant");
+        api.insert("tenant_id".into(), "contoso.onmicrosoft.com".into());
+        let c = check(&api, &PageSecrets::default(), &dcs());
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         assert_eq!(c.settings.auth_url, "");
-        assert!(c.warnings.iter().any(|w| w.contains("not available yet")));
+        let account = account(&c.settings, &c.secrets, None);
+        assert!(matches!(
+            account.transport,
+            Some(TransportConfig::Graph(ref g))
+                if g.user == "alerts@example.com" && g.tenant == "contoso.onmicrosoft.com"
+        ));
     }
 
     #[test]

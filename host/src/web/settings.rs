@@ -81,6 +81,10 @@ fn summary(config: &Config, name: &str) -> Vec<(String, String)> {
                 s.min_tls
             ),
         )),
+        Some(TransportConfig::Graph(g)) => rows.push((
+            "Microsoft Graph".into(),
+            format!("sends as {} in tenant {}", g.user, g.tenant),
+        )),
         Some(TransportConfig::Outbox { dir }) => rows.push((
             "Transport".into(),
             format!("file outbox in {}", dir.display()),
@@ -548,7 +552,7 @@ impl Web {
                     Ok(()) => self.message(
                         StatusCode::OK,
                         "SMTP Settings Authorized",
-                        &format!("`{name}` obtained a token with client credentials. Sending through the API (Microsoft Graph) is not available yet."),
+                        &format!("`{name}` obtained a token with client credentials; its mail goes out through Microsoft Graph."),
                         "notice",
                     ),
                     Err(e) => fail(format!("the settings could not be saved: {e:#}")),

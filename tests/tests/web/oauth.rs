@@ -198,6 +198,9 @@ async fn fill_oauth(b: &Browser, oauth: &OAuth, name: &str, comm: &str, auth_url
         .unwrap();
     b.fill("#client_id", "flowmail-test").await.unwrap();
     b.fill("#client_secret", SECRET).await.unwrap();
+    b.fill("#tenant_id", "contoso.onmicrosoft.com")
+        .await
+        .unwrap();
     b.fill("#token_url", &format!("{}/token", oauth.url()))
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! The `smtp` WIT import: hands composed messages to an account's transport. Backends:
 //! the file outbox and SMTP (Microsoft Graph next).
 
+pub mod graph;
 mod outbox;
 pub mod smtp;
 

@@ -1,0 +1,234 @@
+//! A stand-in for Microsoft Graph, written from Microsoft's documented contract for
+//! `POST /v1.0/users/{id}/sendMail` with MIME content: a bearer token the test OAuth2
+//! server calls active, `Content-Type: text/plain`, the MIME in base64, and `202 Accepted`
+//! with an empty body and a `request-id`. It stores what was sent, and answers with the
+//! errors a test queues (429 with `Retry-After`, 401, 403, 5xx) before the real answer.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+
+/// One message Graph accepted.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub user: String,
+    pub mime: Vec<u8>,
+    pub at: Instant,
+}
+
+/// An answer to give instead of the real one.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub code: &'static str,
+}
+
+#[derive(Default)]
+struct Inner {
+    oauth_port: u16,
+    sent: Mutex<Vec<Sent>>,
+    queued: Mutex<VecDeque<Injected>>,
+    requests: Mutex<Vec<(Instant, u16)>>,
+    next_id: Mutex<u64>,
+}
+
+/// The stand-in, serving on a free port until dropped.
+pub struct GraphStandIn {
+    /// The API's base, as `graph_url` takes it (`http://127.0.0.1:PORT/v1.0`).
+    pub url: String,
+    inner: Arc<Inner>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl GraphStandIn {
+    /// Starts the stand-in; tokens are checked with the OAuth2 server on `oauth_port`.
+    pub fn start(oauth_port: u16) -> anyhow::Result<Self> {
+        let inner = Arc::new(Inner {
+            oauth_port,
+            ..Inner::default()
+        });
+        let listener = std::net::TcpListener::bind(("127.0.0.1", crate::stack::free_port()?))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let app = Router::new()
+            .route("/v1.0/users/{user}/sendMail", post(send_mail))
+            .with_state(inner.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}/v1.0"),
+            inner,
+            stop: Some(stop),
+        })
+    }
+
+    /// Answers the next requests with these, in order, before answering for real.
+    pub fn inject(&self, answers: &[Injected]) {
+        if let Ok(mut q) = self.inner.queued.lock() {
+            q.extend(answers.iter().cloned());
+        }
+    }
+
+    /// What was sent, in order.
+    pub fn sent(&self) -> Vec<Sent> {
+        self.inner
+            .sent
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// When each request came, with the status it got.
+    pub fn requests(&self) -> Vec<(Instant, u16)> {
+        self.inner
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for GraphStandIn {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn error(status: u16, code: &str, message: &str, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("request-id"), request_id),
+        ],
+        serde_json::json!({ "error": { "code": code, "message": message,
+            "innerError": { "request-id": request_id } } })
+        .to_string(),
+    )
+        .into_response()
+}
+
+async fn send_mail(
+    State(inner): State<Arc<Inner>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = {
+        let mut n = inner.next_id.lock().map(|mut n| {
+            *n += 1;
+            *n
+        });
+        format!("req-{:08}", n.as_mut().map(|n| *n).unwrap_or_default())
+    };
+    let response = answer(&inner, &user, &headers, &body, &id).await;
+    if let Ok(mut r) = inner.requests.lock() {
+        r.push((Instant::now(), response.status().as_u16()));
+    }
+    response
+}
+
+async fn answer(inner: &Inner, user: &str, headers: &HeaderMap, body: &[u8], id: &str) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+            id,
+        );
+    };
+    let port = inner.oauth_port;
+    let active = tokio::task::spawn_blocking(move || crate::oauth::active_on(port, &token))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
+    if !active {
+        return error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token has expired or is not yet valid.",
+            id,
+        );
+    }
+    let queued = inner.queued.lock().ok().and_then(|mut q| q.pop_front());
+    if let Some(q) = queued {
+        let mut r = error(q.status, q.code, "injected by the test", id);
+        if let Some(secs) = q.retry_after
+            && let Ok(v) = secs.to_string().parse()
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("text/plain") {
+        return error(
+            400,
+            "ErrorMimeContentInvalid",
+            "MIME content must be sent as text/plain in base64.",
+            id,
+        );
+    }
+    let text: String = String::from_utf8_lossy(body).split_whitespace().collect();
+    let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) else {
+        return error(
+            400,
+            "ErrorMimeContentInvalidBase64String",
+            "Invalid base64 string for MIME content.",
+            id,
+        );
+    };
+    if body.len() > 4 * 1024 * 1024 {
+        return error(413, "RequestBodyTooLarge", "The request is over 4 MB.", id);
+    }
+    if let Ok(mut sent) = inner.sent.lock() {
+        sent.push(Sent {
+            user: user.to_owned(),
+            mime,
+            at: Instant::now(),
+        });
+    }
+    (
+        StatusCode::ACCEPTED,
+        [(header::HeaderName::from_static("request-id"), id.to_owned())],
+    )
+        .into_response()
+}

@@ -1,0 +1,215 @@
+//! Microsoft Graph as a transport, against the stand-in built from Microsoft's documented
+//! contract and the test OAuth2 server: client credentials, 202 as queued, Bcc kept,
+//! attachments byte for byte, throttling, a refused token, and the errors with their fixes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use flowmail::bindings::MailError;
+use flowmail::bindings::transport::DeliveryStatus;
+use flowmail::bindings::types::{Address, Attachment};
+use flowmail::caps::Audit;
+use flowmail::runtime::StepError;
+use flowmail_tests::graph::{GraphStandIn, Injected};
+use flowmail_tests::oauth::OAuth;
+use flowmail_tests::{Workspace, text_message};
+use mail_parser::MessageParser;
+
+const USER: &str = "sender@contoso.example";
+
+fn workspace(oauth: &OAuth, graph: &GraphStandIn, secret: &str) -> Workspace {
+    let ws = Workspace::with_config("").unwrap();
+    std::fs::write(ws.path().join("client-secret"), secret).unwrap();
+    std::fs::write(
+        ws.path().join("flowmail.toml"),
+        format!(
+            "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n\
+             [accounts.graph]\nfrom = \"Sender <{USER}>\"\n\
+             [accounts.graph.transport]\nkind = \"graph\"\ntenant = \"contoso.example\"\nuser = \"{USER}\"\n\
+             graph_url = \"{}\"\nmax_wait_secs = 10\n\
+             [accounts.graph.auth]\nkind = \"oauth2\"\nusername = \"{USER}\"\nclient_id = \"flowmail-graph\"\n\
+             client_secret = {{ file = \"client-secret\" }}\ntoken_url = \"{}/token\"\n",
+            graph.url,
+            oauth.url()
+        ),
+    )
+    .unwrap();
+    ws
+}
+
+fn mail_error(r: Result<impl std::fmt::Debug, StepError>) -> MailError {
+    match r {
+        Err(StepError::Mail(e)) => e,
+        other => panic!("expected a mail error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_queued_with_bcc_and_attachments_byte_for_byte() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut message = text_message("ops@contoso.example", "via Graph ✓", "Grüße");
+    message.bcc.push(Address {
+        name: None,
+        email: "audit@contoso.example".into(),
+    });
+    message.attachments.push(Attachment {
+        name: "dump.bin".into(),
+        content_type: "application/octet-stream".into(),
+        data: data.clone(),
+        content_id: None,
+    });
+    let receipt = app
+        .runtime()
+        .unwrap()
+        .send_mail("send", "graph", &message)
+        .await
+        .unwrap();
+    assert_eq!(receipt.transport, "graph");
+    assert_eq!(
+        receipt.status,
+        DeliveryStatus::Queued,
+        "202 is queued, not delivered"
+    );
+    assert_eq!(receipt.reference.as_deref(), Some("req-00000001"));
+    assert_eq!(oauth.grants("client_credentials").unwrap(), 1);
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].user, USER);
+    let m = MessageParser::default().parse(&sent[0].mime).unwrap();
+    assert_eq!(m.subject(), Some("via Graph ✓"));
+    assert_eq!(m.attachment(0).unwrap().contents(), data.as_slice());
+    assert_eq!(m.message_id(), Some(receipt.message_id.as_str()));
+    let bcc: Vec<&str> = m
+        .bcc()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.address())
+        .collect();
+    assert_eq!(
+        bcc,
+        ["audit@contoso.example"],
+        "Graph takes Bcc from the MIME"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_waited_out_and_a_refused_token_is_refreshed_once() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let runtime = app.runtime().unwrap();
+    let msg = text_message("ops@contoso.example", "throttled", "x");
+
+    graph.inject(&[Injected {
+        status: 429,
+        retry_after: Some(2),
+        code: "ApplicationThrottled",
+    }]);
+    runtime.send_mail("send", "graph", &msg).await.unwrap();
+    let requests = graph.requests();
+    assert_eq!(requests.iter().map(|r| r.1).collect::<Vec<_>>(), [429, 202]);
+    assert!(
+        requests[1].0.duration_since(requests[0].0) >= Duration::from_secs(2),
+        "Retry-After: 2 was honoured"
+    );
+
+    graph.inject(&[Injected {
+        status: 401,
+        retry_after: None,
+        code: "InvalidAuthenticationToken",
+    }]);
+    runtime.send_mail("send", "graph", &msg).await.unwrap();
+    assert_eq!(
+        oauth.grants("client_credentials").unwrap(),
+        2,
+        "one refresh after the 401"
+    );
+    assert_eq!(graph.sent().len(), 2);
+
+    // Throttling past the limit for one send is transient, with a clear reason.
+    graph.inject(&[Injected {
+        status: 503,
+        retry_after: Some(60),
+        code: "ServiceUnavailable",
+    }]);
+    let e = mail_error(runtime.send_mail("send", "graph", &msg).await);
+    assert_eq!(e.kind_name(), "transient", "{e:?}");
+    assert!(e.message().contains("past the limit"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_graphs_code_the_request_id_and_the_fix() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let runtime = app.runtime().unwrap();
+    let msg = text_message("ops@contoso.example", "refused", "x");
+
+    graph.inject(&[Injected {
+        status: 403,
+        retry_after: None,
+        code: "ErrorAccessDenied",
+    }]);
+    let e = mail_error(runtime.send_mail("send", "graph", &msg).await);
+    assert_eq!(e.kind_name(), "access-denied");
+    assert!(
+        e.message().contains("ErrorAccessDenied")
+            && e.message().contains("req-")
+            && e.message()
+                .contains("Mail.Send application permission with admin consent"),
+        "{e:?}"
+    );
+    graph.inject(&[Injected {
+        status: 404,
+        retry_after: None,
+        code: "ErrorInvalidUser",
+    }]);
+    let e = mail_error(runtime.send_mail("send", "graph", &msg).await);
+    assert_eq!(e.kind_name(), "not-found");
+    assert!(e.message().contains(USER), "{e:?}");
+    // Only what Graph took counts as sent.
+    assert!(graph.sent().is_empty());
+
+    // A From other than the configured user is refused before anything is sent.
+    let mut spoof = msg.clone();
+    spoof.sender = Some(Address {
+        name: None,
+        email: "ceo@contoso.example".into(),
+    });
+    let e = mail_error(runtime.send_mail("send", "graph", &spoof).await);
+    assert!(
+        matches!(&e, MailError::InvalidInput(f) if f.field == "message.sender"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_client_secret_carries_the_aadsts_fix() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "wrong-secret");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let e = mail_error(
+        app.runtime()
+            .unwrap()
+            .send_mail(
+                "send",
+                "graph",
+                &text_message("ops@contoso.example", "x", "x"),
+            )
+            .await,
+    );
+    assert_eq!(e.kind_name(), "auth-failed", "{e:?}");
+    assert!(
+        e.message().contains("AADSTS7000215") && e.message().contains("not its Secret ID"),
+        "{e:?}"
+    );
+    assert!(graph.sent().is_empty());
+}
