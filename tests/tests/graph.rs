@@ -213,3 +213,78 @@ async fn a_wrong_client_secret_carries_the_aadsts_fix() {
     );
     assert!(graph.sent().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10_mb_attachment_goes_through_an_upload_session_byte_for_byte() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let big: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let small: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let mut message = text_message("ops@contoso.example", "a large report", "see attached");
+    message.html = Some("<p>see <b>attached</b></p>".into());
+    message
+        .extra_headers
+        .push(flowmail::bindings::types::Header {
+            name: "X-Ticket".into(),
+            value: "T-42".into(),
+        });
+    for (name, data) in [("report.bin", &big), ("notes.bin", &small)] {
+        message.attachments.push(Attachment {
+            name: name.into(),
+            content_type: "application/octet-stream".into(),
+            data: data.clone(),
+            content_id: None,
+        });
+    }
+    let receipt = app
+        .runtime()
+        .unwrap()
+        .send_mail("send", "graph", &message)
+        .await
+        .unwrap();
+    assert_eq!(receipt.status, DeliveryStatus::Queued);
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 1);
+    let draft = sent[0]
+        .draft
+        .as_ref()
+        .expect("a large message goes as a draft");
+    assert_eq!(draft["subject"], "a large report");
+    assert_eq!(draft["body"]["contentType"], "HTML");
+    assert_eq!(
+        draft["toRecipients"][0]["emailAddress"]["address"],
+        "ops@contoso.example"
+    );
+    assert_eq!(draft["internetMessageHeaders"][0]["name"], "X-Ticket");
+    let attachments: std::collections::HashMap<&str, &Vec<u8>> = sent[0]
+        .attachments
+        .iter()
+        .map(|(n, d)| (n.as_str(), d))
+        .collect();
+    assert!(
+        *attachments["report.bin"] == big,
+        "the 10 MB attachment arrives byte for byte"
+    );
+    assert!(*attachments["notes.bin"] == small);
+    assert_eq!(graph.drafts(), 0, "the draft was sent");
+
+    // Refused at the draft: access-denied with the permission it needs, and no draft left.
+    graph.inject(&[Injected {
+        status: 403,
+        retry_after: None,
+        code: "ErrorAccessDenied",
+    }]);
+    let e = mail_error(
+        app.runtime()
+            .unwrap()
+            .send_mail("send", "graph", &message)
+            .await,
+    );
+    assert_eq!(e.kind_name(), "access-denied");
+    assert!(e.message().contains("Mail.ReadWrite"), "{e:?}");
+    assert_eq!(graph.drafts(), 0);
+}

@@ -4,9 +4,12 @@
 //! the HTTP client uses the shared TLS policy.
 
 mod classify;
+mod large;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
 
 use base64::Engine as _;
 
@@ -16,7 +19,6 @@ use crate::BoxFuture;
 use crate::auth::TokenSource;
 use crate::bindings::MailError;
 use crate::bindings::transport::{Delivery, DeliveryStatus, Envelope};
-use crate::bindings::types::FieldError;
 
 /// The largest request Graph takes in one piece; larger messages need an upload session.
 pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
@@ -53,77 +55,146 @@ impl Graph {
     async fn send_mime(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
         let mime = with_bcc(message, envelope);
         let body = base64::engine::general_purpose::STANDARD.encode(&mime);
-        if body.len() > MAX_REQUEST {
-            return Err(MailError::InvalidInput(FieldError {
-                field: "message".into(),
-                reason: format!(
-                    "the message is {} bytes in base64, over the {MAX_REQUEST} bytes Graph takes in one request; \
-                     this version sends larger messages only through SMTP: send smaller attachments, or use an SMTP account",
-                    body.len()
-                ),
-            }));
-        }
-        let url = format!("{}/users/{}/sendMail", self.base, path_segment(&self.user));
+        let mut token = Token::new(self.token.access_token().await?);
+        let headers = if body.len() <= MAX_REQUEST {
+            let url = format!("{}/users/{}/sendMail", self.base, path_segment(&self.user));
+            let call = Call::new(
+                "sendMail",
+                reqwest::Method::POST,
+                url,
+                "text/plain",
+                body.into_bytes(),
+            );
+            self.call(call, &mut token).await?.1
+        } else {
+            large::send(self, &mime, envelope, &mut token).await?
+        };
+        Ok(Delivery {
+            transport: "graph".into(),
+            // 202 Accepted: queued for delivery, not delivered.
+            status: DeliveryStatus::Queued,
+            accepted: envelope.recipients.clone(),
+            reference: request_id(&headers),
+        })
+    }
+
+    /// Makes `call` with the bearer token: waits out throttling up to the cap, refreshes a
+    /// refused token once, and classifies any other failure. Returns a success's status,
+    /// headers and body.
+    async fn call(
+        &self,
+        call: Call<'_>,
+        token: &mut Token,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), MailError> {
         let started = Instant::now();
-        let mut token = self.token.access_token().await?;
-        let mut token_at = crate::unix_now();
-        let mut refreshed = false;
         loop {
-            let response = self
+            let mut request = self
                 .http
-                .post(&url)
-                .bearer_auth(token.expose())
-                .header(reqwest::header::CONTENT_TYPE, "text/plain")
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    MailError::Transient(format!(
-                        "Graph sendMail for {} could not be reached: {}",
-                        self.user,
-                        http_error(&e)
-                    ))
-                })?;
+                .request(call.method.clone(), &call.url)
+                .header(reqwest::header::CONTENT_TYPE, call.content_type)
+                .body(call.body.clone());
+            if call.authorized {
+                request = request.bearer_auth(token.secret.expose());
+            }
+            for (name, value) in &call.headers {
+                request = request.header(*name, value);
+            }
+            let response = request.send().await.map_err(|e| {
+                MailError::Transient(format!(
+                    "Graph {} for {} could not be reached: {}",
+                    call.what,
+                    self.user,
+                    http_error(&e)
+                ))
+            })?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            if status == 202 || status == 200 {
-                return Ok(Delivery {
-                    transport: "graph".into(),
-                    // 202 Accepted: queued for delivery, not delivered.
-                    status: DeliveryStatus::Queued,
-                    accepted: envelope.recipients.clone(),
-                    reference: request_id(&headers),
-                });
+            let body = response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            if (200..300).contains(&status) {
+                return Ok((status, headers, body));
             }
-            let body = response.bytes().await.unwrap_or_default();
-            match classify("sendMail", &self.user, status, &headers, &body) {
+            match classify(call.what, &self.user, status, &headers, &body) {
                 Outcome::RetryAfter(wait) => {
                     if started.elapsed() + wait > self.max_wait {
                         return Err(MailError::Transient(format!(
-                            "Graph throttled sendMail for {} and asks to wait {wait:?}, past the limit of {:?} for one send; \
+                            "Graph throttled {} for {} and asks to wait {wait:?}, past the limit of {:?} for one send; \
                              the send is tried again later",
-                            self.user, self.max_wait
+                            call.what, self.user, self.max_wait
                         )));
                     }
                     tracing::info!(
-                        "Graph throttled sendMail for {}; waiting {wait:?}",
+                        "Graph throttled {} for {}; waiting {wait:?}",
+                        call.what,
                         self.user
                     );
                     tokio::time::sleep(wait).await;
                 }
-                Outcome::Refresh if !refreshed => {
-                    refreshed = true;
-                    token = self.token.refresh_after_rejection(token_at).await?;
-                    token_at = crate::unix_now();
+                Outcome::Refresh if call.authorized && !token.refreshed => {
+                    token.secret = self.token.refresh_after_rejection(token.at).await?;
+                    token.at = crate::unix_now();
+                    token.refreshed = true;
                 }
                 Outcome::Refresh => {
                     return Err(MailError::AuthFailed(format!(
-                        "Graph refused the token for {} again after a refresh; check the app's client ID, secret and tenant",
-                        self.user
+                        "Graph refused the token for {} ({}) again after a refresh; check the app's client ID, secret and tenant",
+                        self.user, call.what
                     )));
                 }
                 Outcome::Fail(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// The access token of one send, and whether it was refreshed already.
+struct Token {
+    secret: crate::secret::Secret,
+    at: i64,
+    refreshed: bool,
+}
+
+impl Token {
+    fn new(secret: crate::secret::Secret) -> Self {
+        Self {
+            secret,
+            at: crate::unix_now(),
+            refreshed: false,
+        }
+    }
+}
+
+/// One request to Graph.
+struct Call<'a> {
+    what: &'a str,
+    method: reqwest::Method,
+    url: String,
+    content_type: &'a str,
+    body: Vec<u8>,
+    /// Upload URLs carry their own authorization: no bearer token goes to them.
+    authorized: bool,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        what: &'a str,
+        method: reqwest::Method,
+        url: String,
+        content_type: &'a str,
+        body: Vec<u8>,
+    ) -> Self {
+        Self {
+            what,
+            method,
+            url,
+            content_type,
+            body,
+            authorized: true,
+            headers: Vec::new(),
         }
     }
 }
