@@ -148,6 +148,41 @@ impl App {
         self.managers.read().ok()?.get(account).cloned()
     }
 
+    /// Test Mail through `account`'s transport in `config`, SMTP or Graph, from its From
+    /// address to `to`.
+    pub async fn test_mail(
+        &self,
+        config: &Config,
+        account: &str,
+        to: &str,
+    ) -> anyhow::Result<crate::caps::transport::smtp::test_mail::Report> {
+        let from = config
+            .accounts
+            .get(account)
+            .and_then(|a| a.from.as_deref())
+            .map(crate::config::parse_address)
+            .transpose()?
+            .map(|a| a.email)
+            .with_context(|| {
+                format!("account `{account}` has no `from` address to send the test from")
+            })?;
+        let managers = self.managers.read().map_err(poisoned)?.clone();
+        if let Some(TransportConfig::Graph(g)) = config
+            .accounts
+            .get(account)
+            .and_then(|a| a.transport.as_ref())
+        {
+            let transport = graph(config, account, &managers)?;
+            let token = token_source(config, account, &managers)?;
+            return Ok(crate::caps::transport::graph::test_mail::run(
+                account, &g.tenant, &transport, token, &from, to,
+            )
+            .await);
+        }
+        let relay = relay(config, account, &managers)?;
+        Ok(crate::caps::transport::smtp::test_mail::run(account, &relay, &from, to).await)
+    }
+
     /// The SMTP relay of `account`, for Test Mail.
     pub fn relay(&self, config: &Config, account: &str) -> anyhow::Result<Relay> {
         let managers = self.managers.read().map_err(poisoned)?.clone();
@@ -298,25 +333,7 @@ fn account_caps(
         let transport: Arc<dyn Transport> = match transport {
             TransportConfig::Outbox { dir } => Arc::new(Outbox::new(config.resolve(dir))),
             TransportConfig::Smtp(_) => Arc::new(relay(config, name, managers)?),
-            TransportConfig::Graph(g) => {
-                let ca = g
-                    .ca_file
-                    .as_ref()
-                    .map(|p| std::fs::read(config.resolve(p)))
-                    .transpose()
-                    .with_context(|| format!("accounts.{name}.transport.ca_file"))?;
-                let tls = crate::net::tls_config(ca.as_deref(), crate::net::MinTls::V12)
-                    .map_err(anyhow::Error::msg)?;
-                let http = crate::net::http_client(&tls, Duration::from_secs(g.timeout_secs))
-                    .map_err(anyhow::Error::msg)?;
-                Arc::new(crate::caps::transport::graph::Graph::new(
-                    &g.graph_url,
-                    &g.user,
-                    token_source(config, name, managers)?,
-                    http,
-                    Duration::from_secs(g.max_wait_secs),
-                ))
-            }
+            TransportConfig::Graph(_) => Arc::new(graph(config, name, managers)?),
         };
         caps.transport
             .accounts
@@ -359,6 +376,38 @@ fn account_caps(
         None => {}
     }
     Ok(())
+}
+
+/// The Graph transport of `account`, for sending and for Test Mail.
+pub fn graph(
+    config: &Config,
+    account: &str,
+    managers: &TokenManagers,
+) -> anyhow::Result<crate::caps::transport::graph::Graph> {
+    let a = config
+        .accounts
+        .get(account)
+        .with_context(|| format!("no account `{account}` in the config"))?;
+    let Some(TransportConfig::Graph(g)) = &a.transport else {
+        bail!("account `{account}` does not send through Microsoft Graph");
+    };
+    let ca = g
+        .ca_file
+        .as_ref()
+        .map(|p| std::fs::read(config.resolve(p)))
+        .transpose()
+        .with_context(|| format!("accounts.{account}.transport.ca_file"))?;
+    let tls = crate::net::tls_config(ca.as_deref(), crate::net::MinTls::V12)
+        .map_err(anyhow::Error::msg)?;
+    let http = crate::net::http_client(&tls, Duration::from_secs(g.timeout_secs))
+        .map_err(anyhow::Error::msg)?;
+    Ok(crate::caps::transport::graph::Graph::new(
+        &g.graph_url,
+        &g.user,
+        token_source(config, account, managers)?,
+        http,
+        Duration::from_secs(g.max_wait_secs),
+    ))
 }
 
 /// Where an OAuth2 account's access tokens come from: a reference in the config, or the

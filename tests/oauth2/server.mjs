@@ -42,6 +42,12 @@ server.service.on(Events.BeforeTokenSigning, (token, req) => {
   token.payload.sub = email;
   token.payload.jti = randomUUID();
   token.payload.exp = now() + Number(req.body?.lifetime ?? 3600);
+  // Application permissions, as Entra ID puts them into a client-credentials token for
+  // Graph's .default scope.
+  if (req.body?.grant_type === 'client_credentials' && String(req.body?.scope ?? '').includes('graph.microsoft.com/.default')) {
+    token.payload.roles = ['Mail.Send', 'Mail.Read'];
+    token.payload.appid = req.body?.client_id ?? 'flowmail';
+  }
 });
 
 server.service.on(Events.BeforeAuthorizeRedirect, (redirect, req) => {

@@ -288,3 +288,44 @@ async fn a_10_mb_attachment_goes_through_an_upload_session_byte_for_byte() {
     assert!(e.message().contains("Mail.ReadWrite"), "{e:?}");
     assert_eq!(graph.drafts(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_mail_for_a_graph_account_reports_the_token_and_sendmail() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let config = ws.config().unwrap();
+    let report = app
+        .test_mail(&config, "graph", "ops@contoso.example")
+        .await
+        .unwrap();
+    assert!(report.ok, "{}", report.render());
+    let titles: Vec<&str> = report.stages.iter().map(|s| s.title).collect();
+    assert_eq!(titles, ["token", "sendMail"]);
+    let token = &report.stages[0].detail;
+    assert!(
+        token.contains("tenant contoso.example") && token.contains("Mail.Send"),
+        "{token}"
+    );
+    assert!(report.stages[1].detail.contains("202 Accepted: queued"));
+    assert_eq!(report.queue_id.as_deref(), Some("req-00000001"));
+    assert_eq!(graph.sent().len(), 1);
+
+    // A wrong secret fails at the token stage, with the AADSTS fix; nothing is sent.
+    let ws = workspace(&oauth, &graph, "wrong-secret");
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let report = app
+        .test_mail(&ws.config().unwrap(), "graph", "ops@contoso.example")
+        .await
+        .unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.stages.len(), 1);
+    assert_eq!(report.stages[0].title, "token");
+    assert!(
+        report.stages[0].detail.contains("AADSTS7000215"),
+        "{}",
+        report.render()
+    );
+    assert_eq!(graph.sent().len(), 1);
+}

@@ -35,18 +35,7 @@ pub fn check(config: &Path, workflow: &Path) -> anyhow::Result<()> {
 /// `flowmail test-mail`: sends a test message through `account`, stage by stage.
 pub async fn test_mail(config: &Path, account: &str, to: &str, json: bool) -> anyhow::Result<()> {
     let (config, app) = open(config, Plugin::Embedded)?;
-    let relay = app.relay(&config, account)?;
-    let from = config
-        .accounts
-        .get(account)
-        .and_then(|a| a.from.as_deref())
-        .map(flowmail::config::parse_address)
-        .transpose()?
-        .map(|a| a.email)
-        .with_context(|| {
-            format!("account `{account}` has no `from` address to send the test from")
-        })?;
-    let report = flowmail::caps::transport::smtp::test_mail::run(account, &relay, &from, to).await;
+    let report = app.test_mail(&config, account, to).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

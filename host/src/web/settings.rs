@@ -491,14 +491,10 @@ impl Web {
         let config = self
             .with_account(name, checked)
             .map_err(|e| format!("{e:#}"))?;
-        let from = crate::config::parse_address(&checked.settings.from)
-            .map(|a| a.email)
-            .map_err(|e| format!("{e:#}"))?;
-        let relay = self
-            .app
-            .relay(&config, name)
-            .map_err(|e| format!("{e:#}"))?;
-        Ok(test_mail::run(name, &relay, &from, to).await)
+        self.app
+            .test_mail(&config, name, to)
+            .await
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// Saves the account as active and makes it take effect in this process at once.

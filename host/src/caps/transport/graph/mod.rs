@@ -5,6 +5,7 @@
 
 mod classify;
 mod large;
+pub mod test_mail;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

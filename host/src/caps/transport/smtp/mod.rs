@@ -3,7 +3,7 @@
 
 mod classify;
 mod relay;
-mod session;
+pub(crate) mod session;
 pub mod test_mail;
 mod wire;
 

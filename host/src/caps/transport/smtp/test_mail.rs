@@ -178,7 +178,8 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
     report
 }
 
-fn test_message(from: &str, to: &str) -> Result<Vec<u8>, MailError> {
+/// The test message: plain text, dated, with a Message-ID of the sender's domain.
+pub(crate) fn test_message(from: &str, to: &str) -> Result<Vec<u8>, MailError> {
     let invalid = |field: &str, e: String| {
         MailError::InvalidInput(crate::bindings::types::FieldError {
             field: field.into(),
