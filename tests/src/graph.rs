@@ -3,9 +3,10 @@
 //! server calls active, `Content-Type: text/plain`, the MIME in base64, `202 Accepted` with
 //! an empty body and a `request-id`), and for large messages a draft
 //! (`POST .../messages`), attachments (`.../attachments`, `.../createUploadSession` with
-//! `PUT` chunks that carry `Content-Range` and no Authorization header) and `.../send`. It
-//! stores what was sent, and answers with the errors a test queues (429 with
-//! `Retry-After`, 401, 403, 5xx) before the real answer.
+//! `PUT` chunks that carry `Content-Range` and no Authorization header) and `.../send`.
+//! It checks the token's `roles` claim for Mail.Send, stores what was sent, and answers
+//! with the errors a test queues (429 with `Retry-After`, 401, 403, 5xx) before the real
+//! answer.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -177,6 +178,29 @@ fn error(status: u16, code: &str, message: &str, request_id: &str) -> Response {
         .into_response()
 }
 
+/// The `roles` claim of the request's bearer token.
+fn claims_of(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| {
+            c["roles"].as_array().map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
 fn next_id(inner: &Inner) -> String {
     let n = inner
         .next_id
@@ -222,6 +246,17 @@ async fn gate(inner: &Inner, headers: &HeaderMap, id: &str) -> Option<Response> 
             401,
             "InvalidAuthenticationToken",
             "Access token has expired or is not yet valid.",
+            id,
+        ));
+    }
+    // Application permissions: a token without the Mail.Send role is refused, as Graph
+    // refuses it.
+    let roles = claims_of(headers);
+    if !roles.iter().any(|r| r == "Mail.Send") {
+        return Some(error(
+            403,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
             id,
         ));
     }

@@ -329,3 +329,31 @@ async fn test_mail_for_a_graph_account_reports_the_token_and_sendmail() {
     );
     assert_eq!(graph.sent().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_the_mail_send_role_is_access_denied_with_the_fix() {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
+    // A scope other than Graph's .default: the token carries no application roles.
+    let config = std::fs::read_to_string(ws.path().join("flowmail.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("flowmail.toml"),
+        format!("{config}scopes = [\"openid\"]\n"),
+    )
+    .unwrap();
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let e = mail_error(
+        app.runtime()
+            .unwrap()
+            .send_mail(
+                "send",
+                "graph",
+                &text_message("ops@contoso.example", "x", "x"),
+            )
+            .await,
+    );
+    assert_eq!(e.kind_name(), "access-denied", "{e:?}");
+    assert!(e.message().contains("admin consent"), "{e:?}");
+    assert!(graph.sent().is_empty());
+}

@@ -1,7 +1,9 @@
 //! Microsoft Graph as a transport: `POST /users/{user}/sendMail` with the MIME the plugin
-//! composed, as the documented contract says (base64, `Content-Type: text/plain`). The
-//! token comes from the token store (client credentials, or a delegated authorization);
-//! the HTTP client uses the shared TLS policy.
+//! composed, as the documented contract says (base64, `Content-Type: text/plain`), and for
+//! a request that would pass 4 MB a draft with upload sessions ([`large`]). The token
+//! comes from the token store (client credentials, or a delegated authorization); the
+//! HTTP client uses the shared TLS policy. Every answer is classified once, in
+//! [`classify`].
 
 mod classify;
 mod large;
