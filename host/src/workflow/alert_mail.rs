@@ -136,3 +136,74 @@ impl Events for AlertMail<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::app::Plugin;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    impl Events for Seen {
+        fn alert(&self, alert: &Alert<'_>) {
+            self.0.lock().unwrap().push(alert.account.to_owned());
+        }
+    }
+
+    fn app(dir: &std::path::Path) -> Arc<App> {
+        std::fs::write(
+            dir.join("flowmail.toml"),
+            "[store]\npath = \"flowmail.db\"\n[accounts.ops]\nfrom = \"ops@example.com\"\n\
+             [accounts.ops.transport]\nkind = \"outbox\"\ndir = \"outbox\"\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&dir.join("flowmail.toml")).unwrap();
+        Arc::new(App::open(&config, Plugin::Embedded).unwrap())
+    }
+
+    #[test]
+    fn an_alert_about_the_alert_account_is_logged_not_mailed() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Seen::default();
+        let mail = AlertMail::new(
+            &seen,
+            app(dir.path()),
+            "ops",
+            &["oncall@example.com".into()],
+        );
+        mail.alert(&Alert {
+            kind: AlertKind::Credentials,
+            account: "ops",
+            workflow: "w",
+            text: "the alert account's own credentials fail",
+        });
+        // Passed on to the sink beside it, and nothing counted as mailed.
+        assert_eq!(*seen.0.lock().unwrap(), ["ops"]);
+        assert!(mail.sent.lock().unwrap().is_empty());
+        assert!(
+            !dir.path().join("outbox").exists(),
+            "nothing was written to the outbox"
+        );
+    }
+
+    #[test]
+    fn one_mail_an_hour_per_kind_and_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let mail = AlertMail::new(
+            &crate::workflow::events::SILENT,
+            app(dir.path()),
+            "ops",
+            &[],
+        );
+        assert!(mail.due(AlertKind::Silent, "box"));
+        assert!(
+            !mail.due(AlertKind::Silent, "box"),
+            "the same kind and account waits"
+        );
+        assert!(mail.due(AlertKind::DeadLetters, "box"), "another kind goes");
+        assert!(mail.due(AlertKind::Silent, "other"), "another account goes");
+    }
+}
