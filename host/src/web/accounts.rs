@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use super::form::{self, PageSecrets, PageSettings};
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{AuthConfig, Config, MailboxConfig, TransportConfig};
 use crate::store::PageAccountRow;
 
 /// A saved account of the page, opened.
@@ -176,4 +176,57 @@ pub fn days_until(date: &str, now: i64) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     Some(era * 146_097 + doe - 719_468 - now.div_euclid(86_400))
+}
+
+/// A `flowmail.toml` account, as rows of what the page can show of it (no secret).
+pub fn summary(config: &Config, name: &str) -> Vec<(String, String)> {
+    let Some(a) = config.accounts.get(name) else {
+        return Vec::new();
+    };
+    let mut rows = vec![(
+        "From address".to_owned(),
+        a.from.clone().unwrap_or_default(),
+    )];
+    match &a.transport {
+        Some(TransportConfig::Smtp(s)) => rows.push((
+            "SMTP".into(),
+            format!(
+                "{}:{} ({}, TLS {} and higher)",
+                s.host,
+                s.port
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "default port".into()),
+                if s.ssl { "SSL" } else { "STARTTLS" },
+                s.min_tls
+            ),
+        )),
+        Some(TransportConfig::Graph(g)) => rows.push((
+            "Microsoft Graph".into(),
+            format!("sends as {} in tenant {}", g.user, g.tenant),
+        )),
+        Some(TransportConfig::Outbox { dir }) => rows.push((
+            "Transport".into(),
+            format!("file outbox in {}", dir.display()),
+        )),
+        None => {}
+    }
+    match &a.mailbox {
+        Some(MailboxConfig::Imap(s)) => rows.push((
+            "Email box".into(),
+            format!("IMAP {} ({})", s.host, s.folder),
+        )),
+        Some(MailboxConfig::Maildir { path }) => {
+            rows.push(("Email box".into(), format!("Maildir {}", path.display())))
+        }
+        None => {}
+    }
+    rows.push((
+        "Authentication".into(),
+        match &a.auth {
+            None | Some(AuthConfig::None) => "none".into(),
+            Some(AuthConfig::Basic { username, .. }) => format!("Basic as {username}"),
+            Some(AuthConfig::OAuth2 { username, .. }) => format!("OAuth2 as {username}"),
+        },
+    ));
+    rows
 }

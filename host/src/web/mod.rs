@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod accounts;
+mod authorize;
 pub mod form;
 mod pages;
 mod settings;
@@ -46,7 +47,7 @@ pub struct Web {
     /// them without ever echoing them into the HTML.
     held: Mutex<HashMap<String, HashMap<String, PageSecrets>>>,
     /// Authorizations under way, by their `state`.
-    pending: Mutex<HashMap<String, settings::PendingAuthorization>>,
+    pending: Mutex<HashMap<String, authorize::PendingAuthorization>>,
 }
 
 fn templates() -> anyhow::Result<minijinja::Environment<'static>> {
@@ -165,8 +166,8 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/login", get(pages::login_page).post(pages::login))
         .route("/logout", post(pages::logout))
         .route("/settings/smtp", get(settings::page).post(settings::submit))
-        .route("/settings/smtp/state", get(settings::state))
-        .route("/oauth/callback", get(settings::callback))
+        .route("/settings/smtp/state", get(authorize::state))
+        .route("/oauth/callback", get(authorize::callback))
         .route("/status", get(pages::status_page))
         .route("/status.json", get(pages::status_json))
         .route(

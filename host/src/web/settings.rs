@@ -7,8 +7,7 @@ use std::sync::Arc;
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Json, Redirect, Response};
-use oauth2::PkceCodeVerifier;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 use serde_json::json;
 
@@ -16,20 +15,9 @@ use super::Web;
 use super::access::same_token;
 use super::accounts::{self, PageAccount};
 use super::form::{self, FieldProblem, PageSecrets, PageSettings};
-use crate::auth::TokenManager;
 use crate::caps::transport::smtp::test_mail;
-use crate::config::{AuthConfig, Config, MailboxConfig, TransportConfig};
+use crate::config::Config;
 use crate::store::SessionRow;
-
-/// An authorization started by Save & Authorize, waiting for its callback.
-pub struct PendingAuthorization {
-    account: String,
-    settings: PageSettings,
-    secrets: PageSecrets,
-    by: String,
-    manager: Arc<TokenManager>,
-    verifier: PkceCodeVerifier,
-}
 
 /// What the page shows besides the form's own values.
 #[derive(Default)]
@@ -59,59 +47,6 @@ fn shown(s: &PageSettings) -> serde_json::Value {
     })
 }
 
-/// A `flowmail.toml` account, as rows of what the page can show of it (no secret).
-fn summary(config: &Config, name: &str) -> Vec<(String, String)> {
-    let Some(a) = config.accounts.get(name) else {
-        return Vec::new();
-    };
-    let mut rows = vec![(
-        "From address".to_owned(),
-        a.from.clone().unwrap_or_default(),
-    )];
-    match &a.transport {
-        Some(TransportConfig::Smtp(s)) => rows.push((
-            "SMTP".into(),
-            format!(
-                "{}:{} ({}, TLS {} and higher)",
-                s.host,
-                s.port
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "default port".into()),
-                if s.ssl { "SSL" } else { "STARTTLS" },
-                s.min_tls
-            ),
-        )),
-        Some(TransportConfig::Graph(g)) => rows.push((
-            "Microsoft Graph".into(),
-            format!("sends as {} in tenant {}", g.user, g.tenant),
-        )),
-        Some(TransportConfig::Outbox { dir }) => rows.push((
-            "Transport".into(),
-            format!("file outbox in {}", dir.display()),
-        )),
-        None => {}
-    }
-    match &a.mailbox {
-        Some(MailboxConfig::Imap(s)) => rows.push((
-            "Email box".into(),
-            format!("IMAP {} ({})", s.host, s.folder),
-        )),
-        Some(MailboxConfig::Maildir { path }) => {
-            rows.push(("Email box".into(), format!("Maildir {}", path.display())))
-        }
-        None => {}
-    }
-    rows.push((
-        "Authentication".into(),
-        match &a.auth {
-            None | Some(AuthConfig::None) => "none".into(),
-            Some(AuthConfig::Basic { username, .. }) => format!("Basic as {username}"),
-            Some(AuthConfig::OAuth2 { username, .. }) => format!("OAuth2 as {username}"),
-        },
-    ));
-    rows
-}
-
 impl Web {
     fn held_secrets(&self, session: &str, account: &str) -> Option<PageSecrets> {
         self.held.lock().ok()?.get(session)?.get(account).cloned()
@@ -126,7 +61,11 @@ impl Web {
     }
 
     /// The token status of a saved OAuth2 account, for the page.
-    fn token_status(&self, name: &str, settings: &PageSettings) -> Option<serde_json::Value> {
+    pub(super) fn token_status(
+        &self,
+        name: &str,
+        settings: &PageSettings,
+    ) -> Option<serde_json::Value> {
         if !(settings.auth_required && settings.auth_type == "oauth2") {
             return None;
         }
@@ -177,7 +116,7 @@ impl Web {
         let readonly = config
             .accounts
             .contains_key(&view.selected)
-            .then(|| summary(&config, &view.selected));
+            .then(|| accounts::summary(&config, &view.selected));
         let saved = page.iter().find(|a| a.name == view.selected);
         // A new account's secrets are held under the name typed for it.
         let key = if view.selected.is_empty() {
@@ -266,9 +205,13 @@ pub async fn page(
     let saved = accounts::load(&web.app)
         .ok()
         .and_then(|all| all.into_iter().find(|a| a.name == selected));
+    let data_center = Config::read(&web.config_path)
+        .ok()
+        .and_then(|c| c.data_centers.first().cloned())
+        .unwrap_or_default();
     let settings = saved.map(|a| a.settings).unwrap_or_else(|| PageSettings {
         min_tls: "1.2".into(),
-        data_center: "default".into(),
+        data_center,
         ..PageSettings::default()
     });
     let view = View {
@@ -471,12 +414,17 @@ pub async fn submit(
 
 impl Web {
     /// The config file's accounts and the one the form describes, under `name`.
-    fn with_account(&self, name: &str, checked: &form::Checked) -> anyhow::Result<Config> {
+    pub(super) fn with_account(
+        &self,
+        name: &str,
+        settings: &PageSettings,
+        secrets: &PageSecrets,
+    ) -> anyhow::Result<Config> {
         let mut config = Config::load(&self.config_path)?;
         let ca_file = config.web.ca_file.as_ref().map(|p| config.resolve(p));
         config.accounts.insert(
             name.to_owned(),
-            form::account(&checked.settings, &checked.secrets, ca_file.as_deref()),
+            form::account(settings, secrets, ca_file.as_deref()),
         );
         Ok(config)
     }
@@ -489,7 +437,7 @@ impl Web {
         to: &str,
     ) -> Result<test_mail::Report, String> {
         let config = self
-            .with_account(name, checked)
+            .with_account(name, &checked.settings, &checked.secrets)
             .map_err(|e| format!("{e:#}"))?;
         self.app
             .test_mail(&config, name, to)
@@ -498,7 +446,7 @@ impl Web {
     }
 
     /// Saves the account as active and makes it take effect in this process at once.
-    fn save(
+    pub(super) fn save(
         &self,
         name: &str,
         settings: &PageSettings,
@@ -506,187 +454,9 @@ impl Web {
         by: &str,
     ) -> anyhow::Result<()> {
         accounts::save(&self.app, name, settings, secrets, "active", by)?;
-        let mut config = Config::load(&self.config_path)?;
-        let ca_file = config.web.ca_file.as_ref().map(|p| config.resolve(p));
-        config.accounts.insert(
-            name.to_owned(),
-            form::account(settings, secrets, ca_file.as_deref()),
-        );
+        let config = self.with_account(name, settings, secrets)?;
         self.app.reload_account(&config, name)?;
         tracing::info!("`{by}` saved the account `{name}` on the settings page");
         Ok(())
-    }
-
-    /// Save & Authorize: the consent for SMTP (the browser is sent to the provider), or
-    /// a client-credentials token for the API.
-    async fn authorize(
-        &self,
-        name: &str,
-        checked: form::Checked,
-        session: &SessionRow,
-    ) -> Response {
-        let fail = |text: String| {
-            self.message(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Not authorized",
-                &text,
-                "error",
-            )
-        };
-        let config = match self.with_account(name, &checked) {
-            Ok(c) => c,
-            Err(e) => return fail(format!("{e:#}")),
-        };
-        let manager = match self.manager(&config, name) {
-            Ok(m) => m,
-            Err(e) => return fail(format!("{e:#}; the previous settings stay active")),
-        };
-        if checked.settings.comm_type == "api" {
-            // Client credentials: a token now, or the provider's reason.
-            return match manager.access_token().await {
-                Ok(_) => match self.save(name, &checked.settings, &checked.secrets, &session.user.login) {
-                    Ok(()) => self.message(
-                        StatusCode::OK,
-                        "SMTP Settings Authorized",
-                        &format!("`{name}` obtained a token with client credentials; its mail goes out through Microsoft Graph."),
-                        "notice",
-                    ),
-                    Err(e) => fail(format!("the settings could not be saved: {e:#}")),
-                },
-                Err(e) => fail(format!("{}; the previous settings stay active", e.describe())),
-            };
-        }
-        let pending = match manager.begin_authorization() {
-            Ok(p) => p,
-            Err(e) => return fail(format!("{e}; the previous settings stay active")),
-        };
-        let url = pending.url.clone();
-        let state = pending.state().to_owned();
-        if accounts::load(&self.app).is_ok_and(|all| all.iter().all(|a| a.name != name))
-            && let Err(e) = accounts::save(
-                &self.app,
-                name,
-                &checked.settings,
-                &checked.secrets,
-                "pending",
-                &session.user.login,
-            )
-        {
-            return fail(format!("the settings could not be saved: {e:#}"));
-        }
-        if let Ok(mut all) = self.pending.lock() {
-            all.insert(
-                state,
-                PendingAuthorization {
-                    account: name.to_owned(),
-                    settings: checked.settings,
-                    secrets: checked.secrets,
-                    by: session.user.login.clone(),
-                    manager,
-                    verifier: pending.into_verifier(),
-                },
-            );
-        }
-        tracing::info!("`{}` started authorizing `{name}`", session.user.login);
-        Redirect::to(&url).into_response()
-    }
-
-    /// A token manager for `name` in `config`, outside the running app: until the
-    /// authorization succeeds, the running app keeps the previous settings.
-    fn manager(&self, config: &Config, name: &str) -> anyhow::Result<Arc<TokenManager>> {
-        let settings = config
-            .oauth_settings(name)?
-            .ok_or_else(|| anyhow::anyhow!("the account has no OAuth2 settings"))?;
-        let manager = TokenManager::new(settings, self.app.store().clone(), self.app.sealer()?)
-            .map_err(anyhow::Error::msg)?;
-        Ok(Arc::new(manager))
-    }
-}
-
-/// `GET /oauth/callback`: the provider sends the browser back here.
-pub async fn callback(
-    State(web): State<Arc<Web>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let pending = query
-        .get("state")
-        .and_then(|s| web.pending.lock().ok()?.remove(s));
-    let Some(p) = pending else {
-        return web.message(
-            StatusCode::BAD_REQUEST,
-            "Not authorized",
-            "this authorization is unknown or was already used (the state does not match); start again with Save & Authorize",
-            "error",
-        );
-    };
-    if let Some(error) = query.get("error") {
-        let description = query.get("error_description").cloned().unwrap_or_default();
-        return web.message(
-            StatusCode::BAD_REQUEST,
-            "Not authorized",
-            &format!(
-                "the provider answered {error}: {description}. {}The previous settings of `{}` stay active.",
-                crate::auth::fix_for(&description).map(|f| format!("{f}. ")).unwrap_or_default(),
-                p.account
-            ),
-            "error",
-        );
-    }
-    let Some(code) = query.get("code").cloned() else {
-        return web.message(
-            StatusCode::BAD_REQUEST,
-            "Not authorized",
-            "the provider sent no code; start again with Save & Authorize",
-            "error",
-        );
-    };
-    match p.manager.complete_authorization(code, p.verifier).await {
-        Ok(user) => match web.save(&p.account, &p.settings, &p.secrets, &p.by) {
-            Ok(()) => web.message(
-                StatusCode::OK,
-                "SMTP Settings Authorized",
-                &format!(
-                    "`{}` is authorized as {user}. You can close this tab.",
-                    p.account
-                ),
-                "notice",
-            ),
-            Err(e) => web.message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Not authorized",
-                &format!("the tokens were stored but the settings could not be saved: {e:#}"),
-                "error",
-            ),
-        },
-        Err(e) => web.message(
-            StatusCode::BAD_REQUEST,
-            "Not authorized",
-            &format!("{e}. The previous settings of `{}` stay active.", p.account),
-            "error",
-        ),
-    }
-}
-
-/// `GET /settings/smtp/state?account=NAME`: the token status, for the page to show a new
-/// authorization without a reload.
-pub async fn state(
-    State(web): State<Arc<Web>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if web.session(&headers).is_none() {
-        return (StatusCode::UNAUTHORIZED, "log in first").into_response();
-    }
-    let name = query.get("account").cloned().unwrap_or_default();
-    let saved = accounts::load(&web.app)
-        .ok()
-        .and_then(|all| all.into_iter().find(|a| a.name == name));
-    match saved {
-        Some(a) => Json(json!({
-            "state": a.state,
-            "tokens": web.token_status(&a.name, &a.settings),
-        }))
-        .into_response(),
-        None => (StatusCode::NOT_FOUND, "no such account").into_response(),
     }
 }
