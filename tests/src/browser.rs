@@ -81,6 +81,31 @@ impl Browser {
         Ok(self.find(css).await?.is_displayed().await?)
     }
 
+    /// Clicks the element `css`.
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        Ok(self.find(css).await?.click().await?)
+    }
+
+    /// Chooses `value` in the select `css`.
+    pub async fn select(&self, css: &str, value: &str) -> anyhow::Result<()> {
+        Ok(self.find(css).await?.select_by_value(value).await?)
+    }
+
+    /// The text of the element `css`.
+    pub async fn text_of(&self, css: &str) -> anyhow::Result<String> {
+        Ok(self.find(css).await?.text().await?)
+    }
+
+    /// The current value of the field `css`.
+    pub async fn value(&self, css: &str) -> anyhow::Result<String> {
+        Ok(self
+            .find(css)
+            .await?
+            .prop("value")
+            .await?
+            .unwrap_or_default())
+    }
+
     /// Types `text` into the field `css`, replacing what it held.
     pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let e = self.find(css).await?;

@@ -18,7 +18,7 @@ use mail_parser::MessageParser;
 
 const USER: &str = "sender@contoso.example";
 
-fn workspace(oauth: &OAuth, graph: &GraphStandIn, secret: &str) -> Workspace {
+fn workspace(oauth: &OAuth, graph: &GraphStandIn, secret: &str, extra_auth: &str) -> Workspace {
     let ws = Workspace::with_config("").unwrap();
     std::fs::write(ws.path().join("client-secret"), secret).unwrap();
     std::fs::write(
@@ -29,13 +29,43 @@ fn workspace(oauth: &OAuth, graph: &GraphStandIn, secret: &str) -> Workspace {
              [accounts.graph.transport]\nkind = \"graph\"\ntenant = \"contoso.example\"\nuser = \"{USER}\"\n\
              graph_url = \"{}\"\nmax_wait_secs = 10\n\
              [accounts.graph.auth]\nkind = \"oauth2\"\nusername = \"{USER}\"\nclient_id = \"flowmail-graph\"\n\
-             client_secret = {{ file = \"client-secret\" }}\ntoken_url = \"{}/token\"\n",
+             client_secret = {{ file = \"client-secret\" }}\ntoken_url = \"{}/token\"\n{extra_auth}",
             graph.url,
             oauth.url()
         ),
     )
     .unwrap();
     ws
+}
+
+/// The OAuth2 server and the Graph stand-in, running.
+fn servers() -> (OAuth, GraphStandIn) {
+    let oauth = OAuth::start().unwrap();
+    let graph = GraphStandIn::start(oauth.port).unwrap();
+    (oauth, graph)
+}
+
+/// A workspace whose account `graph` uses `secret`, and its application.
+fn account_app(
+    oauth: &OAuth,
+    graph: &GraphStandIn,
+    secret: &str,
+    extra_auth: &str,
+) -> (Workspace, std::sync::Arc<flowmail::app::App>) {
+    let ws = workspace(oauth, graph, secret, extra_auth);
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    (ws, app)
+}
+
+/// Sends `message` through the account `graph`.
+async fn send(
+    app: &flowmail::app::App,
+    message: &flowmail::bindings::types::OutgoingMessage,
+) -> Result<flowmail::bindings::actions::Receipt, StepError> {
+    app.runtime()
+        .unwrap()
+        .send_mail("send", "graph", message)
+        .await
 }
 
 fn mail_error(r: Result<impl std::fmt::Debug, StepError>) -> MailError {
@@ -47,10 +77,8 @@ fn mail_error(r: Result<impl std::fmt::Debug, StepError>) -> MailError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_is_queued_with_bcc_and_attachments_byte_for_byte() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let (oauth, graph) = servers();
+    let (_ws, app) = account_app(&oauth, &graph, "client-secret-value-93ab", "");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut message = text_message("ops@contoso.example", "via Graph ✓", "Grüße");
     message.bcc.push(Address {
@@ -63,12 +91,7 @@ async fn a_send_is_queued_with_bcc_and_attachments_byte_for_byte() {
         data: data.clone(),
         content_id: None,
     });
-    let receipt = app
-        .runtime()
-        .unwrap()
-        .send_mail("send", "graph", &message)
-        .await
-        .unwrap();
+    let receipt = send(&app, &message).await.unwrap();
     assert_eq!(receipt.transport, "graph");
     assert_eq!(
         receipt.status,
@@ -99,11 +122,8 @@ async fn a_send_is_queued_with_bcc_and_attachments_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_waited_out_and_a_refused_token_is_refreshed_once() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
-    let runtime = app.runtime().unwrap();
+    let (oauth, graph) = servers();
+    let (_ws, app) = account_app(&oauth, &graph, "client-secret-value-93ab", "");
     let msg = text_message("ops@contoso.example", "throttled", "x");
 
     graph.inject(&[Injected {
@@ -111,7 +131,7 @@ async fn throttling_is_waited_out_and_a_refused_token_is_refreshed_once() {
         retry_after: Some(2),
         code: "ApplicationThrottled",
     }]);
-    runtime.send_mail("send", "graph", &msg).await.unwrap();
+    send(&app, &msg).await.unwrap();
     let requests = graph.requests();
     assert_eq!(requests.iter().map(|r| r.1).collect::<Vec<_>>(), [429, 202]);
     assert!(
@@ -124,7 +144,7 @@ async fn throttling_is_waited_out_and_a_refused_token_is_refreshed_once() {
         retry_after: None,
         code: "InvalidAuthenticationToken",
     }]);
-    runtime.send_mail("send", "graph", &msg).await.unwrap();
+    send(&app, &msg).await.unwrap();
     assert_eq!(
         oauth.grants("client_credentials").unwrap(),
         2,
@@ -138,18 +158,15 @@ async fn throttling_is_waited_out_and_a_refused_token_is_refreshed_once() {
         retry_after: Some(60),
         code: "ServiceUnavailable",
     }]);
-    let e = mail_error(runtime.send_mail("send", "graph", &msg).await);
+    let e = mail_error(send(&app, &msg).await);
     assert_eq!(e.kind_name(), "transient", "{e:?}");
     assert!(e.message().contains("past the limit"), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_graphs_code_the_request_id_and_the_fix() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
-    let runtime = app.runtime().unwrap();
+    let (oauth, graph) = servers();
+    let (_ws, app) = account_app(&oauth, &graph, "client-secret-value-93ab", "");
     let msg = text_message("ops@contoso.example", "refused", "x");
 
     graph.inject(&[Injected {
@@ -157,7 +174,7 @@ async fn refusals_carry_graphs_code_the_request_id_and_the_fix() {
         retry_after: None,
         code: "ErrorAccessDenied",
     }]);
-    let e = mail_error(runtime.send_mail("send", "graph", &msg).await);
+    let e = mail_error(send(&app, &msg).await);
     assert_eq!(e.kind_name(), "access-denied");
     assert!(
         e.message().contains("ErrorAccessDenied")
@@ -171,7 +188,7 @@ async fn refusals_carry_graphs_code_the_request_id_and_the_fix() {
         retry_after: None,
         code: "ErrorInvalidUser",
     }]);
-    let e = mail_error(runtime.send_mail("send", "graph", &msg).await);
+    let e = mail_error(send(&app, &msg).await);
     assert_eq!(e.kind_name(), "not-found");
     assert!(e.message().contains(USER), "{e:?}");
     // Only what Graph took counts as sent.
@@ -183,7 +200,7 @@ async fn refusals_carry_graphs_code_the_request_id_and_the_fix() {
         name: None,
         email: "ceo@contoso.example".into(),
     });
-    let e = mail_error(runtime.send_mail("send", "graph", &spoof).await);
+    let e = mail_error(send(&app, &spoof).await);
     assert!(
         matches!(&e, MailError::InvalidInput(f) if f.field == "message.sender"),
         "{e:?}"
@@ -192,20 +209,9 @@ async fn refusals_carry_graphs_code_the_request_id_and_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_client_secret_carries_the_aadsts_fix() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "wrong-secret");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
-    let e = mail_error(
-        app.runtime()
-            .unwrap()
-            .send_mail(
-                "send",
-                "graph",
-                &text_message("ops@contoso.example", "x", "x"),
-            )
-            .await,
-    );
+    let (oauth, graph) = servers();
+    let (_ws, app) = account_app(&oauth, &graph, "wrong-secret", "");
+    let e = mail_error(send(&app, &text_message("ops@contoso.example", "x", "x")).await);
     assert_eq!(e.kind_name(), "auth-failed", "{e:?}");
     assert!(
         e.message().contains("AADSTS7000215") && e.message().contains("not its Secret ID"),
@@ -216,10 +222,8 @@ async fn a_wrong_client_secret_carries_the_aadsts_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_10_mb_attachment_goes_through_an_upload_session_byte_for_byte() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let (oauth, graph) = servers();
+    let (_ws, app) = account_app(&oauth, &graph, "client-secret-value-93ab", "");
     let big: Vec<u8> = (0..10_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -240,12 +244,7 @@ async fn a_10_mb_attachment_goes_through_an_upload_session_byte_for_byte() {
             content_id: None,
         });
     }
-    let receipt = app
-        .runtime()
-        .unwrap()
-        .send_mail("send", "graph", &message)
-        .await
-        .unwrap();
+    let receipt = send(&app, &message).await.unwrap();
     assert_eq!(receipt.status, DeliveryStatus::Queued);
     let sent = graph.sent();
     assert_eq!(sent.len(), 1);
@@ -278,12 +277,7 @@ async fn a_10_mb_attachment_goes_through_an_upload_session_byte_for_byte() {
         retry_after: None,
         code: "ErrorAccessDenied",
     }]);
-    let e = mail_error(
-        app.runtime()
-            .unwrap()
-            .send_mail("send", "graph", &message)
-            .await,
-    );
+    let e = mail_error(send(&app, &message).await);
     assert_eq!(e.kind_name(), "access-denied");
     assert!(e.message().contains("Mail.ReadWrite"), "{e:?}");
     assert_eq!(graph.drafts(), 0);
@@ -291,10 +285,8 @@ async fn a_10_mb_attachment_goes_through_an_upload_session_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_mail_for_a_graph_account_reports_the_token_and_sendmail() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let (oauth, graph) = servers();
+    let (ws, app) = account_app(&oauth, &graph, "client-secret-value-93ab", "");
     let config = ws.config().unwrap();
     let report = app
         .test_mail(&config, "graph", "ops@contoso.example")
@@ -313,8 +305,7 @@ async fn test_mail_for_a_graph_account_reports_the_token_and_sendmail() {
     assert_eq!(graph.sent().len(), 1);
 
     // A wrong secret fails at the token stage, with the AADSTS fix; nothing is sent.
-    let ws = workspace(&oauth, &graph, "wrong-secret");
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    let (ws, app) = account_app(&oauth, &graph, "wrong-secret", "");
     let report = app
         .test_mail(&ws.config().unwrap(), "graph", "ops@contoso.example")
         .await
@@ -332,27 +323,15 @@ async fn test_mail_for_a_graph_account_reports_the_token_and_sendmail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_the_mail_send_role_is_access_denied_with_the_fix() {
-    let oauth = OAuth::start().unwrap();
-    let graph = GraphStandIn::start(oauth.port).unwrap();
-    let ws = workspace(&oauth, &graph, "client-secret-value-93ab");
     // A scope other than Graph's .default: the token carries no application roles.
-    let config = std::fs::read_to_string(ws.path().join("flowmail.toml")).unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!("{config}scopes = [\"openid\"]\n"),
-    )
-    .unwrap();
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
-    let e = mail_error(
-        app.runtime()
-            .unwrap()
-            .send_mail(
-                "send",
-                "graph",
-                &text_message("ops@contoso.example", "x", "x"),
-            )
-            .await,
+    let (oauth, graph) = servers();
+    let (_ws, app) = account_app(
+        &oauth,
+        &graph,
+        "client-secret-value-93ab",
+        "scopes = [\"openid\"]\n",
     );
+    let e = mail_error(send(&app, &text_message("ops@contoso.example", "x", "x")).await);
     assert_eq!(e.kind_name(), "access-denied", "{e:?}");
     assert!(e.message().contains("admin consent"), "{e:?}");
     assert!(graph.sent().is_empty());

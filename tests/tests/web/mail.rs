@@ -28,28 +28,15 @@ async fn fill_relay(b: &Browser, stack: &MailStack, name: Option<&str>, password
         .await
         .unwrap()
     {
-        b.find("#auth_required")
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        b.click("#auth_required").await.unwrap();
     }
-    b.find("#auth_type")
-        .await
-        .unwrap()
-        .select_by_value("basic")
-        .await
-        .unwrap();
+    b.select("#auth_type", "basic").await.unwrap();
     b.fill("#username", "relay@demo.example").await.unwrap();
     b.fill("#password", password).await.unwrap();
 }
 
 async fn stage(b: &Browser, title: &str) -> String {
-    b.find(&format!("#report tr[data-stage='{title}']"))
-        .await
-        .unwrap()
-        .text()
+    b.text_of(&format!("#report tr[data-stage='{title}']"))
         .await
         .unwrap()
 }
@@ -76,7 +63,7 @@ async fn test_mail_and_validate_and_save_through_postfix_and_no_secret_reaches_t
     // A wrong password: the AUTH stage fails with the server's reply and the fix.
     fill_relay(&b, &stack, Some("relay"), WRONG).await;
     b.fill("#test_to", "bob@demo.example").await.unwrap();
-    b.find("#test-button").await.unwrap().click().await.unwrap();
+    b.click("#test-button").await.unwrap();
     let auth = stage(&b, "AUTH").await;
     assert!(auth.contains("FAILED") && auth.contains("535"), "{auth}");
     assert!(
@@ -90,7 +77,7 @@ async fn test_mail_and_validate_and_save_through_postfix_and_no_secret_reaches_t
 
     // The right password: the test mail arrives. Still nothing is saved.
     b.fill("#password", MAIL_PASSWORD).await.unwrap();
-    b.find("#test-button").await.unwrap().click().await.unwrap();
+    b.click("#test-button").await.unwrap();
     assert!(
         stage(&b, "queue id").await.contains(" ok "),
         "{}",
@@ -99,59 +86,25 @@ async fn test_mail_and_validate_and_save_through_postfix_and_no_secret_reaches_t
     stack
         .wait_for_mail("bob@demo.example", 1, Duration::from_secs(30))
         .unwrap();
-    let options = b
-        .find("#account-select")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let options = b.text_of("#account-select").await.unwrap();
     assert!(!options.contains("relay"), "Test saved nothing: {options}");
 
     // Validate and Save with a wrong password: nothing saved, the form keeps the rest,
     // and the password typed before is held for the session, not shown.
     b.fill("#password", WRONG).await.unwrap();
-    b.find("#validate-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let error = b.find("#error").await.unwrap().text().await.unwrap();
+    b.click("#validate-button").await.unwrap();
+    let error = b.text_of("#error").await.unwrap();
     assert!(
         error.contains("AUTH") && error.contains("Nothing was saved"),
         "{error}"
     );
-    assert_eq!(
-        b.find("#smtp_host")
-            .await
-            .unwrap()
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap(),
-        "localhost"
-    );
-    assert_eq!(
-        b.find("#password")
-            .await
-            .unwrap()
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap(),
-        ""
-    );
+    assert_eq!(b.value("#smtp_host").await.unwrap(), "localhost");
+    assert_eq!(b.value("#password").await.unwrap(), "");
     assert!(b.shown("#password-set").await.unwrap());
     // Now right: saved, and the validation mail goes to the user's own address.
     b.fill("#password", MAIL_PASSWORD).await.unwrap();
-    b.find("#validate-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let notice = b.find("#notice").await.unwrap().text().await.unwrap();
+    b.click("#validate-button").await.unwrap();
+    let notice = b.text_of("#notice").await.unwrap();
     assert!(
         notice.contains("Saved. The validation mail went to ops@demo.example"),
         "{notice}"
@@ -159,13 +112,7 @@ async fn test_mail_and_validate_and_save_through_postfix_and_no_secret_reaches_t
     stack
         .wait_for_mail("ops@demo.example", 1, Duration::from_secs(30))
         .unwrap();
-    let options = b
-        .find("#account-select")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let options = b.text_of("#account-select").await.unwrap();
     assert!(options.contains("relay"), "{options}");
     // Reopened, the saved password shows as set, never as itself.
     b.client
@@ -173,40 +120,20 @@ async fn test_mail_and_validate_and_save_through_postfix_and_no_secret_reaches_t
         .await
         .unwrap();
     assert!(b.shown("#password-set").await.unwrap());
-    assert_eq!(
-        b.find("#username")
-            .await
-            .unwrap()
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap(),
-        "relay@demo.example"
-    );
+    assert_eq!(b.value("#username").await.unwrap(), "relay@demo.example");
 
     // A user without an email address is asked to set one; nothing is sent or saved.
-    b.find("button.link").await.unwrap().click().await.unwrap();
+    b.click("button.link").await.unwrap();
     log_in(&b, &page, "nomail", PASSWORD).await;
     fill_relay(&b, &stack, Some("other"), MAIL_PASSWORD).await;
-    b.find("#validate-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let error = b.find("#error").await.unwrap().text().await.unwrap();
+    b.click("#validate-button").await.unwrap();
+    let error = b.text_of("#error").await.unwrap();
     assert!(
         error.contains("has no email address")
             && error.contains("Nothing was sent and nothing was saved"),
         "{error}"
     );
-    let options = b
-        .find("#account-select")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let options = b.text_of("#account-select").await.unwrap();
     assert!(!options.contains("other"), "{options}");
     b.close().await;
 

@@ -29,12 +29,7 @@ async fn log_in(b: &Browser, web: &WebServer, login: &str, password: &str) {
     b.client.goto(&format!("{}/login", web.url)).await.unwrap();
     b.fill("#login", login).await.unwrap();
     b.fill("#password", password).await.unwrap();
-    b.find("#login-submit")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#login-submit").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +47,7 @@ async fn only_logged_in_users_get_in_and_forms_from_elsewhere_are_refused() {
         );
     }
     log_in(&b, &web, "ops@demo.example", "wrong password here").await;
-    let error = b.find("#login-error").await.unwrap().text().await.unwrap();
+    let error = b.text_of("#login-error").await.unwrap();
     assert_eq!(error, "wrong email or password");
 
     log_in(&b, &web, "OPS@demo.example", PASSWORD).await;
@@ -73,7 +68,7 @@ async fn only_logged_in_users_get_in_and_forms_from_elsewhere_are_refused() {
         web.url
     );
     b.client.goto(&evil).await.unwrap();
-    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    let text = b.text_of("#message-text").await.unwrap();
     assert!(
         text.contains("another site") || text.contains("was refused"),
         "{text}"
@@ -92,13 +87,8 @@ async fn only_logged_in_users_get_in_and_forms_from_elsewhere_are_refused() {
         .await
         .unwrap();
     b.fill("#account", "forged").await.unwrap();
-    b.find("#validate-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    b.click("#validate-button").await.unwrap();
+    let text = b.text_of("#message-text").await.unwrap();
     assert!(
         text.contains("did not carry this session's token"),
         "{text}"
@@ -109,7 +99,7 @@ async fn only_logged_in_users_get_in_and_forms_from_elsewhere_are_refused() {
         .goto(&format!("{}/settings/smtp", web.url))
         .await
         .unwrap();
-    b.find("button.link").await.unwrap().click().await.unwrap();
+    b.click("button.link").await.unwrap();
     b.find("#login").await.unwrap();
     b.client
         .goto(&format!("{}/settings/smtp", web.url))
@@ -150,14 +140,9 @@ async fn fields_follow_the_toggles_and_a_missing_one_is_named() {
         [false; 6],
         "only SMTP configuration at first"
     );
-    b.find("#email_box").await.unwrap().click().await.unwrap();
+    b.click("#email_box").await.unwrap();
     assert_eq!(groups(&b).await, [true, false, false, false, false, false]);
-    b.find("#auth_required")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#auth_required").await.unwrap();
     assert_eq!(
         groups(&b).await,
         [true, true, true, false, false, false],
@@ -165,12 +150,7 @@ async fn fields_follow_the_toggles_and_a_missing_one_is_named() {
     );
     assert!(b.shown("#validate-button").await.unwrap());
     assert!(!b.shown("#authorize-button").await.unwrap());
-    b.find("#auth_type")
-        .await
-        .unwrap()
-        .select_by_value("oauth2")
-        .await
-        .unwrap();
+    b.select("#auth_type", "oauth2").await.unwrap();
     assert_eq!(groups(&b).await, [true, true, false, true, true, false]);
     assert!(!b.shown("#validate-button").await.unwrap());
     assert!(b.shown("#authorize-button").await.unwrap());
@@ -185,36 +165,20 @@ async fn fields_follow_the_toggles_and_a_missing_one_is_named() {
     b.fill("#tenant_id", "contoso.onmicrosoft.com")
         .await
         .unwrap();
-    b.find("#tenant-fill").await.unwrap().click().await.unwrap();
+    b.click("#tenant-fill").await.unwrap();
     assert_eq!(
-        b.find("#token_url")
-            .await
-            .unwrap()
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap(),
+        b.value("#token_url").await.unwrap(),
         "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
     );
-    b.find("#comm_type")
-        .await
-        .unwrap()
-        .select_by_value("api")
-        .await
-        .unwrap();
+    b.select("#comm_type", "api").await.unwrap();
     assert_eq!(groups(&b).await, [true, true, false, true, false, true]);
-    b.find("#auth_required")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find("#email_box").await.unwrap().click().await.unwrap();
+    b.click("#auth_required").await.unwrap();
+    b.click("#email_box").await.unwrap();
     assert_eq!(groups(&b).await, [false; 6]);
 
     // The most common misconfiguration is warned as it is typed.
     b.fill("#smtp_port", "587").await.unwrap();
-    b.find("#ssl").await.unwrap().click().await.unwrap();
+    b.click("#ssl").await.unwrap();
     let warning = b.find("#port-warning").await.unwrap();
     assert!(warning.is_displayed().await.unwrap());
     assert!(warning.text().await.unwrap().contains("port 587"));
@@ -224,50 +188,17 @@ async fn fields_follow_the_toggles_and_a_missing_one_is_named() {
     b.fill("#from", "Alerts <alerts@demo.example>")
         .await
         .unwrap();
-    b.find("#validate-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let problem = b
-        .find("#problem-smtp_host")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    b.click("#validate-button").await.unwrap();
+    let problem = b.text_of("#problem-smtp_host").await.unwrap();
     assert_eq!(problem, "SMTP host is required");
     assert_eq!(
-        b.find("#from")
-            .await
-            .unwrap()
-            .prop("value")
-            .await
-            .unwrap()
-            .unwrap(),
+        b.value("#from").await.unwrap(),
         "Alerts <alerts@demo.example>"
     );
     // The toml account is read-only, with that note.
-    b.find("#account-select")
-        .await
-        .unwrap()
-        .select_by_value("demo")
-        .await
-        .unwrap();
-    b.find("#account-open")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let note = b
-        .find("#readonly-note")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    b.select("#account-select", "demo").await.unwrap();
+    b.click("#account-open").await.unwrap();
+    let note = b.text_of("#readonly-note").await.unwrap();
     assert!(note.contains("flowmail.toml"), "{note}");
     b.close().await;
 }

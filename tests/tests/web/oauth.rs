@@ -40,78 +40,19 @@ async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() 
     let b = Browser::start().await.unwrap();
     log_in(&b, &web, "ops@demo.example", PASSWORD).await;
     b.find("#settings").await.unwrap();
-    let first = b.client.window().await.unwrap();
-
-    b.fill("#account", "o365").await.unwrap();
-    b.fill("#smtp_host", "localhost").await.unwrap();
-    b.fill("#smtp_port", &stack.ports.submission.to_string())
-        .await
-        .unwrap();
-    b.fill("#from", OWNER).await.unwrap();
-    b.find("#auth_required")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find("#auth_type")
-        .await
-        .unwrap()
-        .select_by_value("oauth2")
-        .await
-        .unwrap();
-    b.find("#comm_type")
-        .await
-        .unwrap()
-        .select_by_value("smtp")
-        .await
-        .unwrap();
-    b.fill("#client_id", "flowmail-test").await.unwrap();
-    b.fill("#client_secret", "client-secret-value-93ab")
-        .await
-        .unwrap();
-    b.fill("#token_url", &format!("{}/token", oauth.url()))
-        .await
-        .unwrap();
-    b.fill("#auth_url", &format!("{}/authorize", oauth.url()))
-        .await
-        .unwrap();
-    b.fill(
-        "#scope",
-        "https://outlook.office.com/SMTP.Send offline_access",
+    fill_oauth(
+        &b,
+        &oauth,
+        "o365",
+        "smtp",
+        &format!("{}/authorize", oauth.url()),
+        stack.ports.submission,
     )
-    .await
-    .unwrap();
-    b.fill("#oauth_username", OWNER).await.unwrap();
-    b.find("#authorize-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-
-    // The consent opened in a new tab, came back to the callback, and says so.
-    let mut second = None;
-    for _ in 0..100 {
-        let windows = b.client.windows().await.unwrap();
-        if let Some(w) = windows.into_iter().find(|w| *w != first) {
-            second = Some(w);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    b.client
-        .switch_to_window(second.expect("a second tab"))
-        .await
-        .unwrap();
-    let title = b
-        .find("#message-title")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    .await;
+    // The consent opens in a new tab, comes back to the callback, and says so.
+    let first = authorize_in_new_tab(&b).await;
+    let title = b.text_of("#message-title").await.unwrap();
+    let text = b.text_of("#message-text").await.unwrap();
     assert_eq!(title, "SMTP Settings Authorized", "{text}");
     assert!(text.contains(OWNER), "{text}");
 
@@ -150,13 +91,7 @@ async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() 
         .goto(&format!("{}/settings/smtp?account=o365", web.url))
         .await
         .unwrap();
-    let who = b
-        .find("#token-authorized")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let who = b.text_of("#token-authorized").await.unwrap();
     assert_eq!(who, format!("yes, as {OWNER}"));
     b.close().await;
     let replies = proxy.replies.lock().unwrap().clone();
@@ -173,29 +108,21 @@ async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() 
 const SECRET: &str = "client-secret-value-93ab";
 
 /// Fills the OAuth2 part of the form for `name`, with `auth_url` as the consent page.
-async fn fill_oauth(b: &Browser, oauth: &OAuth, name: &str, comm: &str, auth_url: &str) {
+async fn fill_oauth(
+    b: &Browser,
+    oauth: &OAuth,
+    name: &str,
+    comm: &str,
+    auth_url: &str,
+    smtp_port: u16,
+) {
     b.fill("#account", name).await.unwrap();
     b.fill("#smtp_host", "localhost").await.unwrap();
-    b.fill("#smtp_port", "587").await.unwrap();
+    b.fill("#smtp_port", &smtp_port.to_string()).await.unwrap();
     b.fill("#from", OWNER).await.unwrap();
-    b.find("#auth_required")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find("#auth_type")
-        .await
-        .unwrap()
-        .select_by_value("oauth2")
-        .await
-        .unwrap();
-    b.find("#comm_type")
-        .await
-        .unwrap()
-        .select_by_value(comm)
-        .await
-        .unwrap();
+    b.click("#auth_required").await.unwrap();
+    b.select("#auth_type", "oauth2").await.unwrap();
+    b.select("#comm_type", comm).await.unwrap();
     b.fill("#client_id", "flowmail-test").await.unwrap();
     b.fill("#client_secret", SECRET).await.unwrap();
     b.fill("#tenant_id", "contoso.onmicrosoft.com")
@@ -219,12 +146,7 @@ async fn fill_oauth(b: &Browser, oauth: &OAuth, name: &str, comm: &str, auth_url
 /// Clicks Save & Authorize and switches to the tab it opened; returns the first tab.
 async fn authorize_in_new_tab(b: &Browser) -> fantoccini::wd::WindowHandle {
     let first = b.client.window().await.unwrap();
-    b.find("#authorize-button")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#authorize-button").await.unwrap();
     for _ in 0..100 {
         let windows = b.client.windows().await.unwrap();
         if let Some(w) = windows.into_iter().find(|w| *w != first) {
@@ -253,6 +175,7 @@ async fn a_denied_consent_keeps_the_previous_settings_and_api_uses_client_creden
         "denied",
         "smtp",
         &format!("{}/status.json", web.url),
+        587,
     )
     .await;
     let first = authorize_in_new_tab(&b).await;
@@ -275,14 +198,8 @@ async fn a_denied_consent_keeps_the_previous_settings_and_api_uses_client_creden
         ))
         .await
         .unwrap();
-    let title = b
-        .find("#message-title")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    let title = b.text_of("#message-title").await.unwrap();
+    let text = b.text_of("#message-text").await.unwrap();
     assert_eq!(title, "Not authorized");
     assert!(
         text.contains("declined the consent") && text.contains("stay active"),
@@ -290,7 +207,7 @@ async fn a_denied_consent_keeps_the_previous_settings_and_api_uses_client_creden
     );
     // The state works once: a replay is refused.
     b.client.refresh().await.unwrap();
-    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    let text = b.text_of("#message-text").await.unwrap();
     assert!(text.contains("unknown or was already used"), "{text}");
     b.client.close_window().await.unwrap();
     b.client.switch_to_window(first).await.unwrap();
@@ -300,26 +217,14 @@ async fn a_denied_consent_keeps_the_previous_settings_and_api_uses_client_creden
         .goto(&format!("{}/settings/smtp", web.url))
         .await
         .unwrap();
-    let options = b
-        .find("#account-select")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let options = b.text_of("#account-select").await.unwrap();
     assert!(options.contains("denied (pending)"), "{options}");
 
     // Communication type API: a client-credentials token, reported the same way.
-    fill_oauth(&b, &oauth, "graph", "api", "").await;
+    fill_oauth(&b, &oauth, "graph", "api", "", 587).await;
     authorize_in_new_tab(&b).await;
-    let title = b
-        .find("#message-title")
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let text = b.find("#message-text").await.unwrap().text().await.unwrap();
+    let title = b.text_of("#message-title").await.unwrap();
+    let text = b.text_of("#message-text").await.unwrap();
     assert_eq!(title, "SMTP Settings Authorized", "{text}");
     assert!(text.contains("client credentials"), "{text}");
     assert_eq!(oauth.grants("client_credentials").unwrap(), 1);

@@ -36,22 +36,12 @@ async fn the_status_page_follows_the_triggers_without_a_reload() {
     b.fill("#from", "Alerts <alerts@contoso.example>")
         .await
         .unwrap();
-    b.find("#auth_required")
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find("#auth_type")
-        .await
-        .unwrap()
-        .select_by_value("oauth2")
-        .await
-        .unwrap();
+    b.click("#auth_required").await.unwrap();
+    b.select("#auth_type", "oauth2").await.unwrap();
     b.fill("#tenant_id", "contoso.onmicrosoft.com")
         .await
         .unwrap();
-    b.find("#tenant-fill").await.unwrap().click().await.unwrap();
+    b.click("#tenant-fill").await.unwrap();
     b.fill("#client_id", "11111111-2222-3333-4444-555555555555")
         .await
         .unwrap();
