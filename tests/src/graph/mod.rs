@@ -14,8 +14,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+mod drafts;
+
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
@@ -31,19 +34,6 @@ pub struct Sent {
     pub at: Instant,
 }
 
-struct Draft {
-    user: String,
-    json: serde_json::Value,
-    attachments: Vec<(String, Vec<u8>)>,
-}
-
-struct Upload {
-    draft: String,
-    name: String,
-    size: usize,
-    received: Vec<u8>,
-}
-
 /// An answer to give instead of the real one.
 #[derive(Debug, Clone)]
 pub struct Injected {
@@ -56,8 +46,8 @@ pub struct Injected {
 struct Inner {
     oauth_port: u16,
     port: u16,
-    drafts: Mutex<std::collections::HashMap<String, Draft>>,
-    uploads: Mutex<std::collections::HashMap<String, Upload>>,
+    drafts: Mutex<std::collections::HashMap<String, drafts::Draft>>,
+    uploads: Mutex<std::collections::HashMap<String, drafts::Upload>>,
     sent: Mutex<Vec<Sent>>,
     queued: Mutex<VecDeque<Injected>>,
     requests: Mutex<Vec<(Instant, u16)>>,
@@ -85,23 +75,24 @@ impl GraphStandIn {
         });
         let app = Router::new()
             .route("/v1.0/users/{user}/sendMail", post(send_mail))
-            .route("/v1.0/users/{user}/messages", post(create_draft))
+            .route("/v1.0/users/{user}/messages", post(drafts::create))
             .route(
                 "/v1.0/users/{user}/messages/{id}",
-                axum::routing::delete(delete_draft),
+                axum::routing::delete(drafts::delete),
             )
             .route(
                 "/v1.0/users/{user}/messages/{id}/attachments",
-                post(add_attachment),
+                post(drafts::add_attachment),
             )
             .route(
                 "/v1.0/users/{user}/messages/{id}/attachments/createUploadSession",
-                post(create_upload),
+                post(drafts::create_upload),
             )
-            .route("/v1.0/users/{user}/messages/{id}/send", post(send_draft))
-            .route("/upload/{session}", axum::routing::put(upload))
+            .route("/v1.0/users/{user}/messages/{id}/send", post(drafts::send))
+            .route("/upload/{session}", axum::routing::put(drafts::upload))
             // Graph takes requests up to 4 MB; this stand-in checks that itself.
             .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+            .layer(axum::middleware::from_fn_with_state(inner.clone(), tracked))
             .with_state(inner.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
@@ -163,7 +154,7 @@ impl Drop for GraphStandIn {
     }
 }
 
-fn error(status: u16, code: &str, message: &str, request_id: &str) -> Response {
+pub(crate) fn error(status: u16, code: &str, message: &str, request_id: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
@@ -220,6 +211,27 @@ fn record(inner: &Inner, response: Response) -> Response {
     response
 }
 
+/// The id of a request, given to its handler by [`tracked`].
+#[derive(Clone)]
+pub(crate) struct RequestId(String);
+
+/// Every request: an id, the token check and queued answers for the API's routes (the
+/// upload URL authorizes itself), and a record of the answer.
+async fn tracked(State(inner): State<Arc<Inner>>, mut request: Request, next: Next) -> Response {
+    let id = next_id(&inner);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let gated = if request.uri().path().starts_with("/v1.0/") {
+        gate(&inner, request.headers(), &id).await
+    } else {
+        None
+    };
+    let response = match gated {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    };
+    record(&inner, response)
+}
+
 /// The bearer token's check and the queued answers, as every authorized call has them.
 async fn gate(inner: &Inner, headers: &HeaderMap, id: &str) -> Option<Response> {
     let token = headers
@@ -274,299 +286,12 @@ async fn gate(inner: &Inner, headers: &HeaderMap, id: &str) -> Option<Response> 
 
 async fn send_mail(
     State(inner): State<Arc<Inner>>,
+    Extension(RequestId(id)): Extension<RequestId>,
     Path(user): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let id = next_id(&inner);
-    let response = match gate(&inner, &headers, &id).await {
-        Some(r) => r,
-        None => answer(&inner, &user, &headers, &body, &id),
-    };
-    record(&inner, response)
-}
-
-fn created(json: serde_json::Value, id: &str) -> Response {
-    (
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (header::HeaderName::from_static("request-id"), id.to_owned()),
-        ],
-        json.to_string(),
-    )
-        .into_response()
-}
-
-async fn create_draft(
-    State(inner): State<Arc<Inner>>,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let id = next_id(&inner);
-    if let Some(r) = gate(&inner, &headers, &id).await {
-        return record(&inner, r);
-    }
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return record(
-            &inner,
-            error(400, "RequestBodyRead", "The body is not JSON.", &id),
-        );
-    };
-    let draft_id = format!("draft-{id}");
-    if let Ok(mut d) = inner.drafts.lock() {
-        d.insert(
-            draft_id.clone(),
-            Draft {
-                user,
-                json,
-                attachments: Vec::new(),
-            },
-        );
-    }
-    record(&inner, created(serde_json::json!({ "id": draft_id }), &id))
-}
-
-async fn delete_draft(
-    State(inner): State<Arc<Inner>>,
-    Path((_user, draft)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let id = next_id(&inner);
-    if let Some(r) = gate(&inner, &headers, &id).await {
-        return record(&inner, r);
-    }
-    let removed = inner.drafts.lock().ok().and_then(|mut d| d.remove(&draft));
-    record(
-        &inner,
-        match removed {
-            Some(_) => StatusCode::NO_CONTENT.into_response(),
-            None => error(404, "ErrorItemNotFound", "The draft does not exist.", &id),
-        },
-    )
-}
-
-async fn add_attachment(
-    State(inner): State<Arc<Inner>>,
-    Path((_user, draft)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let id = next_id(&inner);
-    if let Some(r) = gate(&inner, &headers, &id).await {
-        return record(&inner, r);
-    }
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let bytes = json["contentBytes"]
-        .as_str()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
-    let (Some(bytes), Some(name)) = (bytes, json["name"].as_str()) else {
-        return record(
-            &inner,
-            error(
-                400,
-                "ErrorInvalidRequest",
-                "A fileAttachment needs name and contentBytes.",
-                &id,
-            ),
-        );
-    };
-    if bytes.len() >= 3 * 1024 * 1024 {
-        return record(
-            &inner,
-            error(
-                413,
-                "ErrorAttachmentSizeLimitExceeded",
-                "Attachments of 3 MB or more need an upload session.",
-                &id,
-            ),
-        );
-    }
-    let added = inner.drafts.lock().ok().is_some_and(|mut d| {
-        d.get_mut(&draft)
-            .map(|d| d.attachments.push((name.to_owned(), bytes)))
-            .is_some()
-    });
-    record(
-        &inner,
-        if added {
-            created(serde_json::json!({ "name": name }), &id)
-        } else {
-            error(404, "ErrorItemNotFound", "The draft does not exist.", &id)
-        },
-    )
-}
-
-async fn create_upload(
-    State(inner): State<Arc<Inner>>,
-    Path((_user, draft)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let id = next_id(&inner);
-    if let Some(r) = gate(&inner, &headers, &id).await {
-        return record(&inner, r);
-    }
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let item = &json["AttachmentItem"];
-    let (Some(name), Some(size)) = (item["name"].as_str(), item["size"].as_u64()) else {
-        return record(
-            &inner,
-            error(
-                400,
-                "ErrorInvalidRequest",
-                "AttachmentItem needs name and size.",
-                &id,
-            ),
-        );
-    };
-    let session = format!("s-{id}");
-    if let Ok(mut u) = inner.uploads.lock() {
-        u.insert(
-            session.clone(),
-            Upload {
-                draft,
-                name: name.to_owned(),
-                size: size as usize,
-                received: Vec::new(),
-            },
-        );
-    }
-    record(
-        &inner,
-        created(
-            serde_json::json!({
-                "uploadUrl": format!("http://127.0.0.1:{}/upload/{session}", inner.port),
-                "nextExpectedRanges": ["0-"],
-            }),
-            &id,
-        ),
-    )
-}
-
-async fn upload(
-    State(inner): State<Arc<Inner>>,
-    Path(session): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let id = next_id(&inner);
-    // The upload URL is pre-authorized: a request with Authorization is refused.
-    if headers.contains_key(header::AUTHORIZATION) {
-        return record(
-            &inner,
-            error(
-                401,
-                "InvalidAuthenticationToken",
-                "Do not send an Authorization header to the upload URL.",
-                &id,
-            ),
-        );
-    }
-    let range = headers
-        .get(header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("bytes "))
-        .and_then(|v| {
-            let (span, total) = v.split_once('/')?;
-            let (a, b) = span.split_once('-')?;
-            Some((
-                a.parse::<usize>().ok()?,
-                b.parse::<usize>().ok()?,
-                total.parse::<usize>().ok()?,
-            ))
-        });
-    let mut uploads = match inner.uploads.lock() {
-        Ok(u) => u,
-        Err(_) => return record(&inner, error(500, "Poisoned", "", &id)),
-    };
-    let Some(up) = uploads.get_mut(&session) else {
-        return record(
-            &inner,
-            error(404, "ErrorItemNotFound", "No such upload session.", &id),
-        );
-    };
-    let Some((start, end, total)) = range else {
-        return record(
-            &inner,
-            error(400, "InvalidRange", "Content-Range is required.", &id),
-        );
-    };
-    let last = end + 1 == total;
-    if start != up.received.len()
-        || total != up.size
-        || end + 1 - start != body.len()
-        || body.len() > 4 * 1024 * 1024
-        || (!last && !body.len().is_multiple_of(320 * 1024))
-    {
-        return record(
-            &inner,
-            error(
-                416,
-                "InvalidRange",
-                "The range does not continue the upload.",
-                &id,
-            ),
-        );
-    }
-    up.received.extend_from_slice(&body);
-    if !last {
-        let next = up.received.len();
-        return record(
-            &inner,
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                serde_json::json!({ "nextExpectedRanges": [format!("{next}-")] }).to_string(),
-            )
-                .into_response(),
-        );
-    }
-    let Some(done) = uploads.remove(&session) else {
-        return record(&inner, error(500, "Lost", "", &id));
-    };
-    drop(uploads);
-    if let Ok(mut d) = inner.drafts.lock()
-        && let Some(draft) = d.get_mut(&done.draft)
-    {
-        draft.attachments.push((done.name, done.received));
-    }
-    record(&inner, StatusCode::CREATED.into_response())
-}
-
-async fn send_draft(
-    State(inner): State<Arc<Inner>>,
-    Path((_user, draft)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let id = next_id(&inner);
-    if let Some(r) = gate(&inner, &headers, &id).await {
-        return record(&inner, r);
-    }
-    let Some(d) = inner.drafts.lock().ok().and_then(|mut d| d.remove(&draft)) else {
-        return record(
-            &inner,
-            error(404, "ErrorItemNotFound", "The draft does not exist.", &id),
-        );
-    };
-    if let Ok(mut sent) = inner.sent.lock() {
-        sent.push(Sent {
-            user: d.user,
-            mime: Vec::new(),
-            draft: Some(d.json),
-            attachments: d.attachments,
-            at: Instant::now(),
-        });
-    }
-    record(
-        &inner,
-        (
-            StatusCode::ACCEPTED,
-            [(header::HeaderName::from_static("request-id"), id)],
-        )
-            .into_response(),
-    )
+    answer(&inner, &user, &headers, &body, &id)
 }
 
 /// Drafts not sent (a failed send must leave none).
