@@ -26,7 +26,12 @@ pub struct PendingAuthorization {
     by: String,
     manager: Arc<TokenManager>,
     verifier: PkceCodeVerifier,
+    started: std::time::Instant,
 }
+
+/// How long a consent may take before its callback is refused; abandoned ones are
+/// forgotten, so the waiting ones never pile up.
+const CONSENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Web {
     /// Save & Authorize: the consent for SMTP (the browser is sent to the provider), or
@@ -87,6 +92,7 @@ impl Web {
             return fail(format!("the settings could not be saved: {e:#}"));
         }
         if let Ok(mut all) = self.pending.lock() {
+            all.retain(|_, p| p.started.elapsed() < CONSENT_LIFETIME);
             all.insert(
                 state,
                 PendingAuthorization {
@@ -96,6 +102,7 @@ impl Web {
                     by: session.user.login.clone(),
                     manager,
                     verifier: pending.into_verifier(),
+                    started: std::time::Instant::now(),
                 },
             );
         }
@@ -122,12 +129,13 @@ pub async fn callback(
 ) -> Response {
     let pending = query
         .get("state")
-        .and_then(|s| web.pending.lock().ok()?.remove(s));
+        .and_then(|s| web.pending.lock().ok()?.remove(s))
+        .filter(|p| p.started.elapsed() < CONSENT_LIFETIME);
     let Some(p) = pending else {
         return web.message(
             StatusCode::BAD_REQUEST,
             "Not authorized",
-            "this authorization is unknown or was already used (the state does not match); start again with Save & Authorize",
+            "this authorization is unknown, was already used or took over 30 minutes (the state does not match); start again with Save & Authorize",
             "error",
         );
     };
