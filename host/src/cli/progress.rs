@@ -26,17 +26,26 @@ impl Progress {
     pub fn start(workflow: &str, total: u64) -> Self {
         let now = Instant::now();
         if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{prefix} [{bar:40}] {pos}/{len} messages ({per_sec}, {eta} left)",
-            )
-            .map(|s| s.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let known = (total > 0).then_some(total);
+            let bar = ProgressBar::with_draw_target(known, ProgressDrawTarget::stderr());
+            let template = if known.is_some() {
+                "{prefix} [{bar:40}] {pos}/{len} messages ({per_sec}, {eta} left)"
+            } else {
+                "{prefix} {spinner} {pos} messages ({per_sec})"
+            };
+            let style = ProgressStyle::with_template(template)
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.set_prefix(workflow.to_owned());
             return Self::Bar(bar);
         }
-        eprintln!("{workflow}: catching up on {total} message(s)");
+        if total > 0 {
+            eprintln!("{workflow}: catching up on {total} message(s)");
+        } else {
+            // A Graph delta link cannot tell how much follows it.
+            eprintln!("{workflow}: catching up");
+        }
         Self::Lines {
             workflow: workflow.to_owned(),
             total,
@@ -69,8 +78,12 @@ impl Progress {
                     let rate = *done as f64 / started.elapsed().as_secs_f64().max(0.001);
                     // Mail that arrived during the catch-up can take it past the count
                     // taken at its start.
-                    let shown = (*done).max(*total);
-                    eprintln!("{workflow}: {done}/{shown} message(s) ({rate:.0}/s)");
+                    if *total > 0 {
+                        let shown = (*done).max(*total);
+                        eprintln!("{workflow}: {done}/{shown} message(s) ({rate:.0}/s)");
+                    } else {
+                        eprintln!("{workflow}: {done} message(s) ({rate:.0}/s)");
+                    }
                 }
             }
         }

@@ -63,6 +63,9 @@ pub enum PostAction {
     #[default]
     Nothing,
     MarkSeen,
+    /// Flag the message (IMAP `\Flagged`, Graph's follow-up flag), to leave it in place
+    /// but marked as handled.
+    Flag,
     Delete,
     MoveTo(String),
 }
@@ -82,9 +85,10 @@ impl<'de> Deserialize<'de> for PostAction {
             Raw::Word(w) => match w.as_str() {
                 "none" | "nothing" => Ok(Self::Nothing),
                 "seen" | "mark_seen" => Ok(Self::MarkSeen),
+                "flag" | "flagged" => Ok(Self::Flag),
                 "delete" => Ok(Self::Delete),
                 other => Err(serde::de::Error::custom(format!(
-                    "`{other}` is not a post-action: use none, seen, delete or {{ move_to: FOLDER }}"
+                    "`{other}` is not a post-action: use none, seen, flag, delete or {{ move_to: FOLDER }}"
                 ))),
             },
             Raw::Move { folder } => Ok(Self::MoveTo(folder)),

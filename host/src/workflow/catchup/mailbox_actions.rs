@@ -138,6 +138,12 @@ impl CatchUp<'_> {
                     .set_flags(ids.to_vec(), vec![Flag::Seen], Vec::new())
                     .await,
             ),
+            PostAction::Flag => (
+                "flagging".to_owned(),
+                mailbox
+                    .set_flags(ids.to_vec(), vec![Flag::Flagged], Vec::new())
+                    .await,
+            ),
             PostAction::Delete => ("deleting".to_owned(), mailbox.delete(ids.to_vec()).await),
             PostAction::MoveTo(folder) => (
                 format!("moving to `{folder}`"),
