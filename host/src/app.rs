@@ -15,7 +15,8 @@ use crate::auth::seal::Sealer;
 use crate::auth::{ReferencedToken, TokenManager, TokenSource};
 use crate::bindings::tokens::{AuthKind, CredentialState};
 use crate::bindings::transport::AccountPolicy;
-use crate::caps::mailbox::{Imap, ImapAuth, Maildir, Uids, Watch};
+use crate::caps::graph_api::GraphApi;
+use crate::caps::mailbox::{GraphMailbox, Imap, ImapAuth, Maildir, Uids, Watch};
 use crate::caps::tokens::CredentialInfo;
 use crate::caps::transport::smtp::{Auth, Relay};
 use crate::caps::transport::{Outbox, Transport, TransportAccount};
@@ -368,6 +369,11 @@ fn account_caps(
             let backend: Arc<dyn Watch> = Arc::new(Uids(Imap::new(settings, auth, folder)));
             caps.mailbox.accounts.insert(name.to_owned(), backend);
         }
+        Some(MailboxConfig::Graph(g)) => {
+            let api = graph_api(config, name, "mailbox", &g.api(), managers)?;
+            let backend: Arc<dyn Watch> = Arc::new(GraphMailbox::new(api, &g.folder));
+            caps.mailbox.accounts.insert(name.to_owned(), backend);
+        }
         Some(MailboxConfig::Maildir { path }) => {
             let backend: Arc<dyn Watch> =
                 Arc::new(Uids(Maildir::new(config.resolve(path), store.clone())));
@@ -391,17 +397,35 @@ pub fn graph(
     let Some(TransportConfig::Graph(g)) = &a.transport else {
         bail!("account `{account}` does not send through Microsoft Graph");
     };
+    Ok(crate::caps::transport::graph::Graph::new(graph_api(
+        config,
+        account,
+        "transport",
+        g,
+        managers,
+    )?))
+}
+
+/// The Graph client of `account`'s transport or mailbox (`part`), on the shared TLS
+/// policy.
+fn graph_api(
+    config: &Config,
+    account: &str,
+    part: &str,
+    g: &crate::config::GraphConfig,
+    managers: &TokenManagers,
+) -> anyhow::Result<GraphApi> {
     let ca = g
         .ca_file
         .as_ref()
         .map(|p| std::fs::read(config.resolve(p)))
         .transpose()
-        .with_context(|| format!("accounts.{account}.transport.ca_file"))?;
+        .with_context(|| format!("accounts.{account}.{part}.ca_file"))?;
     let tls = crate::net::tls_config(ca.as_deref(), crate::net::MinTls::V12)
         .map_err(anyhow::Error::msg)?;
     let http = crate::net::http_client(&tls, Duration::from_secs(g.timeout_secs))
         .map_err(anyhow::Error::msg)?;
-    Ok(crate::caps::transport::graph::Graph::new(
+    Ok(GraphApi::new(
         &g.graph_url,
         &g.user,
         token_source(config, account, managers)?,

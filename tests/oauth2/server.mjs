@@ -45,7 +45,7 @@ server.service.on(Events.BeforeTokenSigning, (token, req) => {
   // Application permissions, as Entra ID puts them into a client-credentials token for
   // Graph's .default scope.
   if (req.body?.grant_type === 'client_credentials' && String(req.body?.scope ?? '').includes('graph.microsoft.com/.default')) {
-    token.payload.roles = ['Mail.Send', 'Mail.Read'];
+    token.payload.roles = ['Mail.Send', 'Mail.Read', 'Mail.ReadWrite'];
     token.payload.appid = req.body?.client_id ?? 'flowmail';
   }
 });

@@ -32,13 +32,21 @@ impl Config {
         let field = |f: &str| format!("accounts.{account}.auth.{f}");
         // A Graph account's tenant gives the token endpoint, and client credentials ask
         // for Graph's own scope.
-        let graph = match &a.transport {
-            Some(super::TransportConfig::Graph(g)) => Some(g),
+        let graph = match (&a.transport, &a.mailbox) {
+            (Some(super::TransportConfig::Graph(g)), _) => Some(g.clone()),
+            (_, Some(super::MailboxConfig::Graph(g))) => Some(g.api()),
             _ => None,
         };
-        let token_url = &token_url.clone().or_else(|| graph.map(|g| g.token_url()));
-        let scopes = &match (graph, auth_url, scopes.is_empty()) {
+        let token_url = &token_url
+            .clone()
+            .or_else(|| graph.as_ref().map(|g| g.token_url()));
+        // Delegated: sending, and reading with the post-actions (mark read, flag, move,
+        // delete) and the drafts of large sends, which need Mail.ReadWrite.
+        let scopes = &match (&graph, auth_url, scopes.is_empty()) {
             (Some(_), None, true) => vec!["https://graph.microsoft.com/.default".to_owned()],
+            (Some(_), Some(_), true) => ["Mail.Send", "Mail.ReadWrite", "offline_access"]
+                .map(str::to_owned)
+                .to_vec(),
             _ => scopes.clone(),
         };
         match (access_token, client_id, token_url) {

@@ -113,3 +113,45 @@ fn parses_addresses() {
     assert!(parse_address("a\nb").is_err());
     assert!(load("[accounts.a]\nfrom = \"nobody\"\n[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n").is_err());
 }
+
+#[test]
+fn a_graph_mailbox_takes_its_token_endpoint_and_scope_from_the_tenant() {
+    let mailbox = "[accounts.g.mailbox]\nkind = \"graph\"\ntenant = \"contoso.example\"\nuser = \"box@contoso.example\"\n";
+    let err = load(mailbox).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("accounts.g.auth: a Graph mailbox needs kind = \"oauth2\""),
+        "{err:#}"
+    );
+    let auth = |user: &str, extra: &str| {
+        format!(
+            "{mailbox}[accounts.g.auth]\nkind = \"oauth2\"\nusername = \"{user}\"\nclient_id = \"app\"\n\
+             client_secret = {{ env = \"PATH\" }}\n{extra}"
+        )
+    };
+    let err = load(&auth("other@contoso.example", "")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("accounts.g.mailbox.user"),
+        "{err:#}"
+    );
+    let config = load(&auth("box@contoso.example", "")).unwrap();
+    let Some(MailboxConfig::Graph(g)) = &config.accounts["g"].mailbox else {
+        panic!()
+    };
+    assert_eq!(g.folder, "inbox");
+    let oauth = config.oauth_settings("g").unwrap().unwrap();
+    assert_eq!(
+        oauth.token_url,
+        "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token"
+    );
+    assert_eq!(oauth.scopes, ["https://graph.microsoft.com/.default"]);
+    let delegated = load(&auth(
+        "box@contoso.example",
+        "auth_url = \"https://login.microsoftonline.com/contoso.example/oauth2/v2.0/authorize\"\nredirect_url = \"http://127.0.0.1:8025/oauth/callback\"\n",
+    ))
+    .unwrap();
+    let oauth = delegated.oauth_settings("g").unwrap().unwrap();
+    assert_eq!(
+        oauth.scopes,
+        ["Mail.Send", "Mail.ReadWrite", "offline_access"]
+    );
+}

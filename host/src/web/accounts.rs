@@ -218,6 +218,10 @@ pub fn summary(config: &Config, name: &str) -> Vec<(String, String)> {
         Some(MailboxConfig::Maildir { path }) => {
             rows.push(("Email box".into(), format!("Maildir {}", path.display())))
         }
+        Some(MailboxConfig::Graph(g)) => rows.push((
+            "Email box".into(),
+            format!("Microsoft Graph {} ({})", g.user, g.folder),
+        )),
         None => {}
     }
     rows.push((

@@ -1,6 +1,6 @@
 //! The stand-in's drafts: `POST .../messages`, attachments whole or through upload
 //! sessions (`PUT` chunks with `Content-Range`, a multiple of 320 KiB but the last, and no
-//! Authorization header), `.../send`, and `DELETE` of a draft.
+//! Authorization header) and `.../send`; a draft is deleted as any message is.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,18 +59,6 @@ pub(super) async fn create(
         );
     }
     created(serde_json::json!({ "id": draft_id }), &id)
-}
-
-pub(super) async fn delete(
-    State(inner): State<Arc<Inner>>,
-    Extension(RequestId(id)): Extension<RequestId>,
-    Path((_user, draft)): Path<(String, String)>,
-) -> Response {
-    let removed = inner.drafts.lock().ok().and_then(|mut d| d.remove(&draft));
-    match removed {
-        Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => error(404, "ErrorItemNotFound", "The draft does not exist.", &id),
-    }
 }
 
 pub(super) async fn add_attachment(

@@ -4,9 +4,11 @@
 //! an empty body and a `request-id`), and for large messages a draft
 //! (`POST .../messages`), attachments (`.../attachments`, `.../createUploadSession` with
 //! `PUT` chunks that carry `Content-Range` and no Authorization header) and `.../send`.
-//! It checks the token's `roles` claim for Mail.Send, stores what was sent, and answers
-//! with the errors a test queues (429 with `Retry-After`, 401, 403, 5xx) before the real
-//! answer.
+//! It serves a mailbox with folders, delta pages and message changes ([`mailbox`]).
+//! It checks the token's `roles` claim (Mail.Send to send, Mail.Read or Mail.ReadWrite to
+//! read, Mail.ReadWrite to change or draft), answers a fifth concurrent request to one
+//! mailbox with 429 as Outlook does, stores what was sent, and answers with the errors a
+//! test queues (429 with `Retry-After`, 401, 403, 5xx) before the real answer.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -15,12 +17,15 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 mod drafts;
+mod mailbox;
+
+pub use self::mailbox::Stored;
 
 use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use base64::Engine as _;
 
 /// One message Graph accepted: its MIME, or for a draft its JSON and attachments.
@@ -52,6 +57,9 @@ struct Inner {
     queued: Mutex<VecDeque<Injected>>,
     requests: Mutex<Vec<(Instant, u16)>>,
     next_id: Mutex<u64>,
+    mailbox: Mutex<mailbox::MailboxState>,
+    /// Requests in flight per mailbox, and the most there ever were.
+    in_flight: Mutex<(std::collections::HashMap<String, usize>, usize)>,
 }
 
 /// The stand-in, serving on a free port until dropped.
@@ -78,7 +86,26 @@ impl GraphStandIn {
             .route("/v1.0/users/{user}/messages", post(drafts::create))
             .route(
                 "/v1.0/users/{user}/messages/{id}",
-                axum::routing::delete(drafts::delete),
+                get(mailbox::message)
+                    .patch(mailbox::patch)
+                    .delete(mailbox::delete),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/$value",
+                get(mailbox::value),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/move",
+                post(mailbox::move_message),
+            )
+            .route("/v1.0/users/{user}/mailFolders", get(mailbox::folders))
+            .route(
+                "/v1.0/users/{user}/mailFolders/{folder}",
+                get(mailbox::folder),
+            )
+            .route(
+                "/v1.0/users/{user}/mailFolders/{folder}/messages/delta",
+                get(mailbox::delta),
             )
             .route(
                 "/v1.0/users/{user}/messages/{id}/attachments",
@@ -125,6 +152,51 @@ impl GraphStandIn {
         if let Ok(mut q) = self.inner.queued.lock() {
             q.extend(answers.iter().cloned());
         }
+    }
+
+    /// Puts `mime` into the folder named by id, well-known name or display name, and
+    /// returns the message's id.
+    pub fn deliver(&self, folder: &str, mime: &[u8]) -> String {
+        self.inner
+            .mailbox
+            .lock()
+            .ok()
+            .and_then(|mut s| {
+                let f = s.folder_by_any(folder)?;
+                Some(s.deliver(&f, mime))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds a top-level folder with this display name.
+    pub fn add_folder(&self, name: &str) -> String {
+        self.inner
+            .mailbox
+            .lock()
+            .map(|mut s| s.add_folder(name))
+            .unwrap_or_default()
+    }
+
+    /// The messages of a folder (named as for [`Self::deliver`]).
+    pub fn folder(&self, folder: &str) -> Vec<Stored> {
+        self.inner
+            .mailbox
+            .lock()
+            .ok()
+            .and_then(|s| Some(s.in_folder(&s.folder_by_any(folder)?)))
+            .unwrap_or_default()
+    }
+
+    /// Expires every delta link handed out so far, as Exchange does after some days.
+    pub fn expire_delta_links(&self) {
+        if let Ok(mut s) = self.inner.mailbox.lock() {
+            s.expire();
+        }
+    }
+
+    /// The most requests to one mailbox that were ever in flight at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.inner.in_flight.lock().map(|f| f.1).unwrap_or_default()
     }
 
     /// What was sent, in order.
@@ -220,8 +292,38 @@ pub(crate) struct RequestId(String);
 async fn tracked(State(inner): State<Arc<Inner>>, mut request: Request, next: Next) -> Response {
     let id = next_id(&inner);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let gated = if request.uri().path().starts_with("/v1.0/") {
-        gate(&inner, request.headers(), &id).await
+    let path = request.uri().path().to_owned();
+    let user = path
+        .strip_prefix("/v1.0/users/")
+        .and_then(|p| p.split('/').next())
+        .map(str::to_ascii_lowercase);
+    // Outlook serves at most four requests to one mailbox at a time.
+    let crowded = user.as_ref().is_some_and(|u| {
+        inner
+            .in_flight
+            .lock()
+            .map(|mut f| {
+                let n = f.0.entry(u.clone()).or_default();
+                *n += 1;
+                let now = *n;
+                f.1 = f.1.max(now);
+                now > 4
+            })
+            .unwrap_or(false)
+    });
+    let gated = if crowded {
+        let mut r = error(
+            429,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+            &id,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        Some(r)
+    } else if path.starts_with("/v1.0/") {
+        let role = role_for(request.method(), &path);
+        gate(&inner, request.headers(), &id, role).await
     } else {
         None
     };
@@ -229,11 +331,29 @@ async fn tracked(State(inner): State<Arc<Inner>>, mut request: Request, next: Ne
         Some(refused) => refused,
         None => next.run(request).await,
     };
+    if let Some(u) = &user
+        && let Ok(mut f) = inner.in_flight.lock()
+        && let Some(n) = f.0.get_mut(u)
+    {
+        *n = n.saturating_sub(1);
+    }
     record(&inner, response)
 }
 
+/// The application permissions a request needs: Mail.Send to send, Mail.Read (or
+/// Mail.ReadWrite) to read, Mail.ReadWrite to change messages or make drafts.
+fn role_for(method: &axum::http::Method, path: &str) -> &'static [&'static str] {
+    if path.ends_with("/sendMail") || path.ends_with("/send") {
+        &["Mail.Send"]
+    } else if method == axum::http::Method::GET {
+        &["Mail.Read", "Mail.ReadWrite"]
+    } else {
+        &["Mail.ReadWrite"]
+    }
+}
+
 /// The bearer token's check and the queued answers, as every authorized call has them.
-async fn gate(inner: &Inner, headers: &HeaderMap, id: &str) -> Option<Response> {
+async fn gate(inner: &Inner, headers: &HeaderMap, id: &str, role: &[&str]) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -261,10 +381,9 @@ async fn gate(inner: &Inner, headers: &HeaderMap, id: &str) -> Option<Response> 
             id,
         ));
     }
-    // Application permissions: a token without the Mail.Send role is refused, as Graph
-    // refuses it.
+    // Application permissions: a token without the role is refused, as Graph refuses it.
     let roles = claims_of(headers);
-    if !roles.iter().any(|r| r == "Mail.Send") {
+    if !roles.iter().any(|r| role.contains(&r.as_str())) {
         return Some(error(
             403,
             "ErrorAccessDenied",

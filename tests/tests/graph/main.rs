@@ -1,8 +1,11 @@
 //! Microsoft Graph as a transport, against the stand-in built from Microsoft's documented
 //! contract and the test OAuth2 server: client credentials, 202 as queued, Bcc kept,
 //! attachments byte for byte, throttling, a refused token, and the errors with their fixes.
+//! Graph as a mailbox is in [`mailbox`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod mailbox;
 
 use std::time::Duration;
 

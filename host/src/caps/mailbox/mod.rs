@@ -1,5 +1,6 @@
 //! The `mailbox` capability: reads and changes an account's mailbox for the plugin.
 
+mod graph;
 mod imap;
 mod maildir;
 pub mod strip;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker};
 
+pub use self::graph::GraphMailbox;
 pub use self::imap::{Imap, ImapAuth};
 pub use self::maildir::Maildir;
 pub use self::uid::{UidFolder, Uids};

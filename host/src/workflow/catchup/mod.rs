@@ -195,7 +195,7 @@ impl<'a> CatchUp<'a> {
             };
             if page.restarted {
                 let line = format!(
-                    "`{account}` could not resume from its cursor (an IMAP folder whose UIDVALIDITY changed, or a mailbox rebuilt): reading it again from the start; messages already handled are recognised by Message-ID and not run again"
+                    "`{account}` could not resume from its cursor (an IMAP folder whose UIDVALIDITY changed, a Graph delta link that expired, or a mailbox rebuilt): reading it again from the start; messages already handled are recognised by Message-ID and not run again"
                 );
                 tracing::warn!("{line}");
                 report.lines.push(line);

@@ -1,55 +1,10 @@
 //! What Microsoft Graph answers, classified once: retry after a wait, refresh the token
 //! once, or a `mail-error` with Graph's code, message, request id and the fix.
 
-use std::time::Duration;
-
-use serde::Deserialize;
-
 use crate::bindings::MailError;
 use crate::bindings::types::FieldError;
-
-/// What to do after a response that was not a success.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Throttled or briefly unavailable: wait this long, then try again.
-    RetryAfter(Duration),
-    /// The token was refused: refresh it once, then try again.
-    Refresh,
-    /// The request failed for good (this attempt's answer is final).
-    Fail(MailError),
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Body {
-    #[serde(default)]
-    error: GraphError,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct GraphError {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// How long Graph says to wait (`Retry-After` in seconds), or a short default.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(5))
-}
-
-/// Graph's request id of a response, for the receipt and for support cases.
-pub fn request_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    ["request-id", "client-request-id"]
-        .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
-        .map(str::to_owned)
-}
+pub use crate::caps::graph_api::Outcome;
+use crate::caps::graph_api::{retry_after, said};
 
 /// Classifies a non-success answer of `what` (for example `sendMail`) for mailbox `user`.
 pub fn classify(
@@ -59,17 +14,8 @@ pub fn classify(
     headers: &reqwest::header::HeaderMap,
     body: &[u8],
 ) -> Outcome {
-    let parsed: Body = serde_json::from_slice(body).unwrap_or_default();
-    let code = parsed.error.code;
-    let said = if code.is_empty() && parsed.error.message.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("{code}: {}", parsed.error.message)
-    };
-    let id = request_id(headers)
-        .map(|id| format!(" (request id {id})"))
-        .unwrap_or_default();
-    let text = |fix: &str| format!("Graph {what} for {user} failed with {said}{id}{fix}");
+    let (code, said) = said(status, headers, body);
+    let text = |fix: &str| format!("Graph {what} for {user} failed with {said}{fix}");
     match status {
         429 | 503 | 504 => Outcome::RetryAfter(retry_after(headers)),
         401 => Outcome::Refresh,
@@ -102,6 +48,8 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
 
     use super::*;
 

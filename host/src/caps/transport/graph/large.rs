@@ -10,9 +10,10 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{Call, Graph, Token, path_segment};
+use super::Graph;
 use crate::bindings::MailError;
 use crate::bindings::transport::Envelope;
+use crate::caps::graph_api::{Call, Token, path_segment};
 
 /// Attachments from this size on go through an upload session, as Graph requires.
 const SESSION_FROM: usize = 3 * 1024 * 1024;
@@ -103,7 +104,7 @@ pub(super) async fn send(
         })
         .collect();
 
-    let messages = format!("{}/users/{}/messages", g.base, path_segment(&g.user));
+    let messages = g.api.url("/messages");
     let created = g
         .call(
             Call::new(
@@ -116,7 +117,7 @@ pub(super) async fn send(
             token,
         )
         .await?;
-    let id = serde_json::from_slice::<Value>(&created.2)
+    let id = serde_json::from_slice::<Value>(&created.body)
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_owned))
         .ok_or_else(|| MailError::Permanent("Graph made a draft but named no id".into()))?;
@@ -183,7 +184,7 @@ async fn fill_and_send(
             item.to_string().into_bytes(),
         );
         let session = g.call(call, token).await?;
-        let upload_url = serde_json::from_slice::<Value>(&session.2)
+        let upload_url = serde_json::from_slice::<Value>(&session.body)
             .ok()
             .and_then(|v| v["uploadUrl"].as_str().map(str::to_owned))
             .ok_or_else(|| {
@@ -214,5 +215,5 @@ async fn fill_and_send(
         "application/json",
         Vec::new(),
     );
-    Ok(g.call(send, token).await?.1)
+    Ok(g.call(send, token).await?.headers)
 }

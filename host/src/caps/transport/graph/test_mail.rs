@@ -38,7 +38,7 @@ pub async fn run(
 ) -> Report {
     let mut report = Report {
         account: account.into(),
-        server: graph.base.clone(),
+        server: graph.api.base.clone(),
         ok: false,
         stages: Vec::new(),
         error_kind: None,
