@@ -140,7 +140,7 @@ fn trigger_settings_are_checked_with_the_field_and_the_fix() {
         ),
         (
             "    on_success: archive\n",
-            "`archive` is not a post-action: use none, seen, delete or { move_to: FOLDER }",
+            "`archive` is not a post-action: use none, seen, flag, delete or { move_to: FOLDER }",
         ),
         (
             "    retry: { attempts: 0 }\n",
