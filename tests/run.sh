@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of flowmail: installs what the tests need when it is missing (the
-# mail servers from apt, Node.js and the OAuth2 test server from npm, the wasm32-wasip2
+# mail servers and PostgreSQL from apt, Node.js and the OAuth2 test server from npm, the wasm32-wasip2
 # target), then `cargo test --workspace`. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,8 @@ for pair in \
   /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver; do
   [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
 done
+# PostgreSQL: the shared-store tests start a private server with initdb and pg_ctl.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then

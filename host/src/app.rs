@@ -66,7 +66,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// Opens the store, the token store's managers and every account's backends.
     pub fn open(config: &Config, plugin: Plugin) -> anyhow::Result<Self> {
-        let store = Arc::new(Store::open(&config.store_path())?);
+        let store = Arc::new(config.open_store()?);
         let app = Self {
             store,
             base: config.base.clone(),

@@ -12,6 +12,7 @@ use flowmail::store::Store;
 pub mod browser;
 pub mod graph;
 pub mod oauth;
+pub mod postgres;
 pub mod stack;
 
 /// The misbehaving test plugin, built by this crate's build script.

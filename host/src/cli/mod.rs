@@ -72,7 +72,7 @@ pub async fn authorize(config: &Path, account: &str, timeout: u64) -> anyhow::Re
 /// `flowmail status`. It reads the store only, so it needs none of the accounts' secrets.
 pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::read(config)?;
-    let store = flowmail::store::Store::open(&config.store_path())?;
+    let store = config.open_store()?;
     let report = flowmail::status::collect(&store)?;
     if json {
         out(&format!("{}\n", serde_json::to_string_pretty(&report)?))
@@ -84,7 +84,7 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
 /// `flowmail dead-letters list|retry`. Like `status`, it reads only the store.
 pub fn dead_letters(config: &Path, workflow: Option<&str>, retry: bool) -> anyhow::Result<()> {
     let config = Config::read(config)?;
-    let store = flowmail::store::Store::open(&config.store_path())?;
+    let store = config.open_store()?;
     let scope = workflow.map_or("any workflow".to_owned(), |w| format!("`{w}`"));
     if retry {
         let n = store.retry_dead_letters(workflow)?;

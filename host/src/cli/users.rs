@@ -11,7 +11,7 @@ use flowmail::web::access::hash_password;
 
 fn store(config: &Path) -> anyhow::Result<Store> {
     let config = Config::read(config)?;
-    Ok(Store::open(&config.store_path())?)
+    config.open_store()
 }
 
 /// Reads a line from the terminal without echoing it.

@@ -155,3 +155,26 @@ fn a_graph_mailbox_takes_its_token_endpoint_and_scope_from_the_tenant() {
         ["Mail.Send", "Mail.ReadWrite", "offline_access"]
     );
 }
+
+#[test]
+fn a_store_url_is_postgresql_and_carries_no_password() {
+    let outbox = "[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n";
+    let config = load(&format!(
+        "[store]\nurl = \"postgres://flowmail:hunter2@db.example/flowmail\"\n{outbox}"
+    ))
+    .unwrap();
+    let err = config.open_store().err().unwrap();
+    assert!(
+        format!("{err:#}").contains("store.url: the password is never written into the config"),
+        "{err:#}"
+    );
+    let config = load(&format!(
+        "[store]\nurl = \"mysql://db.example/x\"\n{outbox}"
+    ))
+    .unwrap();
+    let err = config.open_store().err().unwrap();
+    assert!(
+        format!("{err:#}").contains("not a PostgreSQL URL"),
+        "{err:#}"
+    );
+}

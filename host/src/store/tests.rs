@@ -1,5 +1,24 @@
 use super::*;
 
+/// Runs `sql` (several statements) straight on the SQLite file at `path`.
+fn raw(path: &Path, sql: &str) {
+    use sqlx::Connection as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let sql = sql.to_owned();
+    rt.block_on(async move {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
 #[test]
 fn cursors_and_uids_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,21 +39,19 @@ fn cursors_and_uids_survive_reopening() {
 }
 
 #[test]
-fn uid_cursors_and_records_of_an_older_store_keep_their_meaning() {
+fn an_older_store_upgrades_in_place_keeping_cursors_records_and_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     {
         // A store as the UID-only contract left it: schema version 3.
-        let conn = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..3] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
-        conn.execute_batch(
-            "INSERT INTO cursors VALUES ('wf', 'a', 7, 42, 1);
-             INSERT INTO handled VALUES ('wf', 'a', 'id:m@x', 7, 40, 'pending', 2, 5, 6, 'busy', 1);",
-        )
-        .unwrap();
+        let mut sql = migrations::SQLITE[..3].join("\n");
+        sql.push_str(
+            "PRAGMA user_version = 3;
+             INSERT INTO cursors VALUES ('wf', 'a', 7, 42, 1);
+             INSERT INTO handled VALUES ('wf', 'a', 'id:m@x', 7, 40, 'pending', 2, 5, 6, 'busy', 1);
+             INSERT INTO oauth_tokens VALUES ('acct', 4, x'00ff10', x'0102', 99, 'mail', 'u@x', NULL, 7);",
+        );
+        raw(&path, &sql);
     }
     let s = Store::open(&path).unwrap();
     assert_eq!(s.cursor("wf", "a").unwrap().as_deref(), Some("7:42"));
@@ -42,6 +59,11 @@ fn uid_cursors_and_records_of_an_older_store_keep_their_meaning() {
     assert_eq!(
         (row.message.as_str(), row.status, row.attempts),
         ("7:40", crate::store::Handling::Pending, 2)
+    );
+    let tokens = s.tokens("acct").unwrap().unwrap();
+    assert_eq!(
+        (tokens.version, tokens.access_token, tokens.refresh_token),
+        (4, vec![0, 0xff, 0x10], Some(vec![1, 2]))
     );
 }
 
@@ -67,10 +89,7 @@ fn refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     drop(Store::open(&path).unwrap());
-    Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
+    raw(&path, "PRAGMA user_version = 99");
     assert!(matches!(
         Store::open(&path),
         Err(StoreError::TooNew { found: 99, .. })

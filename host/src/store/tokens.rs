@@ -1,7 +1,6 @@
 //! Sealed OAuth2 tokens, one row per account, written with compare-and-swap.
 
-use rusqlite::{OptionalExtension, params};
-
+use super::db::{Dialect, args, get};
 use super::{Result, Store};
 
 /// An account's OAuth2 tokens as stored: the tokens sealed, the rest plain.
@@ -22,82 +21,83 @@ impl Store {
     /// Whether any sealed secrets are stored, OAuth2 tokens or the settings page's
     /// passwords (then the key that sealed them is needed).
     pub fn has_sealed_tokens(&self) -> Result<bool> {
-        self.conn()?
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM oauth_tokens)
-                    OR EXISTS (SELECT 1 FROM page_accounts WHERE secrets IS NOT NULL)",
-                [],
-                |r| r.get(0),
+        self.conn
+            .row(
+                "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM oauth_tokens)
+                    OR EXISTS (SELECT 1 FROM page_accounts WHERE secrets IS NOT NULL)
+                    THEN 1 ELSE 0 END AS BIGINT)",
+                args![],
+                |r| get::<i64>(r, 0),
             )
-            .map_err(|e| self.err(e))
+            .map(|v| v == Some(1))
     }
 
     /// A value that changes whenever any account's tokens are written: a new
     /// authorization, a refresh, or a mark that one is needed. A paused trigger watches it
     /// to resume as soon as credentials change, in this process or another.
     pub fn credentials_fingerprint(&self) -> Result<String> {
-        self.conn()?
-            .query_row(
+        let sql = match self.conn.db.dialect {
+            Dialect::Sqlite => {
                 "SELECT COALESCE(group_concat(account || ':' || version, ','), '')
-                 FROM (SELECT account, version FROM oauth_tokens ORDER BY account)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))
+                 FROM (SELECT account, version FROM oauth_tokens ORDER BY account)"
+            }
+            Dialect::Postgres => {
+                "SELECT COALESCE(string_agg(account || ':' || version, ',' ORDER BY account), '')
+                 FROM oauth_tokens"
+            }
+        };
+        self.conn
+            .row(sql, args![], |r| get::<String>(r, 0))
+            .map(Option::unwrap_or_default)
     }
 
     /// The sealed OAuth2 tokens of `account`.
     pub fn tokens(&self, account: &str) -> Result<Option<TokenRow>> {
-        self.conn()?
-            .query_row(
-                "SELECT version, access_token, refresh_token, expires_at, scope, username, needs_reauth, refreshed_at
-                 FROM oauth_tokens WHERE account = ?1",
-                [account],
-                |r| {
-                    Ok(TokenRow {
-                        version: r.get(0)?,
-                        access_token: r.get(1)?,
-                        refresh_token: r.get(2)?,
-                        expires_at: r.get(3)?,
-                        scope: r.get(4)?,
-                        username: r.get(5)?,
-                        needs_reauth: r.get(6)?,
-                        refreshed_at: r.get(7)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.conn.row(
+            "SELECT version, access_token, refresh_token, expires_at, scope, username, needs_reauth, refreshed_at
+             FROM oauth_tokens WHERE account = $1",
+            args![account],
+            |r| {
+                Ok(TokenRow {
+                    version: get(r, 0)?,
+                    access_token: get(r, 1)?,
+                    refresh_token: get(r, 2)?,
+                    expires_at: get(r, 3)?,
+                    scope: get(r, 4)?,
+                    username: get(r, 5)?,
+                    needs_reauth: get(r, 6)?,
+                    refreshed_at: get(r, 7)?,
+                })
+            },
+        )
     }
 
     /// Writes `row` for `account` if the stored version is still `expected` (`None`: a new
     /// authorization, which replaces whatever is there). Returns whether it was written.
     pub fn put_tokens(&self, account: &str, expected: Option<i64>, row: &TokenRow) -> Result<bool> {
-        let conn = self.conn()?;
         let changed = match expected {
-            Some(version) => conn.execute(
-                "UPDATE oauth_tokens SET version = ?3, access_token = ?4, refresh_token = ?5, expires_at = ?6,
-                   scope = ?7, username = ?8, needs_reauth = ?9, refreshed_at = ?10
-                 WHERE account = ?1 AND version = ?2",
-                params![
-                    account, version, row.version, row.access_token, row.refresh_token, row.expires_at,
-                    row.scope, row.username, row.needs_reauth, row.refreshed_at
+            Some(version) => self.conn.exec(
+                "UPDATE oauth_tokens SET version = $3, access_token = $4, refresh_token = $5, expires_at = $6,
+                   scope = $7, username = $8, needs_reauth = $9, refreshed_at = $10
+                 WHERE account = $1 AND version = $2",
+                args![
+                    account, version, row.version, &row.access_token, &row.refresh_token, row.expires_at,
+                    &row.scope, &row.username, &row.needs_reauth, row.refreshed_at
                 ],
             ),
-            None => conn.execute(
+            None => self.conn.exec(
                 "INSERT INTO oauth_tokens (account, version, access_token, refresh_token, expires_at, scope, username,
-                   needs_reauth, refreshed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                   needs_reauth, refreshed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (account) DO UPDATE SET version = excluded.version, access_token = excluded.access_token,
                    refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, scope = excluded.scope,
                    username = excluded.username, needs_reauth = excluded.needs_reauth,
                    refreshed_at = excluded.refreshed_at",
-                params![
-                    account, row.version, row.access_token, row.refresh_token, row.expires_at, row.scope,
-                    row.username, row.needs_reauth, row.refreshed_at
+                args![
+                    account, row.version, &row.access_token, &row.refresh_token, row.expires_at, &row.scope,
+                    &row.username, &row.needs_reauth, row.refreshed_at
                 ],
             ),
-        }
-        .map_err(|e| self.err(e))?;
+        }?;
         Ok(changed == 1)
     }
 }

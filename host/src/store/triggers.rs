@@ -1,8 +1,9 @@
 //! What mailbox triggers keep: each message's record with a workflow (done, waiting for a
 //! retry, dead), and each trigger's watchdog state for `flowmail status`.
 
-use rusqlite::{OptionalExtension, params};
+use sqlx::any::AnyRow;
 
+use super::db::{args, get};
 use super::{Result, Store};
 
 /// Where a message stands with a workflow.
@@ -89,69 +90,63 @@ pub struct HandledCounts {
     pub dead: u64,
 }
 
+/// The columns [`handled_row`] reads, in its order.
+const HANDLED_COLUMNS: &str =
+    "key, message, status, attempts, first_seen, next_attempt, last_error, post_pending";
+
 impl Store {
     /// The record of message `key` with `workflow`.
     pub fn handled(&self, workflow: &str, account: &str, key: &str) -> Result<Option<HandledRow>> {
-        self.conn()?
-            .query_row(
-                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
-                    post_pending
-                 FROM handled WHERE workflow = ?1 AND account = ?2 AND key = ?3",
-                params![workflow, account, key],
-                handled_row,
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.conn.row(
+            &format!(
+                "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2 AND key = $3"
+            ),
+            args![workflow, account, key],
+            handled_row,
+        )
     }
 
     /// Messages of `workflow` whose run succeeded but whose post-action has not yet taken
     /// effect (it failed, or the process died before it).
     pub fn post_actions_pending(&self, workflow: &str, account: &str) -> Result<Vec<HandledRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
-                    post_pending
-                 FROM handled WHERE workflow = ?1 AND account = ?2 AND status = 'done'
-                   AND post_pending != 0
-                 ORDER BY first_seen, rowid",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![workflow, account], handled_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        self.conn.rows(
+            &format!(
+                "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
+                   AND status = 'done' AND post_pending != 0
+                 ORDER BY first_seen, {{seq}}"
+            ),
+            args![workflow, account],
+            handled_row,
+        )
     }
 
     /// Writes the record of one message.
     pub fn put_handled(&self, workflow: &str, account: &str, row: &HandledRow) -> Result<()> {
-        self.conn()?
-            .execute(
+        self.conn
+            .exec(
                 "INSERT INTO handled (workflow, account, key, message, status, attempts,
                     first_seen, next_attempt, last_error, updated_at, post_pending)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (workflow, account, key) DO UPDATE SET
                     message = excluded.message, post_pending = excluded.post_pending,
                     status = excluded.status, attempts = excluded.attempts,
                     next_attempt = excluded.next_attempt, last_error = excluded.last_error,
                     updated_at = excluded.updated_at",
-                params![
+                args![
                     workflow,
                     account,
-                    row.key,
-                    row.message,
+                    &row.key,
+                    &row.message,
                     row.status.as_str(),
                     row.attempts,
                     row.first_seen,
                     row.next_attempt,
-                    row.last_error,
+                    &row.last_error,
                     crate::unix_now(),
                     row.post_pending
                 ],
             )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map(drop)
     }
 
     /// Messages of `workflow` in `status`, oldest first; with `due_by`, only those whose
@@ -163,29 +158,20 @@ impl Store {
         status: Handling,
         due_by: Option<i64>,
     ) -> Result<Vec<HandledRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
-                    post_pending
-                 FROM handled WHERE workflow = ?1 AND account = ?2 AND status = ?3
-                   AND next_attempt <= ?4
-                 ORDER BY first_seen, rowid",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    workflow,
-                    account,
-                    status.as_str(),
-                    due_by.unwrap_or(i64::MAX)
-                ],
-                handled_row,
-            )
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        self.conn.rows(
+            &format!(
+                "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
+                   AND status = $3 AND next_attempt <= $4
+                 ORDER BY first_seen, {{seq}}"
+            ),
+            args![
+                workflow,
+                account,
+                status.as_str(),
+                due_by.unwrap_or(i64::MAX)
+            ],
+            handled_row,
+        )
     }
 
     /// Every dead letter, of `workflow` or of all workflows, as (workflow, account, row).
@@ -193,56 +179,42 @@ impl Store {
         &self,
         workflow: Option<&str>,
     ) -> Result<Vec<(String, String, HandledRow)>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT key, message, status, attempts, first_seen, next_attempt, last_error,
-                    post_pending, workflow, account
-                 FROM handled WHERE status = 'dead' AND (?1 IS NULL OR workflow = ?1)
-                 ORDER BY workflow, account, first_seen, rowid",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![workflow], |r| {
-                Ok((r.get(8)?, r.get(9)?, handled_row(r)?))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        self.conn.rows(
+            &format!(
+                "SELECT {HANDLED_COLUMNS}, workflow, account
+                 FROM handled WHERE status = 'dead' AND ($1 = '' OR workflow = $1)
+                 ORDER BY workflow, account, first_seen, {{seq}}"
+            ),
+            args![workflow.unwrap_or_default()],
+            |r| Ok((get(r, 8)?, get(r, 9)?, handled_row(r)?)),
+        )
     }
 
     /// Puts the dead letters of `workflow` (or of all workflows) back to waiting, with
     /// fresh attempts and due now, so that the next catch-up runs each once. Returns how
     /// many there were. Run twice, the second finds none: each comes back once.
     pub fn retry_dead_letters(&self, workflow: Option<&str>) -> Result<usize> {
-        self.conn()?
-            .execute(
-                "UPDATE handled SET status = 'pending', attempts = 0, next_attempt = ?2,
+        self.conn
+            .exec(
+                "UPDATE handled SET status = 'pending', attempts = 0, next_attempt = $2,
                     last_error = 'retry requested after: ' || COALESCE(last_error, 'no reason'),
-                    updated_at = ?2
-                 WHERE status = 'dead' AND (?1 IS NULL OR workflow = ?1)",
-                params![workflow, crate::unix_now()],
+                    updated_at = $2
+                 WHERE status = 'dead' AND ($1 = '' OR workflow = $1)",
+                args![workflow.unwrap_or_default(), crate::unix_now()],
             )
-            .map_err(|e| self.err(e))
+            .map(|n| n as usize)
     }
 
     /// How many messages of `workflow` are in each state.
     pub fn handled_counts(&self, workflow: &str, account: &str) -> Result<HandledCounts> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT status, COUNT(*) FROM handled WHERE workflow = ?1 AND account = ?2
-                 GROUP BY status",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![workflow, account], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
+        let rows = self.conn.rows(
+            "SELECT status, COUNT(*) FROM handled WHERE workflow = $1 AND account = $2
+             GROUP BY status",
+            args![workflow, account],
+            |r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)),
+        )?;
         let mut counts = HandledCounts::default();
-        for row in rows {
-            let (status, n) = row.map_err(|e| self.err(e))?;
+        for (status, n) in rows {
             let n = n.max(0) as u64;
             match Handling::parse(&status) {
                 Handling::Done => counts.done = n,
@@ -256,98 +228,92 @@ impl Store {
 
     /// Writes a trigger's watchdog state.
     pub fn put_watch(&self, row: &WatchRow) -> Result<()> {
-        self.conn()?
-            .execute(
-                "INSERT OR REPLACE INTO watch (workflow, account, mode, pid, started_at, last_ok,
+        self.conn
+            .exec(
+                "INSERT INTO watch (workflow, account, mode, pid, started_at, last_ok,
                     last_error, last_error_at, unhandled_since, alerts, last_alert, silence_after,
                     updated_at, paused)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    row.workflow,
-                    row.account,
-                    row.mode,
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (workflow, account) DO UPDATE SET mode = excluded.mode,
+                    pid = excluded.pid, started_at = excluded.started_at,
+                    last_ok = excluded.last_ok, last_error = excluded.last_error,
+                    last_error_at = excluded.last_error_at,
+                    unhandled_since = excluded.unhandled_since, alerts = excluded.alerts,
+                    last_alert = excluded.last_alert, silence_after = excluded.silence_after,
+                    updated_at = excluded.updated_at, paused = excluded.paused",
+                args![
+                    &row.workflow,
+                    &row.account,
+                    &row.mode,
                     row.pid,
                     row.started_at,
                     row.last_ok,
-                    row.last_error,
+                    &row.last_error,
                     row.last_error_at,
                     row.unhandled_since,
                     row.alerts,
-                    row.last_alert,
+                    &row.last_alert,
                     row.silence_after,
                     crate::unix_now(),
-                    row.paused
+                    &row.paused
                 ],
             )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map(drop)
     }
 
     /// Every (workflow, account) that has read a mailbox, by `serve` or `flowmail run`,
     /// with when it last moved its cursor or recorded a message.
     pub fn triggers_read(&self) -> Result<Vec<(String, String, i64)>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT workflow, account, MAX(at) FROM (
-                    SELECT workflow, account, updated_at AS at FROM cursors
-                    UNION ALL
-                    SELECT workflow, account, updated_at AS at FROM handled
-                 ) GROUP BY workflow, account ORDER BY workflow, account",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        self.conn.rows(
+            "SELECT workflow, account, MAX(at) FROM (
+                SELECT workflow, account, updated_at AS at FROM cursors
+                UNION ALL
+                SELECT workflow, account, updated_at AS at FROM handled
+             ) AS read GROUP BY workflow, account ORDER BY workflow, account",
+            args![],
+            |r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)),
+        )
     }
 
     /// Every trigger's watchdog state, by workflow and account.
     pub fn watches(&self) -> Result<Vec<WatchRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT workflow, account, mode, pid, started_at, last_ok, last_error,
-                    last_error_at, unhandled_since, alerts, last_alert, silence_after, updated_at,
-                    paused
-                 FROM watch ORDER BY workflow, account",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.conn.rows(
+            "SELECT workflow, account, mode, pid, started_at, last_ok, last_error,
+                last_error_at, unhandled_since, alerts, last_alert, silence_after, updated_at,
+                paused
+             FROM watch ORDER BY workflow, account",
+            args![],
+            |r| {
                 Ok(WatchRow {
-                    workflow: r.get(0)?,
-                    account: r.get(1)?,
-                    mode: r.get(2)?,
-                    pid: r.get(3)?,
-                    started_at: r.get(4)?,
-                    last_ok: r.get(5)?,
-                    last_error: r.get(6)?,
-                    last_error_at: r.get(7)?,
-                    unhandled_since: r.get(8)?,
-                    alerts: r.get(9)?,
-                    last_alert: r.get(10)?,
-                    silence_after: r.get(11)?,
-                    updated_at: r.get(12)?,
-                    paused: r.get(13)?,
+                    workflow: get(r, 0)?,
+                    account: get(r, 1)?,
+                    mode: get(r, 2)?,
+                    pid: get::<i64>(r, 3)? as u32,
+                    started_at: get(r, 4)?,
+                    last_ok: get(r, 5)?,
+                    last_error: get(r, 6)?,
+                    last_error_at: get(r, 7)?,
+                    unhandled_since: get(r, 8)?,
+                    alerts: get::<i64>(r, 9)? as u32,
+                    last_alert: get(r, 10)?,
+                    silence_after: get(r, 11)?,
+                    updated_at: get(r, 12)?,
+                    paused: get(r, 13)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+            },
+        )
     }
 }
 
-fn handled_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HandledRow> {
+fn handled_row(r: &AnyRow) -> std::result::Result<HandledRow, sqlx::Error> {
     Ok(HandledRow {
-        key: r.get(0)?,
-        message: r.get(1)?,
-        status: Handling::parse(&r.get::<_, String>(2)?),
-        attempts: r.get(3)?,
-        first_seen: r.get(4)?,
-        next_attempt: r.get(5)?,
-        last_error: r.get(6)?,
-        post_pending: r.get(7)?,
+        key: get(r, 0)?,
+        message: get(r, 1)?,
+        status: Handling::parse(&get::<String>(r, 2)?),
+        attempts: get::<i64>(r, 3)? as u32,
+        first_seen: get(r, 4)?,
+        next_attempt: get(r, 5)?,
+        last_error: get(r, 6)?,
+        post_pending: get::<i64>(r, 7)? != 0,
     })
 }

@@ -1,8 +1,9 @@
 //! The settings page's records: users (argon2id hashes only), sessions (the hash of the
 //! cookie's token, never the token), and the accounts made on the page (secrets sealed).
 
-use rusqlite::{OptionalExtension, params};
+use sqlx::any::AnyRow;
 
+use super::db::{args, get};
 use super::{Result, Store};
 
 /// A user of the settings page.
@@ -64,14 +65,14 @@ impl std::fmt::Debug for PageAccountRow {
 
 const USER_COLUMNS: &str = "id, login, email, name, password_hash, created_at";
 
-fn user(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
+fn user(r: &AnyRow, at: usize) -> std::result::Result<UserRow, sqlx::Error> {
     Ok(UserRow {
-        id: r.get(at)?,
-        login: r.get(at + 1)?,
-        email: r.get(at + 2)?,
-        name: r.get(at + 3)?,
-        password_hash: r.get(at + 4)?,
-        created_at: r.get(at + 5)?,
+        id: get(r, at)?,
+        login: get(r, at + 1)?,
+        email: get(r, at + 2)?,
+        name: get(r, at + 3)?,
+        password_hash: get(r, at + 4)?,
+        created_at: get(r, at + 5)?,
     })
 }
 
@@ -84,52 +85,42 @@ impl Store {
         name: Option<&str>,
         password_hash: &str,
     ) -> Result<bool> {
-        self.conn()?
-            .execute(
+        self.conn
+            .exec(
                 "INSERT INTO users (login, email, name, password_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (login) DO NOTHING",
-                params![login, email, name, password_hash, crate::unix_now()],
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (login) DO NOTHING",
+                args![login, email, name, password_hash, crate::unix_now()],
             )
             .map(|n| n == 1)
-            .map_err(|e| self.err(e))
     }
 
     /// Every user, by login.
     pub fn users(&self) -> Result<Vec<UserRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY login"))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| user(r, 0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+        self.conn.rows(
+            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY login"),
+            args![],
+            |r| user(r, 0),
+        )
     }
 
     /// The user who logs in as `login`.
     pub fn user(&self, login: &str) -> Result<Option<UserRow>> {
-        self.conn()?
-            .query_row(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE login = ?1"),
-                [login],
-                |r| user(r, 0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.conn.row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE login = $1"),
+            args![login],
+            |r| user(r, 0),
+        )
     }
 
     /// Removes the user who logs in as `login`, and their sessions; `false` if none.
     pub fn remove_user(&self, login: &str) -> Result<bool> {
-        let conn = self.conn()?;
-        conn.execute(
-            "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE login = ?1)",
-            [login],
-        )
-        .map_err(|e| self.err(e))?;
-        conn.execute("DELETE FROM users WHERE login = ?1", [login])
+        self.conn.exec(
+            "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE login = $1)",
+            args![login],
+        )?;
+        self.conn
+            .exec("DELETE FROM users WHERE login = $1", args![login])
             .map(|n| n == 1)
-            .map_err(|e| self.err(e))
     }
 
     /// Records a new session under the hash of its token.
@@ -140,95 +131,85 @@ impl Store {
         csrf: &str,
         expires_at: i64,
     ) -> Result<()> {
-        let conn = self.conn()?;
         // Expired sessions go whenever a new one comes.
-        conn.execute(
-            "DELETE FROM sessions WHERE expires_at <= ?1",
-            [crate::unix_now()],
-        )
-        .map_err(|e| self.err(e))?;
-        conn.execute(
-            "INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![token_hash, user_id, csrf, crate::unix_now(), expires_at],
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        self.conn.exec(
+            "DELETE FROM sessions WHERE expires_at <= $1",
+            args![crate::unix_now()],
+        )?;
+        self.conn
+            .exec(
+                "INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                args![token_hash, user_id, csrf, crate::unix_now(), expires_at],
+            )
+            .map(drop)
     }
 
     /// The live session whose token hashes to `token_hash`, with its user.
     pub fn session(&self, token_hash: &str) -> Result<Option<SessionRow>> {
-        self.conn()?
-            .query_row(
-                "SELECT s.csrf, s.expires_at, u.id, u.login, u.email, u.name, u.password_hash,
-                    u.created_at
-                 FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.token_hash = ?1 AND s.expires_at > ?2",
-                params![token_hash, crate::unix_now()],
-                |r| {
-                    Ok(SessionRow {
-                        csrf: r.get(0)?,
-                        expires_at: r.get(1)?,
-                        user: user(r, 2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        self.conn.row(
+            "SELECT s.csrf, s.expires_at, u.id, u.login, u.email, u.name, u.password_hash,
+                u.created_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+            args![token_hash, crate::unix_now()],
+            |r| {
+                Ok(SessionRow {
+                    csrf: get(r, 0)?,
+                    expires_at: get(r, 1)?,
+                    user: user(r, 2)?,
+                })
+            },
+        )
     }
 
     /// Ends a session.
     pub fn end_session(&self, token_hash: &str) -> Result<()> {
-        self.conn()?
-            .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.conn
+            .exec(
+                "DELETE FROM sessions WHERE token_hash = $1",
+                args![token_hash],
+            )
+            .map(drop)
     }
 
     /// Writes an account of the settings page.
     pub fn put_page_account(&self, row: &PageAccountRow) -> Result<()> {
-        self.conn()?
-            .execute(
+        self.conn
+            .exec(
                 "INSERT INTO page_accounts (name, settings, secrets, state, updated_by, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (name) DO UPDATE SET settings = excluded.settings,
                    secrets = excluded.secrets, state = excluded.state,
                    updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                params![
-                    row.name,
-                    row.settings,
-                    row.secrets,
-                    row.state,
-                    row.updated_by,
+                args![
+                    &row.name,
+                    &row.settings,
+                    &row.secrets,
+                    &row.state,
+                    &row.updated_by,
                     row.updated_at
                 ],
             )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map(drop)
     }
 
     /// Every account of the settings page, by name.
     pub fn page_accounts(&self) -> Result<Vec<PageAccountRow>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT name, settings, secrets, state, updated_by, updated_at
-                 FROM page_accounts ORDER BY name",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.conn.rows(
+            "SELECT name, settings, secrets, state, updated_by, updated_at
+             FROM page_accounts ORDER BY name",
+            args![],
+            |r| {
                 Ok(PageAccountRow {
-                    name: r.get(0)?,
-                    settings: r.get(1)?,
-                    secrets: r.get(2)?,
-                    state: r.get(3)?,
-                    updated_by: r.get(4)?,
-                    updated_at: r.get(5)?,
+                    name: get(r, 0)?,
+                    settings: get(r, 1)?,
+                    secrets: get(r, 2)?,
+                    state: get(r, 3)?,
+                    updated_by: get(r, 4)?,
+                    updated_at: get(r, 5)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))
+            },
+        )
     }
 }

@@ -1,0 +1,309 @@
+//! The database under the store: SQLite (a file, the embedded default) or PostgreSQL (a
+//! URL, shared by several nodes), through sqlx's `Any` driver. Queries are written once,
+//! with `$1`-style parameters; the few places where the two dialects differ are spelled
+//! per dialect here. The store's calls stay synchronous for its callers: each runs on the
+//! store's own runtime thread, which owns the pool's connections.
+
+use std::future::Future;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row as _};
+
+use super::{Result, StoreError, migrations};
+
+/// Which database a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a query parameter.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+    Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<u32> for Arg {
+    fn from(v: u32) -> Self {
+        Self::Int(i64::from(v))
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Self::Int(i64::from(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Self::OptInt(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Self::Text(v.clone())
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Self::OptText(v.map(str::to_owned))
+    }
+}
+impl From<&Option<String>> for Arg {
+    fn from(v: &Option<String>) -> Self {
+        Self::OptText(v.clone())
+    }
+}
+impl From<&Vec<u8>> for Arg {
+    fn from(v: &Vec<u8>) -> Self {
+        Self::Bytes(v.clone())
+    }
+}
+impl From<&Option<Vec<u8>>> for Arg {
+    fn from(v: &Option<Vec<u8>>) -> Self {
+        Self::OptBytes(v.clone())
+    }
+}
+
+/// Arguments for a query: `args![a, b, c]`.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$($crate::store::db::Arg::from($a)),*] };
+}
+pub(crate) use args;
+
+/// The pool and its dialect.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+}
+
+impl Db {
+    /// `sql` for this dialect: `$N` parameters become SQLite's `?N` (bound by number, so a
+    /// parameter may come back out of order), and `{seq}` names the column that keeps
+    /// insertion order (SQLite's `rowid`, a `seq` column on PostgreSQL).
+    pub fn sql(&self, sql: &str) -> sqlx::AssertSqlSafe<String> {
+        // Safe: the text is the store's own SQL; values are always bound parameters.
+        sqlx::AssertSqlSafe(self.sql_text(sql))
+    }
+
+    fn sql_text(&self, sql: &str) -> String {
+        let sql = match self.dialect {
+            Dialect::Sqlite => sql.replace("{seq}", "rowid"),
+            Dialect::Postgres => sql.replace("{seq}", "seq"),
+        };
+        if self.dialect == Dialect::Postgres {
+            return sql;
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Binds `args` to a query.
+pub fn bind<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+            Arg::Bytes(v) => q.bind(v),
+            Arg::OptBytes(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// Column `i` of `row`, as `T`.
+pub fn get<T>(row: &AnyRow, i: usize) -> std::result::Result<T, sqlx::Error>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get::<T, _>(i)
+}
+
+/// A store's database and the runtime its connections live on.
+pub struct Conn {
+    pub db: Db,
+    /// Where the store is, for messages (a path, or the URL without its password).
+    pub name: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The store may be dropped inside another runtime, where blocking is not allowed.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Conn {
+    /// Connects to `url` (`sqlite://PATH?mode=rwc` or `postgres://...`) and migrates.
+    pub fn open(url: &str, name: String) -> Result<Self> {
+        let io = |source| StoreError::Io {
+            path: name.clone(),
+            source,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flowmail-store")
+            .enable_all()
+            .build()
+            .map_err(io)?;
+        let dialect = if url.starts_with("postgres") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        };
+        sqlx::any::install_default_drivers();
+        let url = url.to_owned();
+        let connect_name = name.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let result = async {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(if dialect == Dialect::Sqlite { 4 } else { 8 })
+                    .acquire_timeout(std::time::Duration::from_secs(30))
+                    .connect(&url)
+                    .await
+                    .map_err(|source| StoreError::Sql {
+                        path: connect_name.clone(),
+                        source,
+                    })?;
+                let db = Db { pool, dialect };
+                migrations::migrate(&db, &connect_name).await?;
+                Ok(db)
+            }
+            .await;
+            let _ = tx.send(result);
+        });
+        let db = rx.recv().map_err(|_| StoreError::Closed)??;
+        Ok(Self {
+            db,
+            name,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `f` on the store's runtime and waits for it. Callers in async code block
+    /// their thread for the query's time, as they did on a SQLite connection.
+    pub fn run<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let Some(rt) = &self.runtime else {
+            return Err(StoreError::Closed);
+        };
+        let fut = f(self.db.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn sql_err(&self) -> impl Fn(sqlx::Error) -> StoreError + Send + Sync + 'static {
+        let name = self.name.clone();
+        move |source| StoreError::Sql {
+            path: name.clone(),
+            source,
+        }
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        let err = self.sql_err();
+        let sql = self.db.sql(sql);
+        self.run(move |db| async move {
+            bind(sqlx::query(sql), args)
+                .execute(&db.pool)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(err)
+        })
+    }
+
+    /// The rows of a query, each turned into `T` by `map`.
+    pub fn rows<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&AnyRow) -> std::result::Result<T, sqlx::Error> + Send + 'static,
+    ) -> Result<Vec<T>> {
+        let err = self.sql_err();
+        let sql = self.db.sql(sql);
+        self.run(move |db| async move {
+            let rows = bind(sqlx::query(sql), args)
+                .fetch_all(&db.pool)
+                .await
+                .map_err(&err)?;
+            rows.iter().map(|r| map(r).map_err(&err)).collect()
+        })
+    }
+
+    /// The first row of a query, if any, turned into `T` by `map`.
+    pub fn row<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&AnyRow) -> std::result::Result<T, sqlx::Error> + Send + 'static,
+    ) -> Result<Option<T>> {
+        let err = self.sql_err();
+        let sql = self.db.sql(sql);
+        self.run(move |db| async move {
+            let row = bind(sqlx::query(sql), args)
+                .fetch_optional(&db.pool)
+                .await
+                .map_err(&err)?;
+            row.as_ref().map(|r| map(r).map_err(&err)).transpose()
+        })
+    }
+
+    /// Runs `f` with a transaction's connection and commits if it succeeds.
+    pub fn transaction<T, F>(
+        &self,
+        f: impl FnOnce(Db, sqlx::Transaction<'static, sqlx::Any>) -> F + Send + 'static,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<(T, sqlx::Transaction<'static, sqlx::Any>)>> + Send + 'static,
+    {
+        let err = self.sql_err();
+        self.run(move |db| async move {
+            let tx = db.pool.begin().await.map_err(&err)?;
+            let (value, tx) = f(db, tx).await?;
+            tx.commit().await.map_err(&err)?;
+            Ok(value)
+        })
+    }
+}

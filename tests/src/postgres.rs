@@ -1,0 +1,166 @@
+//! A private PostgreSQL server for the tests: `initdb` and `pg_ctl` from the machine's
+//! PostgreSQL on a temporary folder and a free port on 127.0.0.1, as the `postgres` user
+//! when the tests run as root (PostgreSQL refuses to run as root), stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running server; `url` reaches its `postgres` database as the superuser `flowmail`.
+pub struct Postgres {
+    pub url: String,
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The newest PostgreSQL's `bin` folder (Debian keeps it out of PATH).
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).context(
+        "PostgreSQL is missing (no /usr/lib/postgresql/*/bin/initdb); install it with: apt-get install -y postgresql",
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// `program args...`, as the `postgres` user when this process is root.
+fn command(program: &Path, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program).args(args);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    }
+}
+
+fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
+    let out = c.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Postgres {
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = bin_dir()?;
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        if is_root() {
+            // The server runs as `postgres`: it owns the folder it writes.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+            run(
+                {
+                    let mut c = Command::new("chown");
+                    c.args(["postgres:postgres"]).arg(dir.path());
+                    c
+                },
+                "chown",
+            )?;
+        }
+        let data_arg = data.display().to_string();
+        run(
+            command(
+                &bin.join("initdb"),
+                &[
+                    "-D",
+                    &data_arg,
+                    "-U",
+                    "flowmail",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            ),
+            "initdb",
+        )?;
+        let port = crate::stack::free_port()?;
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            dir.path().display()
+        );
+        let log = dir.path().join("postgres.log").display().to_string();
+        run(
+            command(
+                &bin.join("pg_ctl"),
+                &[
+                    "-D", &data_arg, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+                ],
+            ),
+            "pg_ctl start",
+        )?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "PostgreSQL did not listen on {port}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            url: format!("postgres://flowmail@127.0.0.1:{port}/postgres"),
+            port,
+            bin,
+            data,
+            _dir: dir,
+        })
+    }
+
+    /// A new, empty database on this server, and its URL.
+    pub fn database(&self, name: &str) -> anyhow::Result<String> {
+        let port = self.port.to_string();
+        run(
+            command(
+                &self.bin.join("createdb"),
+                &["-h", "127.0.0.1", "-p", &port, "-U", "flowmail", name],
+            ),
+            "createdb",
+        )?;
+        Ok(format!(
+            "postgres://flowmail@127.0.0.1:{}/{name}",
+            self.port
+        ))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = command(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+        )
+        .output();
+    }
+}
