@@ -283,6 +283,20 @@ fn a_workflow_lock_on_postgresql_is_held_across_processes_until_its_holder_dies(
     drop(second.lock_workflow("wf").unwrap());
 }
 
+/// Runs `flowmail ARGS` in the workspace; it must succeed.
+fn flowmail(ws: &Workspace, args: &[&str]) {
+    let out = Command::new(flowmail_tests::flowmail_bin())
+        .current_dir(ws.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_demo_job_runs_on_postgresql() {
     let pg = Postgres::start().unwrap();
@@ -294,16 +308,7 @@ fn the_demo_job_runs_on_postgresql() {
         demo.replace("[store]\n", &format!("[store]\nurl = \"{url}\"\n")),
     )
     .unwrap();
-    let run = Command::new(flowmail_tests::flowmail_bin())
-        .current_dir(ws.path())
-        .args(["run", "workflows/alert-digest.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    flowmail(&ws, &["run", "workflows/alert-digest.yaml"]);
     let sent = ws.outbox().len();
     assert!(sent > 0, "the demo sent mail");
     assert!(
@@ -311,26 +316,8 @@ fn the_demo_job_runs_on_postgresql() {
         "nothing went to SQLite"
     );
     // Run again: every message was recorded in PostgreSQL, so nothing runs twice.
-    let again = Command::new(flowmail_tests::flowmail_bin())
-        .current_dir(ws.path())
-        .args(["run", "workflows/alert-digest.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    flowmail(&ws, &["run", "workflows/alert-digest.yaml"]);
     assert_eq!(ws.outbox().len(), sent, "nothing ran twice");
-    let status = Command::new(flowmail_tests::flowmail_bin())
-        .current_dir(ws.path())
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    flowmail(&ws, &["status"]);
     assert!(!ws.path().join("var/flowmail.db").exists());
 }
