@@ -97,6 +97,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The nodes that share the store: data center, alive or not, last heartbeat, triggers.
+    Nodes {
+        /// Print the nodes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The dead letters of mailbox triggers: list them, or retry them once their cause is
     /// fixed.
     DeadLetters {
@@ -164,6 +170,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Check { workflow } => cli::check(config, workflow),
         Command::Status { json } => cli::status(config, *json),
+        Command::Nodes { json } => cli::nodes(config, *json),
         Command::DeadLetters { action } => match action {
             DeadLettersAction::List { workflow } => {
                 cli::dead_letters(config, workflow.as_deref(), false)

@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use flowmail::store::{
-    HandledRow, Handling, PageAccountRow, Store, StoreError, TokenRow, WatchRow,
+    HandledRow, Handling, NodeRow, PageAccountRow, Store, StoreError, TokenRow, WatchRow,
 };
 use flowmail_tests::Workspace;
 use flowmail_tests::postgres::Postgres;
@@ -221,6 +221,40 @@ fn exercise(s: &Store, what: &str) {
         "failed",
         "newest first: {what}"
     );
+
+    // Nodes: a live name is taken; a stopped one may be registered again.
+    let node = NodeRow {
+        name: "n1".into(),
+        data_center: "a".into(),
+        host: "h".into(),
+        // A process that runs, so that the name is held by a live holder.
+        pid: std::process::id(),
+        started_at: 1,
+        heartbeat_at: 1,
+        heartbeat_secs: 5,
+        triggers: 2,
+        stopped_at: None,
+    };
+    let me = std::process::id();
+    s.register_node(&node).unwrap();
+    assert!(s.heartbeat("n1", "h", me).unwrap(), "{what}");
+    let twin = NodeRow {
+        pid: me + 1,
+        ..node.clone()
+    };
+    assert!(
+        matches!(s.register_node(&twin), Err(StoreError::NodeTaken { pid, .. }) if pid == me),
+        "{what}"
+    );
+    assert!(!s.heartbeat("n1", "h", me + 1).unwrap(), "{what}");
+    s.node_stopped("n1", "h", me).unwrap();
+    let nodes = s.nodes().unwrap();
+    assert!(
+        nodes[0].stopped_at.is_some() && !nodes[0].alive(flowmail::unix_now()),
+        "{what}"
+    );
+    s.register_node(&twin).unwrap();
+    assert!(s.nodes().unwrap()[0].alive(flowmail::unix_now()), "{what}");
 
     // One process at a time runs a workflow's trigger.
     let lock = s.lock_workflow("wf").unwrap();

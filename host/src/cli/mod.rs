@@ -2,8 +2,11 @@
 //! command line and calls one of these; each builds what it needs through [`App`] and
 //! prints its own output.
 
+mod nodes;
 mod progress;
 mod users;
+
+pub use self::nodes::list as nodes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -176,6 +179,8 @@ pub async fn serve(
     paths: &[PathBuf],
     web_only: bool,
 ) -> anyhow::Result<()> {
+    // Taken first, so that a SIGTERM during start-up stops cleanly too.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let (config, app) = open(config_path, plugin)?;
     let workflows = if web_only {
         Vec::new()
@@ -194,6 +199,7 @@ pub async fn serve(
             .local_addr()
             .context("the settings page's address")?
     );
+    let node = nodes::register(app.store(), &config, workflows.len())?;
     app.keep_tokens_alive().await;
     let console = Console::default();
     let mailer = config.alerts.as_ref().map(|a| {
@@ -221,8 +227,6 @@ pub async fn serve(
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signals = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let term = async {
             match term.as_mut() {
                 Some(t) => {
@@ -253,12 +257,15 @@ pub async fn serve(
     // A process that runs for months must keep its refresh tokens alive too, not only
     // at start.
     let keep_alive = app.keep_tokens_alive_every(std::time::Duration::from_secs(24 * 3600));
-    tokio::select! {
-        r = work => r?,
-        () = async { signals.await; } => {}
-        () = keep_alive => {}
-        () = settings_alerts => {}
-    }
+    let ended = tokio::select! {
+        r = work => r,
+        () = async { signals.await; } => Ok(()),
+        () = keep_alive => Ok(()),
+        () = settings_alerts => Ok(()),
+        () = node.beat() => Ok(()),
+    };
+    node.stopped();
+    ended?;
     match tokio::time::timeout(std::time::Duration::from_secs(5), page).await {
         Ok(Ok(r)) => r?,
         Ok(Err(e)) => tracing::warn!("the settings page's server ended badly: {e}"),

@@ -29,9 +29,61 @@ pub struct Config {
     /// The data centers mail may leave from, offered on the settings page.
     #[serde(default = "default_data_centers")]
     pub data_centers: Vec<String>,
+    /// This process as a node of a cluster.
+    #[serde(default)]
+    pub node: NodeConfig,
     /// The folder relative paths are resolved against: the config file's folder.
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+/// This process as a node: its name and the data center it runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique among the nodes that share a store (default: the host name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// One of `data_centers` (default `default`).
+    #[serde(default = "default_data_center")]
+    pub data_center: String,
+    /// How often `serve` records that it is alive; three beats missed count as dead.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_data_center() -> String {
+    "default".into()
+}
+fn default_heartbeat() -> u64 {
+    5
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            data_center: default_data_center(),
+            heartbeat_secs: default_heartbeat(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The node's name: as configured, or the machine's host name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(host_name)
+    }
+}
+
+/// The machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "flowmail".into())
 }
 
 /// Alerts by mail: flowmail sends its own alerts through `account` to `to`, at most one
@@ -375,6 +427,16 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        if !self.data_centers.contains(&self.node.data_center) {
+            bail!(
+                "node.data_center: `{}` is not one of data_centers ({}); add it to data_centers or fix the name",
+                self.node.data_center,
+                self.data_centers.join(", ")
+            );
+        }
+        if self.node.heartbeat_secs == 0 {
+            bail!("node.heartbeat_secs must be at least 1");
+        }
         if self.runtime.step_timeout_ms == 0 || self.runtime.memory_limit_mb == 0 {
             bail!("runtime.step_timeout_ms and runtime.memory_limit_mb must be above zero");
         }

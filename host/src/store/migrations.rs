@@ -147,6 +147,18 @@ pub(super) const SQLITE: &[&str] = &[
         updated_by TEXT NOT NULL,
         updated_at INTEGER NOT NULL
     );",
+    // The nodes of a cluster: each `serve` registers and keeps a heartbeat.
+    "CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        data_center TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        heartbeat_at INTEGER NOT NULL,
+        heartbeat_secs INTEGER NOT NULL,
+        triggers INTEGER NOT NULL,
+        stopped_at INTEGER
+    );",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -245,6 +257,18 @@ const POSTGRES: &[&str] = &[
         state TEXT NOT NULL,
         updated_by TEXT NOT NULL,
         updated_at BIGINT NOT NULL
+    );",
+    // The nodes of a cluster: each `serve` registers and keeps a heartbeat.
+    "CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        data_center TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        heartbeat_secs BIGINT NOT NULL,
+        triggers BIGINT NOT NULL,
+        stopped_at BIGINT
     );",
 ];
 

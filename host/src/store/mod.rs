@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 mod db;
 mod migrations;
+mod nodes;
 mod tokens;
 mod triggers;
 mod web;
 
+pub use self::nodes::NodeRow;
 pub use self::tokens::TokenRow;
 pub use self::triggers::{HandledCounts, HandledRow, Handling, WatchRow};
 pub use self::web::{PageAccountRow, SessionRow, UserRow};
@@ -23,6 +25,14 @@ pub enum StoreError {
     Sql { path: String, source: sqlx::Error },
     #[error("the store was closed")]
     Closed,
+    #[error(
+        "node name `{name}` is in use by process {pid} on {host}, which is alive; give this node another [node] name, or stop that one first"
+    )]
+    NodeTaken {
+        name: String,
+        host: String,
+        pid: u32,
+    },
     #[error(
         "store {path}: the schema is version {found}, newer than this flowmail knows ({known}); upgrade flowmail"
     )]
