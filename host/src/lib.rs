@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bindings;
 pub mod caps;
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod secret;

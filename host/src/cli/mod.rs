@@ -199,6 +199,7 @@ pub async fn serve(
             .local_addr()
             .context("the settings page's address")?
     );
+    flowmail::metrics::install();
     let node = nodes::register(app.store(), &config, workflows.len())?;
     app.keep_tokens_alive().await;
     let console = Console::default();

@@ -168,6 +168,7 @@ impl Events for Console {
     }
 
     fn alert(&self, alert: &Alert<'_>) {
+        flowmail::metrics::alert(alert.kind.title(), alert.account);
         eprintln!("ALERT: {}: {}", alert.workflow, alert.text);
     }
 }

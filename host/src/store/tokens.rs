@@ -100,4 +100,19 @@ impl Store {
         }?;
         Ok(changed == 1)
     }
+
+    /// Every account's access-token expiry, and whether it needs authorizing again.
+    pub fn token_expiries(&self) -> Result<Vec<(String, i64, bool)>> {
+        self.conn.rows(
+            "SELECT account, expires_at, needs_reauth FROM oauth_tokens ORDER BY account",
+            args![],
+            |r| {
+                Ok((
+                    get(r, 0)?,
+                    get(r, 1)?,
+                    get::<Option<String>>(r, 2)?.is_some(),
+                ))
+            },
+        )
+    }
 }

@@ -41,6 +41,8 @@ pub struct Web {
     app: Arc<App>,
     config_path: PathBuf,
     web: WebConfig,
+    /// The data centers, for `/metrics`.
+    data_centers: Vec<String>,
     templates: minijinja::Environment<'static>,
     limits: LoginLimits,
     /// Secrets entered in a session but not saved, by session and account: the form keeps
@@ -72,6 +74,7 @@ impl Web {
             app,
             config_path,
             web: config.web.clone(),
+            data_centers: config.data_centers.clone(),
             templates: templates()?,
             limits: LoginLimits::default(),
             held: Mutex::new(HashMap::new()),
@@ -159,6 +162,24 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// `/metrics`, for Prometheus: no login, as scrapers have none; it holds no secret, and
+/// the listener is loopback unless `web.listen` says otherwise.
+async fn metrics(State(web): State<Arc<Web>>) -> Response {
+    let store = web.app.store().clone();
+    let centers = web.data_centers.clone();
+    match tokio::task::spawn_blocking(move || crate::metrics::render(&store, &centers)).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 /// The routes.
 pub fn router(web: Arc<Web>) -> Router {
     Router::new()
@@ -170,6 +191,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/oauth/callback", get(authorize::callback))
         .route("/status", get(pages::status_page))
         .route("/status.json", get(pages::status_json))
+        .route("/metrics", get(metrics))
         .route(
             "/static/app.css",
             get(|| async { asset("text/css", include_str!("static/app.css")) }),

@@ -16,7 +16,9 @@ pub use self::smtp::Relay;
 use super::Audit;
 use crate::BoxFuture;
 use crate::bindings::MailError;
-use crate::bindings::transport::{self as generated, AccountPolicy, Delivery, Envelope};
+use crate::bindings::transport::{
+    self as generated, AccountPolicy, Delivery, DeliveryStatus, Envelope,
+};
 use crate::bindings::types::FieldError;
 
 /// A way out for mail. Implementations classify their own failures into [`MailError`].
@@ -27,6 +29,8 @@ pub trait Transport: Send + Sync {
         envelope: &'a Envelope,
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Delivery, MailError>>;
+    /// The transport's kind, as receipts and metrics name it (`outbox`, `smtp`, `graph`).
+    fn kind(&self) -> &'static str;
 }
 
 /// One account's sending side.
@@ -84,10 +88,19 @@ impl generated::Host for TransportView<'_> {
             )
         });
         let result = match self.account(&account) {
-            Ok(a) => match check(a, &envelope, &message) {
-                Ok(()) => a.transport.send(&envelope, &message).await,
-                Err(e) => Err(e),
-            },
+            Ok(a) => {
+                let result = match check(a, &envelope, &message) {
+                    Ok(()) => a.transport.send(&envelope, &message).await,
+                    Err(e) => Err(e),
+                };
+                let outcome = match &result {
+                    Ok(d) if d.status == DeliveryStatus::Delivered => "delivered",
+                    Ok(_) => "queued",
+                    Err(e) => e.kind_name(),
+                };
+                crate::metrics::send(&account, a.transport.kind(), outcome);
+                result
+            }
             Err(e) => Err(e),
         };
         self.audit

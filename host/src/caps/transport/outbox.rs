@@ -58,6 +58,10 @@ impl Transport for Outbox {
     ) -> BoxFuture<'a, Result<Delivery, MailError>> {
         Box::pin(async move { self.write(envelope, message) })
     }
+
+    fn kind(&self) -> &'static str {
+        "outbox"
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MailError> {

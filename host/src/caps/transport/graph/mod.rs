@@ -75,6 +75,10 @@ impl Transport for Graph {
     ) -> BoxFuture<'a, Result<Delivery, MailError>> {
         Box::pin(self.send_mime(envelope, message))
     }
+
+    fn kind(&self) -> &'static str {
+        "graph"
+    }
 }
 
 /// The message with a `Bcc:` header for the envelope's recipients that its `To` and `Cc`

@@ -179,4 +179,8 @@ impl Transport for Relay {
     ) -> BoxFuture<'a, Result<Delivery, MailError>> {
         Box::pin(self.deliver(envelope, message))
     }
+
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
 }
