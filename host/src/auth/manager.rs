@@ -42,6 +42,16 @@ pub struct OAuthSettings {
     pub keep_alive: Duration,
 }
 
+/// How long one process's claim on a refresh lasts.
+const REFRESH_CLAIM: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Who refreshes: this process (with the row it refreshes), or another, whose new
+/// access token is here.
+enum Claimed {
+    Mine(TokenRow),
+    Theirs(Secret),
+}
+
 /// Obtains, stores, refreshes and hands out one account's access tokens.
 pub struct TokenManager {
     pub(super) settings: OAuthSettings,
@@ -265,6 +275,60 @@ impl TokenManager {
         if fresh(&row) {
             return Ok(self.open(&row)?.0);
         }
+        // Other processes sharing the store may hold an expired token too: one of them
+        // refreshes, the others wait for its tokens, so a rotating refresh token is
+        // spent once.
+        let row = match self.claim_or_wait(row).await? {
+            Claimed::Mine(row) => row,
+            Claimed::Theirs(secret) => return Ok(secret),
+        };
+        let result = self.refresh_claimed(&row).await;
+        if result.is_err() {
+            let _ = self.store.release_refresh(self.account());
+        }
+        result
+    }
+
+    /// Claims the refresh of `row` for this process, or waits for the process that holds
+    /// the claim and takes its tokens. A claim lapses after [`REFRESH_CLAIM`], so a
+    /// process that died mid-refresh holds no one up for longer.
+    async fn claim_or_wait(&self, mut row: TokenRow) -> Result<Claimed, MailError> {
+        let started = std::time::Instant::now();
+        loop {
+            let until = crate::unix_now() + REFRESH_CLAIM.as_secs() as i64;
+            if self
+                .store
+                .claim_refresh(self.account(), row.version, until)
+                .map_err(TokenFailure::Store)?
+            {
+                return Ok(Claimed::Mine(row));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let current = self.row()?.ok_or(TokenFailure::Vanished)?;
+            if current.version != row.version {
+                if let Some(why) = &current.needs_reauth {
+                    return Err(TokenFailure::NeedsAuthorization {
+                        account: self.account(),
+                        why,
+                    }
+                    .into());
+                }
+                return Ok(Claimed::Theirs(self.open(&current)?.0));
+            }
+            if started.elapsed() > 2 * REFRESH_CLAIM {
+                return Err(TokenFailure::Refresh {
+                    account: self.account(),
+                    text: "another process has been refreshing the token for too long".into(),
+                }
+                .into());
+            }
+            row = current;
+        }
+    }
+
+    /// Refreshes `row`'s tokens under this process's claim.
+    async fn refresh_claimed(&self, row: &TokenRow) -> Result<Secret, MailError> {
+        let row = row.clone();
         let (_, refresh) = self.open(&row)?;
         let Some(refresh) = refresh else {
             return if self.settings.auth_url.is_none() {

@@ -159,6 +159,8 @@ pub(super) const SQLITE: &[&str] = &[
         triggers INTEGER NOT NULL,
         stopped_at INTEGER
     );",
+    // A refresh under way, so that nodes sharing the store refresh one at a time.
+    "ALTER TABLE oauth_tokens ADD COLUMN refreshing_until INTEGER;",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -270,6 +272,8 @@ const POSTGRES: &[&str] = &[
         triggers BIGINT NOT NULL,
         stopped_at BIGINT
     );",
+    // A refresh under way, so that nodes sharing the store refresh one at a time.
+    "ALTER TABLE oauth_tokens ADD COLUMN refreshing_until BIGINT;",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

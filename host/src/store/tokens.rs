@@ -78,7 +78,7 @@ impl Store {
         let changed = match expected {
             Some(version) => self.conn.exec(
                 "UPDATE oauth_tokens SET version = $3, access_token = $4, refresh_token = $5, expires_at = $6,
-                   scope = $7, username = $8, needs_reauth = $9, refreshed_at = $10
+                   scope = $7, username = $8, needs_reauth = $9, refreshed_at = $10, refreshing_until = NULL
                  WHERE account = $1 AND version = $2",
                 args![
                     account, version, row.version, &row.access_token, &row.refresh_token, row.expires_at,
@@ -91,7 +91,7 @@ impl Store {
                  ON CONFLICT (account) DO UPDATE SET version = excluded.version, access_token = excluded.access_token,
                    refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, scope = excluded.scope,
                    username = excluded.username, needs_reauth = excluded.needs_reauth,
-                   refreshed_at = excluded.refreshed_at",
+                   refreshed_at = excluded.refreshed_at, refreshing_until = NULL",
                 args![
                     account, row.version, &row.access_token, &row.refresh_token, row.expires_at, &row.scope,
                     &row.username, &row.needs_reauth, row.refreshed_at
@@ -114,5 +114,29 @@ impl Store {
                 ))
             },
         )
+    }
+
+    /// Claims the refresh of `account`'s tokens at `version` until `until`, for this
+    /// process alone among all that share the store; `false` while another holds an
+    /// unexpired claim, or when the version moved on.
+    pub fn claim_refresh(&self, account: &str, version: i64, until: i64) -> Result<bool> {
+        self.conn
+            .exec(
+                "UPDATE oauth_tokens SET refreshing_until = $3
+                 WHERE account = $1 AND version = $2
+                   AND (refreshing_until IS NULL OR refreshing_until < $4)",
+                args![account, version, until, crate::unix_now()],
+            )
+            .map(|n| n == 1)
+    }
+
+    /// Gives up a refresh claim that did not end in new tokens.
+    pub fn release_refresh(&self, account: &str) -> Result<()> {
+        self.conn
+            .exec(
+                "UPDATE oauth_tokens SET refreshing_until = NULL WHERE account = $1",
+                args![account],
+            )
+            .map(drop)
     }
 }

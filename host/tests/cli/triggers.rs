@@ -250,7 +250,21 @@ fn a_step_failing_on_its_input_dead_letters_at_once_and_status_shows_why() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // Well past the first backoff: no message was tried a second time.
+    // The dead-letter action (the flag) follows the record; wait for it, then stay well
+    // past the first backoff: no message was tried a second time.
+    let flagged = || {
+        std::fs::read_dir(dir.path().join("workflows/demo-mailbox/cur"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(":2,F"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while flagged() != 4 && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let json = flowmail(dir.path(), &["status", "--json"]);
     let _ = Command::new("kill")
@@ -269,12 +283,7 @@ fn a_step_failing_on_its_input_dead_letters_at_once_and_status_shows_why() {
         assert!(reason.contains("with.message.to"), "{reason}");
     }
     // Flagged in the mailbox, not marked seen: the dead-letter action, not the post-action.
-    let flagged = std::fs::read_dir(dir.path().join("workflows/demo-mailbox/cur"))
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(":2,F"))
-        .count();
-    assert_eq!(flagged, 4);
+    assert_eq!(flagged(), 4);
     let text_status = text(&flowmail(dir.path(), &["status"]).stdout);
     assert!(
         text_status.contains("after 1 attempt(s): step `fwd` failed at `with.message.to"),

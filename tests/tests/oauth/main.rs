@@ -417,3 +417,68 @@ async fn client_credentials_and_keep_alive() {
         "once, not every tick"
     );
 }
+
+/// Two processes sharing a store (two applications over one SQLite file, then over one
+/// PostgreSQL database): an expired token is refreshed once between them, and both get
+/// the new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_store_refresh_once_between_them() {
+    let oauth = OAuth::start().unwrap();
+    let pg = flowmail_tests::postgres::Postgres::start().unwrap();
+    let url = pg.database("tokens").unwrap();
+    for shared in [None, Some(url)] {
+        let s = authorized(&oauth, OUTBOX).await;
+        if let Some(url) = &shared {
+            // The same account on PostgreSQL: authorize there too.
+            let text = std::fs::read_to_string(s.ws.path().join("flowmail.toml")).unwrap();
+            std::fs::write(
+                s.ws.path().join("flowmail.toml"),
+                text.replace("[store]\n", &format!("[store]\nurl = \"{url}\"\n")),
+            )
+            .unwrap();
+        }
+        let config = s.ws.config().unwrap();
+        let first = App::open(&config, Plugin::Embedded).unwrap();
+        if shared.is_some() {
+            run_flow(first.token_manager("o365").unwrap(), |url| {
+                http_get(&provider_redirect(&url)).map(drop)
+            })
+            .await
+            .unwrap();
+        }
+        let second = App::open(&config, Plugin::Embedded).unwrap();
+        let before = oauth.grants("refresh_token").unwrap();
+        force_expiry(first.store());
+        let mut tasks = Vec::new();
+        for app in [&first, &second] {
+            for _ in 0..20 {
+                let m = app.token_manager("o365").unwrap();
+                tasks.push(tokio::spawn(async move { m.access_token().await }));
+            }
+        }
+        let mut tokens = Vec::new();
+        for t in tasks {
+            tokens.push(t.await.unwrap().unwrap().expose().to_owned());
+        }
+        assert_eq!(
+            oauth.grants("refresh_token").unwrap(),
+            before + 1,
+            "two processes, one refresh at the server ({shared:?})"
+        );
+        tokens.dedup();
+        assert_eq!(
+            tokens.len(),
+            1,
+            "every caller of both got the same new token"
+        );
+        assert!(
+            first
+                .store()
+                .tokens("o365")
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .is_some()
+        );
+    }
+}
