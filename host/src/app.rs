@@ -331,14 +331,30 @@ fn account_caps(
             max_message_bytes: a.max_message_bytes,
             max_attachment_bytes: a.max_attachment_bytes,
         };
-        let transport: Arc<dyn Transport> = match transport {
+        let direct: Arc<dyn Transport> = match transport {
             TransportConfig::Outbox { dir } => Arc::new(Outbox::new(config.resolve(dir))),
             TransportConfig::Smtp(_) => Arc::new(relay(config, name, managers)?),
             TransportConfig::Graph(_) => Arc::new(graph(config, name, managers)?),
         };
-        caps.transport
-            .accounts
-            .insert(name.to_owned(), TransportAccount { policy, transport });
+        let transport: Arc<dyn Transport> = match a.delivery {
+            crate::config::Delivery::Direct => direct.clone(),
+            crate::config::Delivery::Queued => {
+                Arc::new(crate::caps::transport::queued::Queued::new(
+                    store.clone(),
+                    name,
+                    &config.account_data_center(name),
+                    direct.clone(),
+                ))
+            }
+        };
+        caps.transport.accounts.insert(
+            name.to_owned(),
+            TransportAccount {
+                policy,
+                transport,
+                direct,
+            },
+        );
     }
     match &a.mailbox {
         Some(MailboxConfig::Imap(server)) => {

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod bindings;
 pub mod caps;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod net;

@@ -39,6 +39,17 @@ pub fn send(account: &str, transport: &str, outcome: &str) {
     .increment(1);
 }
 
+/// Counts one delivery attempt of the outbox: `sent`, `retry` or `failed`.
+pub fn outbox_delivery(account: &str, data_center: &str, outcome: &str) {
+    metrics::counter!(
+        "flowmail_outbox_deliveries_total",
+        "account" => account.to_owned(),
+        "data_center" => data_center.to_owned(),
+        "outcome" => outcome.to_owned()
+    )
+    .increment(1);
+}
+
 /// Counts one alert.
 pub fn alert(kind: &str, account: &str) {
     metrics::counter!(
@@ -92,6 +103,22 @@ pub fn render(store: &Store, data_centers: &[String]) -> String {
             }
         }
         Err(e) => tracing::warn!("metrics: reading the tokens failed: {e}"),
+    }
+    match store.outbox_counts() {
+        Ok(counts) => {
+            for c in counts {
+                let labels = [
+                    ("data_center", c.data_center.clone()),
+                    ("status", c.status.clone()),
+                ];
+                metrics::gauge!("flowmail_outbox_messages", &labels).set(c.count as f64);
+                if c.status == "queued" || c.status == "sending" {
+                    metrics::gauge!("flowmail_outbox_oldest_age_seconds", &labels)
+                        .set((now - c.oldest_created_at) as f64);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("metrics: reading the outbox failed: {e}"),
     }
     match store.nodes() {
         Ok(nodes) => {

@@ -210,3 +210,46 @@ pub fn render(all: &[TriggerStatus]) -> String {
     }
     out
 }
+
+/// The durable outbox, by data center: how many messages wait, are being sent, were sent
+/// or failed, the oldest waiting one's age, and the latest failures with their reasons.
+/// Empty when nothing was ever queued.
+pub fn render_outbox(store: &Store) -> Result<String, StoreError> {
+    let counts = store.outbox_counts()?;
+    if counts.is_empty() {
+        return Ok(String::new());
+    }
+    let now = crate::unix_now();
+    let mut text = String::from("\noutbox:\n");
+    let mut centers: Vec<&str> = counts.iter().map(|c| c.data_center.as_str()).collect();
+    centers.dedup();
+    for dc in centers {
+        let of = |status: &str| {
+            counts
+                .iter()
+                .find(|c| c.data_center == dc && c.status == status)
+        };
+        let n = |status: &str| of(status).map_or(0, |c| c.count);
+        let oldest = of("queued")
+            .map(|c| format!(", oldest waiting {}s", now - c.oldest_created_at))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "  {dc}: {} queued, {} sending, {} sent, {} failed{oldest}\n",
+            n("queued"),
+            n("sending"),
+            n("sent"),
+            n("failed")
+        ));
+    }
+    for f in store.outbox_failures(5)? {
+        text.push_str(&format!(
+            "  failed: message {} of `{}` {} after {} attempt(s): {}\n",
+            f.id,
+            f.account,
+            f.message_id.as_deref().unwrap_or("(no Message-ID)"),
+            f.attempts,
+            f.error
+        ));
+    }
+    Ok(text)
+}

@@ -80,7 +80,9 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         out(&format!("{}\n", serde_json::to_string_pretty(&report)?))
     } else {
-        out(&flowmail::status::render(&report))
+        let mut text = flowmail::status::render(&report);
+        text.push_str(&flowmail::status::render_outbox(&store)?);
+        out(&text)
     }
 }
 
@@ -246,7 +248,15 @@ pub async fn serve(
         std::process::exit(130);
     };
     let page = tokio::spawn(flowmail::web::serve(web, listener, rx.clone()));
-    let work = async {
+    let workers = flowmail::cluster::outbox::Workers {
+        app: app.clone(),
+        node: config.node.name(),
+        data_center: config.node_data_center(),
+        config: config.outbox.clone(),
+        events,
+    };
+    let delivering = workers.run(rx.clone());
+    let triggers = async {
         if web_only {
             let mut stop = rx.clone();
             let _ = stop.wait_for(|s| *s).await;
@@ -254,6 +264,11 @@ pub async fn serve(
         } else {
             flowmail::workflow::serve::serve(&runner, &workflows, rx).await
         }
+    };
+    // On a stop, both finish what they have under way: a run, a send.
+    let work = async {
+        let (ended, ()) = tokio::join!(triggers, delivering);
+        ended
     };
     // A process that runs for months must keep its refresh tokens alive too, not only
     // at start.

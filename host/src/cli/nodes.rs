@@ -27,7 +27,7 @@ pub fn register(
 ) -> anyhow::Result<Registered> {
     let node = NodeRow {
         name: config.node.name(),
-        data_center: config.node.data_center.clone(),
+        data_center: config.node_data_center(),
         host: flowmail::config::host_name(),
         pid: std::process::id(),
         started_at: flowmail::unix_now(),

@@ -32,9 +32,49 @@ pub struct Config {
     /// This process as a node of a cluster.
     #[serde(default)]
     pub node: NodeConfig,
+    /// The delivery workers of the durable outbox.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
     /// The folder relative paths are resolved against: the config file's folder.
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+/// The delivery workers of `serve`: how many, and how they retry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Messages delivered at once by this node (default 4).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// The first retry's wait in seconds; each later one doubles, with ±25 % jitter, up
+    /// to an hour (default 30).
+    #[serde(default = "default_retry_base")]
+    pub retry_base_secs: u64,
+    /// How long transient failures are retried before the message fails, in hours
+    /// (default 48, as mail servers do).
+    #[serde(default = "default_give_up")]
+    pub give_up_hours: u64,
+}
+
+fn default_workers() -> usize {
+    4
+}
+fn default_retry_base() -> u64 {
+    30
+}
+fn default_give_up() -> u64 {
+    48
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            retry_base_secs: default_retry_base(),
+            give_up_hours: default_give_up(),
+        }
+    }
 }
 
 /// This process as a node: its name and the data center it runs in.
@@ -44,17 +84,14 @@ pub struct NodeConfig {
     /// Unique among the nodes that share a store (default: the host name).
     #[serde(default)]
     pub name: Option<String>,
-    /// One of `data_centers` (default `default`).
-    #[serde(default = "default_data_center")]
-    pub data_center: String,
+    /// One of `data_centers` (default: the first of them).
+    #[serde(default)]
+    pub data_center: Option<String>,
     /// How often `serve` records that it is alive; three beats missed count as dead.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
 }
 
-fn default_data_center() -> String {
-    "default".into()
-}
 fn default_heartbeat() -> u64 {
     5
 }
@@ -63,7 +100,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             name: None,
-            data_center: default_data_center(),
+            data_center: None,
             heartbeat_secs: default_heartbeat(),
         }
     }
@@ -224,6 +261,24 @@ pub struct AccountConfig {
     pub transport: Option<TransportConfig>,
     pub mailbox: Option<MailboxConfig>,
     pub auth: Option<AuthConfig>,
+    /// `direct` (the default): a step's send goes to the server at once and its receipt
+    /// says what the server said. `queued`: the message is stored in the outbox and a
+    /// delivery worker of the account's data center sends it, retrying.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// The data center whose nodes send this account's mail (default: the first of
+    /// `data_centers`).
+    #[serde(default)]
+    pub data_center: Option<String>,
+}
+
+/// How an account's sends reach its server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    #[default]
+    Direct,
+    Queued,
 }
 
 fn default_max_message() -> u64 {
@@ -427,10 +482,10 @@ impl Config {
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        if !self.data_centers.contains(&self.node.data_center) {
+        if !self.data_centers.contains(&self.node_data_center()) {
             bail!(
                 "node.data_center: `{}` is not one of data_centers ({}); add it to data_centers or fix the name",
-                self.node.data_center,
+                self.node_data_center(),
                 self.data_centers.join(", ")
             );
         }
@@ -441,6 +496,19 @@ impl Config {
             bail!("runtime.step_timeout_ms and runtime.memory_limit_mb must be above zero");
         }
         for (name, a) in &self.accounts {
+            if let Some(dc) = &a.data_center
+                && !self.data_centers.contains(dc)
+            {
+                bail!(
+                    "accounts.{name}.data_center: `{dc}` is not one of data_centers ({}); add it to data_centers or fix the name",
+                    self.data_centers.join(", ")
+                );
+            }
+            if a.delivery == Delivery::Queued && a.transport.is_none() {
+                bail!(
+                    "accounts.{name}.delivery: queued delivery needs a transport to deliver through"
+                );
+            }
             if let Some(from) = &a.from
                 && !parse_address(from)?.email.contains('@')
             {
@@ -475,6 +543,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The data center this node runs in.
+    pub fn node_data_center(&self) -> String {
+        self.node
+            .data_center
+            .clone()
+            .or_else(|| self.data_centers.first().cloned())
+            .unwrap_or_else(|| "default".into())
+    }
+
+    /// The data center whose nodes send `account`'s mail.
+    pub fn account_data_center(&self, account: &str) -> String {
+        self.accounts
+            .get(account)
+            .and_then(|a| a.data_center.clone())
+            .or_else(|| self.data_centers.first().cloned())
+            .unwrap_or_else(|| "default".into())
     }
 
     /// Resolves a path from the config against its folder.

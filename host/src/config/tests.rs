@@ -178,3 +178,31 @@ fn a_store_url_is_postgresql_and_carries_no_password() {
         "{err:#}"
     );
 }
+
+#[test]
+fn queued_delivery_and_data_centers_are_checked() {
+    let err = load(
+        "[accounts.a]\ndata_center = \"mars\"\n[accounts.a.transport]\nkind = \"outbox\"\ndir = \"o\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}")
+            .contains("accounts.a.data_center: `mars` is not one of data_centers (default)"),
+        "{err:#}"
+    );
+    let err = load("[accounts.a]\ndelivery = \"queued\"\n[accounts.a.mailbox]\nkind = \"maildir\"\npath = \"m\"\n")
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("accounts.a.delivery"),
+        "{err:#}"
+    );
+    let config = load(
+        "data_centers = [\"a\", \"b\"]\n[accounts.x]\ndelivery = \"queued\"\n[accounts.x.transport]\nkind = \"outbox\"\ndir = \"o\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.accounts["x"].delivery, Delivery::Queued);
+    assert_eq!(
+        (config.account_data_center("x"), config.node_data_center()),
+        ("a".into(), "a".into())
+    );
+}

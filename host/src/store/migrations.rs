@@ -161,6 +161,28 @@ pub(super) const SQLITE: &[&str] = &[
     );",
     // A refresh under way, so that nodes sharing the store refresh one at a time.
     "ALTER TABLE oauth_tokens ADD COLUMN refreshing_until INTEGER;",
+    // The durable outbox: messages of accounts with delivery = "queued", waiting for a
+    // delivery worker of their data center, with their attempts and leases.
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        data_center TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        message BLOB NOT NULL,
+        message_id TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        next_attempt INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        last_error TEXT,
+        reply TEXT,
+        node TEXT,
+        sent_at INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox (data_center, status, next_attempt);",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -274,6 +296,28 @@ const POSTGRES: &[&str] = &[
     );",
     // A refresh under way, so that nodes sharing the store refresh one at a time.
     "ALTER TABLE oauth_tokens ADD COLUMN refreshing_until BIGINT;",
+    // The durable outbox: messages of accounts with delivery = "queued", waiting for a
+    // delivery worker of their data center, with their attempts and leases.
+    "CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY,
+        account TEXT NOT NULL,
+        data_center TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        message BYTEA NOT NULL,
+        message_id TEXT,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        next_attempt BIGINT NOT NULL,
+        lease_owner TEXT,
+        lease_until BIGINT,
+        last_error TEXT,
+        reply TEXT,
+        node TEXT,
+        sent_at BIGINT
+    );
+    CREATE INDEX outbox_due ON outbox (data_center, status, next_attempt);",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 mod db;
 mod migrations;
 mod nodes;
+mod outbox;
 mod tokens;
 mod triggers;
 mod web;
 
 pub use self::nodes::NodeRow;
+pub use self::outbox::{OutboxCount, OutboxFailure, OutboxJob, OutboxState};
 pub use self::tokens::TokenRow;
 pub use self::triggers::{HandledCounts, HandledRow, Handling, WatchRow};
 pub use self::web::{PageAccountRow, SessionRow, UserRow};

@@ -468,6 +468,8 @@ pub fn account(
         transport,
         mailbox,
         auth,
+        delivery: crate::config::Delivery::Direct,
+        data_center: Some(settings.data_center.clone()),
     }
 }
 

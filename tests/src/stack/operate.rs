@@ -163,6 +163,12 @@ impl MailStack {
 
     /// Stops and starts postfix, breaking every open SMTP connection.
     pub fn restart_postfix(&self) -> anyhow::Result<()> {
+        self.stop_postfix()?;
+        self.start_postfix()
+    }
+
+    /// Stops postfix: connections to it are refused until [`Self::start_postfix`].
+    pub fn stop_postfix(&self) -> anyhow::Result<()> {
         let log = self.dir.path().join("log/postfix.log");
         run_daemon(
             Command::new("postfix")
@@ -177,6 +183,12 @@ impl MailStack {
         {
             std::thread::sleep(Duration::from_millis(25));
         }
+        Ok(())
+    }
+
+    /// Starts postfix again after [`Self::stop_postfix`].
+    pub fn start_postfix(&self) -> anyhow::Result<()> {
+        let log = self.dir.path().join("log/postfix.log");
         run_daemon(
             Command::new("postfix")
                 .arg("-c")

@@ -3,6 +3,7 @@
 
 pub mod graph;
 mod outbox;
+pub mod queued;
 pub mod smtp;
 
 use std::collections::HashMap;
@@ -37,7 +38,10 @@ pub trait Transport: Send + Sync {
 #[derive(Clone)]
 pub struct TransportAccount {
     pub policy: AccountPolicy,
+    /// What a step's send goes through: the server, or the outbox.
     pub transport: Arc<dyn Transport>,
+    /// The server itself, for the outbox's delivery workers.
+    pub direct: Arc<dyn Transport>,
 }
 
 /// The accounts that may send, by name.

@@ -1,0 +1,4 @@
+//! What makes several `serve` processes one cluster: the durable outbox's delivery
+//! workers, which send the queued mail of their node's data center.
+
+pub mod outbox;

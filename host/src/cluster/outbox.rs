@@ -1,0 +1,154 @@
+//! The outbox's delivery workers. Each claims the oldest due message of its node's data
+//! center with a lease, sends it through the account's own transport, and records the
+//! outcome: sent (with the server's reply and the node), back to waiting with a backoff
+//! and jitter after a transient failure, or failed for good (a permanent failure, or
+//! transient ones past `give_up_hours`), which raises an alert. A node that dies holding
+//! a lease loses it when it runs out; another worker then sends the message again, with
+//! the same bytes and so the same Message-ID.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::bindings::transport::Envelope;
+use crate::config::OutboxConfig;
+use crate::store::OutboxJob;
+use crate::workflow::Events;
+use crate::workflow::events::{Alert, AlertKind};
+
+/// How long a claim lasts: longer than any one send may take.
+pub const LEASE: Duration = Duration::from_secs(300);
+
+/// Where the workers run.
+pub struct Workers<'a> {
+    pub app: Arc<App>,
+    pub node: String,
+    pub data_center: String,
+    pub config: OutboxConfig,
+    pub events: &'a dyn Events,
+}
+
+impl Workers<'_> {
+    /// Runs the workers until `stop` turns true; a send under way finishes first.
+    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        let workers = (0..self.config.workers.max(1)).map(|i| {
+            let stop = stop.clone();
+            async move { self.worker(i, stop).await }
+        });
+        futures_util::future::join_all(workers).await;
+    }
+
+    async fn worker(&self, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let owner = format!("{}:{}:{index}", self.node, std::process::id());
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let store = self.app.store().clone();
+            let (dc, who) = (self.data_center.clone(), owner.clone());
+            let until = crate::unix_now() + LEASE.as_secs() as i64;
+            let claimed =
+                tokio::task::spawn_blocking(move || store.claim_outbox(&dc, &who, until)).await;
+            match claimed {
+                Ok(Ok(Some(job))) => self.deliver(&owner, job).await,
+                Ok(Ok(None)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("outbox: claiming a message failed: {e}; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::warn!("outbox: claiming a message failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, owner: &str, job: OutboxJob) {
+        let transport = self
+            .app
+            .capabilities()
+            .transport
+            .accounts
+            .get(&job.account)
+            .map(|a| a.direct.clone());
+        let envelope = Envelope {
+            sender: job.sender.clone(),
+            recipients: job.recipients.clone(),
+        };
+        let result = match &transport {
+            Some(t) => t.send(&envelope, &job.message).await,
+            None => Err(crate::bindings::MailError::NotFound(format!(
+                "the account `{}` is no longer configured on node `{}`",
+                job.account, self.node
+            ))),
+        };
+        let store = self.app.store();
+        let outcome = match &result {
+            Ok(d) => {
+                let reply = d.reference.clone().unwrap_or_else(|| "accepted".into());
+                crate::metrics::outbox_delivery(&job.account, &job.data_center, "sent");
+                store.outbox_sent(job.id, owner, &self.node, &reply)
+            }
+            Err(e) => {
+                let age = crate::unix_now() - job.created_at;
+                let give_up = (self.config.give_up_hours * 3600) as i64;
+                let next = (e.is_retryable() && age < give_up)
+                    .then(|| crate::unix_now() + self.backoff(job.attempts).as_secs() as i64);
+                let text = e.describe().to_string();
+                let outcome = if next.is_some() { "retry" } else { "failed" };
+                crate::metrics::outbox_delivery(&job.account, &job.data_center, outcome);
+                if next.is_none() {
+                    let line = format!(
+                        "outbox message {} of `{}` failed after {} attempt(s): {text}",
+                        job.id, job.account, job.attempts
+                    );
+                    tracing::error!("{line}");
+                    self.events.alert(&Alert {
+                        kind: AlertKind::DeliveryFailures,
+                        account: &job.account,
+                        workflow: "outbox",
+                        text: &line,
+                    });
+                } else {
+                    tracing::warn!(
+                        "outbox message {} of `{}` not sent (attempt {}): {text}; retrying",
+                        job.id,
+                        job.account,
+                        job.attempts
+                    );
+                }
+                store.outbox_not_sent(job.id, owner, &text, next)
+            }
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "outbox message {}: the lease ran out before the outcome was recorded; another worker may send it again",
+                job.id
+            ),
+            Err(e) => tracing::error!(
+                "outbox message {}: recording the outcome failed: {e}; it is sent again once its lease runs out",
+                job.id
+            ),
+        }
+    }
+
+    /// The wait before attempt `attempts + 1`: doubling from the base, up to an hour,
+    /// with ±25 % jitter so that a server coming back is not hit by everything at once.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.config.retry_base_secs.max(1);
+        let secs = base
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(16))
+            .min(3600);
+        let mut random = [0u8; 2];
+        crate::auth::seal::fill_random(&mut random);
+        let jitter = (u16::from_le_bytes(random) as f64 / u16::MAX as f64) * 0.5 - 0.25;
+        Duration::from_secs_f64((secs as f64 * (1.0 + jitter)).max(1.0))
+    }
+}

@@ -1,0 +1,234 @@
+//! The durable outbox against real postfix and dovecot: a queued send returns at once
+//! with its outbox id; only a delivery worker of the account's data center sends it;
+//! postfix stopped for a while costs retries and loses nothing; refused credentials fail
+//! the message for good, with the reason in `flowmail status`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowmail::app::App;
+use flowmail::bindings::transport::DeliveryStatus;
+use flowmail::caps::Audit;
+use flowmail::cluster::outbox::Workers;
+use flowmail::store::Store;
+use flowmail_tests::stack::{MailStack, PASSWORD};
+use flowmail_tests::{Workspace, text_message};
+use mail_parser::MessageParser;
+
+const TO: &str = "bob@demo.example";
+
+/// An SMTP account through the stack's submission port, queued, in data center `dc`.
+fn account(stack: &MailStack, ws: &Workspace, name: &str, dc: &str, password: &str) -> String {
+    let file = ws.path().join(format!("{name}.password"));
+    std::fs::write(&file, password).unwrap();
+    stack
+        .account(
+            name,
+            "ops@demo.example",
+            stack.ports.submission,
+            false,
+            &format!(
+                "[accounts.{name}.auth]\nkind = \"basic\"\nusername = \"ops@demo.example\"\n\
+                 password = {{ file = \"{}\" }}\n",
+                file.display()
+            ),
+        )
+        .replace(
+            "from = \"ops@demo.example\"\n",
+            &format!(
+                "from = \"ops@demo.example\"\ndelivery = \"queued\"\ndata_center = \"{dc}\"\n"
+            ),
+        )
+}
+
+/// The delivery workers of node `node` in data center `dc`, until the sender says stop.
+fn workers(
+    app: &Arc<App>,
+    node: &str,
+    dc: &str,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let workers = Workers {
+        app: app.clone(),
+        node: node.into(),
+        data_center: dc.into(),
+        config: flowmail::config::OutboxConfig {
+            workers: 2,
+            retry_base_secs: 1,
+            give_up_hours: 48,
+        },
+        events: &flowmail::workflow::events::SILENT,
+    };
+    (tx, tokio::spawn(async move { workers.run(rx).await }))
+}
+
+fn counts(store: &Store, dc: &str, status: &str) -> u64 {
+    store
+        .outbox_counts()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.data_center == dc && c.status == status)
+        .map_or(0, |c| c.count)
+}
+
+fn outbox_id(reference: &Option<String>) -> i64 {
+    reference
+        .as_deref()
+        .and_then(|r| r.strip_prefix("outbox:"))
+        .and_then(|id| id.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_server() {
+    let stack = MailStack::start(None).unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let config = format!(
+        "data_centers = [\"a\", \"b\"]\n[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n{}{}{}",
+        account(&stack, &ws, "near", "a", PASSWORD),
+        account(&stack, &ws, "far", "b", PASSWORD),
+        account(&stack, &ws, "bad", "a", "wrong-password"),
+    );
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let (app, store) = ws.app(None, Audit::default()).unwrap();
+    let rt = app.runtime().unwrap();
+
+    // Queued sends return at once, with the outbox id; nothing leaves without a worker.
+    let mut receipts = Vec::new();
+    for (account, n) in [("near", 6), ("far", 4)] {
+        for i in 0..n {
+            let r = rt
+                .send_mail(
+                    "send",
+                    account,
+                    &text_message(TO, &format!("{account} {i}"), "body"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.status, r.transport.as_str()),
+                (DeliveryStatus::Queued, "smtp")
+            );
+            receipts.push((account, r));
+        }
+    }
+    assert_eq!(
+        (counts(&store, "a", "queued"), counts(&store, "b", "queued")),
+        (6, 4)
+    );
+
+    // A worker of data center b sends b's mail and leaves a's alone.
+    let (stop_b, b) = workers(&app, "b1", "b");
+    stack.wait_for_mail(TO, 4, Duration::from_secs(30)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        counts(&store, "a", "queued"),
+        6,
+        "no node of b sends a's mail"
+    );
+    let (stop_a, a) = workers(&app, "a1", "a");
+    let got = stack
+        .wait_for_mail(TO, 10, Duration::from_secs(30))
+        .unwrap();
+    let ids: Vec<String> = got
+        .iter()
+        .filter_map(|m| {
+            MessageParser::default()
+                .parse(m)?
+                .message_id()
+                .map(str::to_owned)
+        })
+        .collect();
+    for (account, r) in &receipts {
+        assert!(
+            ids.contains(&r.message_id),
+            "{} arrived with its Message-ID",
+            r.message_id
+        );
+        let state = store
+            .outbox_state(outbox_id(&r.reference))
+            .unwrap()
+            .unwrap();
+        let node = if *account == "near" { "a1" } else { "b1" };
+        assert_eq!(
+            (state.status.as_str(), state.node.as_deref()),
+            ("sent", Some(node))
+        );
+    }
+
+    // Postfix stopped: the worker retries with backoff and loses nothing.
+    stack.stop_postfix().unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let r = rt
+            .send_mail(
+                "send",
+                "near",
+                &text_message(TO, &format!("while down {i}"), "body"),
+            )
+            .await
+            .unwrap();
+        waiting.push(outbox_id(&r.reference));
+    }
+    let started = Instant::now();
+    while waiting
+        .iter()
+        .any(|id| store.outbox_state(*id).unwrap().unwrap().attempts < 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no retries happened"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        stack.wait_for_mail(TO, 0, Duration::ZERO).unwrap().len(),
+        10
+    );
+    stack.start_postfix().unwrap();
+    stack
+        .wait_for_mail(TO, 14, Duration::from_secs(60))
+        .unwrap();
+    for id in &waiting {
+        assert_eq!(store.outbox_state(*id).unwrap().unwrap().status, "sent");
+    }
+
+    // Refused credentials are permanent: the message fails with the reason, in status.
+    let r = rt
+        .send_mail("send", "bad", &text_message(TO, "never", "body"))
+        .await
+        .unwrap();
+    let id = outbox_id(&r.reference);
+    let started = Instant::now();
+    while store.outbox_state(id).unwrap().unwrap().status != "failed" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the bad one never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        store.outbox_state(id).unwrap().unwrap().attempts,
+        1,
+        "not retried"
+    );
+    let status = flowmail::status::render_outbox(&store).unwrap();
+    assert!(
+        status.contains("a: 0 queued, 0 sending, 10 sent, 1 failed")
+            && status.contains("b: 0 queued, 0 sending, 4 sent, 0 failed")
+            && status.contains(&format!("failed: message {id} of `bad`")),
+        "{status}"
+    );
+    for (stop, handle) in [(stop_a, a), (stop_b, b)] {
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
