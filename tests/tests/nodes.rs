@@ -21,9 +21,14 @@ fn node_workspace(url: &str, name: &str, dc: &str) -> Workspace {
 }
 
 fn serve(ws: &Workspace) -> Child {
+    spawn(ws, &["serve", "--web-only"])
+}
+
+/// `flowmail ARGS` in the background, its output kept in the workspace.
+fn spawn(ws: &Workspace, args: &[&str]) -> Child {
     Command::new(flowmail_tests::flowmail_bin())
         .current_dir(ws.path())
-        .args(["serve", "--web-only"])
+        .args(args)
         .stdout(std::fs::File::create(ws.path().join("serve.out")).unwrap())
         .stderr(std::fs::File::create(ws.path().join("serve.err")).unwrap())
         .spawn()
@@ -157,4 +162,144 @@ fn a_node_in_an_unknown_data_center_is_refused_with_the_fix() {
         err.contains("node.data_center: `mars` is not one of data_centers (default)"),
         "{err}"
     );
+}
+
+/// A node's workspace for the failover test: the trigger's Maildir and the outbox are
+/// shared folders, as a shared mount would be.
+fn trigger_workspace(url: &str, name: &str, dc: &str, shared: &std::path::Path) -> Workspace {
+    let cache = std::env::temp_dir().join("flowmail-test-cache");
+    let ws = Workspace::with_config(&format!(
+        "data_centers = [\"a\", \"b\"]\n[node]\nname = \"{name}\"\ndata_center = \"{dc}\"\nheartbeat_secs = 1\n\
+         [store]\nurl = \"{url}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[runtime]\ncache_dir = \"{}\"\n\
+         [accounts.box]\ndata_center = \"a\"\n[accounts.box.mailbox]\nkind = \"maildir\"\npath = \"{}\"\n\
+         [accounts.out]\nfrom = \"flowmail@demo.example\"\ndata_center = \"a\"\n\
+         [accounts.out.transport]\nkind = \"outbox\"\ndir = \"{}\"\n",
+        cache.display(),
+        shared.join("Maildir").display(),
+        shared.join("outbox").display()
+    ))
+    .unwrap();
+    std::fs::write(
+        ws.path().join("forward.yaml"),
+        "name: forward\ntrigger:\n  mailbox:\n    account: box\n    poll_interval: 200ms\n\
+         steps:\n  - id: fwd\n    action: send-mail\n    with:\n      account: out\n      message:\n\
+         \x20       to: ops@demo.example\n        subject: \"handled: ${{ trigger.message.subject }}\"\n\
+         \x20       text: \"${{ trigger.message.message_id }}\"\n",
+    )
+    .unwrap();
+    ws
+}
+
+fn serve_trigger(ws: &Workspace) -> Child {
+    spawn(ws, &["serve", "forward.yaml"])
+}
+
+fn deliver(shared: &std::path::Path, from: usize, to: usize) {
+    let new = shared.join("Maildir/new");
+    for i in from..to {
+        std::fs::write(
+            new.join(format!("1795900000.m{i}.host")),
+            format!(
+                "From: a@demo.example\r\nTo: box@demo.example\r\nSubject: msg {i:03}\r\n\
+                 Message-ID: <msg-{i}@demo.example>\r\n\r\nbody {i}\r\n"
+            ),
+        )
+        .unwrap();
+    }
+}
+
+/// The subjects of the shared outbox's mails, one per run.
+fn handled(shared: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(shared.join("outbox"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .filter_map(|e| {
+                    let eml = std::fs::read(e.path()).ok()?;
+                    let text = String::from_utf8_lossy(&eml).into_owned();
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for_runs(shared: &std::path::Path, n: usize, within: Duration, what: &str) {
+    let started = Instant::now();
+    while handled(shared).len() < n {
+        assert!(
+            started.elapsed() < within,
+            "{what}: {} of {n}",
+            handled(shared).len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("failover").unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    for sub in ["Maildir/new", "Maildir/cur", "Maildir/tmp", "outbox"] {
+        std::fs::create_dir_all(shared.path().join(sub)).unwrap();
+    }
+    deliver(shared.path(), 0, 400);
+    let a1 = trigger_workspace(&url, "a1", "a", shared.path());
+    let a2 = trigger_workspace(&url, "a2", "a", shared.path());
+    let b1 = trigger_workspace(&url, "b1", "b", shared.path());
+    let mut first = serve_trigger(&a1);
+    wait_for_runs(shared.path(), 10, Duration::from_secs(60), "a1 started");
+    let mut standby = serve_trigger(&a2);
+    let mut other = serve_trigger(&b1);
+    wait_for(
+        &a1,
+        "three live nodes",
+        &[
+            ("a1", "a", "alive"),
+            ("a2", "a", "alive"),
+            ("b1", "b", "alive"),
+        ],
+    );
+    // kill -9 the node that holds the trigger, in the middle of the catch-up.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let at_kill = Instant::now();
+    let before = handled(shared.path()).len();
+    assert!(before < 400, "the kill came mid-way: {before}");
+    wait_for_runs(
+        shared.path(),
+        before + 1,
+        Duration::from_secs(30),
+        "a2 took over within 30 s",
+    );
+    let took = at_kill.elapsed();
+    deliver(shared.path(), 400, 450);
+    wait_for_runs(shared.path(), 450, Duration::from_secs(180), "all 450 ran");
+    std::thread::sleep(Duration::from_secs(2));
+    for child in [&mut standby, &mut other] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let subjects = handled(shared.path());
+    let mut runs = std::collections::HashMap::<String, usize>::new();
+    for s in &subjects {
+        *runs.entry(s.clone()).or_default() += 1;
+    }
+    assert_eq!(runs.len(), 450, "every message ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= 1,
+        "only the run in flight at the kill may run again: {twice:?}"
+    );
+    let a2_err = std::fs::read_to_string(a2.path().join("serve.err")).unwrap();
+    assert!(a2_err.contains("taken over by this node"), "{a2_err}");
+    let b1_err = std::fs::read_to_string(b1.path().join("serve.err")).unwrap();
+    assert!(
+        b1_err.contains("its account `box` is in data center `a`; this node is in `b`"),
+        "{b1_err}"
+    );
+    eprintln!("a2 took the trigger over {took:?} after a1 was killed");
 }

@@ -326,7 +326,23 @@ fn load_all(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Vec<Workflow>>
         }
         workflows.push(wf);
     }
-    if workflows.is_empty() {
+    let found_any = !workflows.is_empty();
+    // A trigger runs on the nodes of its account's data center only.
+    let here = config.node_data_center();
+    workflows.retain(|wf| {
+        let Some(account) = wf.trigger.mailbox.as_ref().map(|t| t.account.as_str()) else {
+            return true;
+        };
+        let there = config.account_data_center(account);
+        if there != here {
+            eprintln!(
+                "workflow `{}`: its account `{account}` is in data center `{there}`; this node is in `{here}`, so a node there runs it",
+                wf.name
+            );
+        }
+        there == here
+    });
+    if !found_any {
         anyhow::bail!(
             "no workflow with a mailbox trigger in {}",
             paths

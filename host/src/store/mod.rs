@@ -171,6 +171,19 @@ impl Store {
         }
     }
 
+    /// One try at claiming `workflow`, without waiting: `None` while another process holds
+    /// it. For a node that stands by to take a trigger over.
+    pub fn try_lock_workflow(&self, workflow: &str) -> Result<Option<WorkflowLock>> {
+        if self.path.is_some() {
+            return match self.lock_workflow(workflow) {
+                Ok(lock) => Ok(Some(lock)),
+                Err(StoreError::Busy { .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        self.try_lock_shared(&format!("flowmail workflow {workflow}"))
+    }
+
     /// Claims `workflow` on a shared store: a session advisory lock, held by a connection
     /// of its own.
     fn lock_workflow_shared(&self, workflow: &str) -> Result<WorkflowLock> {

@@ -28,13 +28,23 @@ pub fn reconnect_delay(failures: u32) -> Duration {
     jitter(FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF))
 }
 
-/// Serves `workflows` (those with a mailbox trigger) until `stop` turns true. Fails at
-/// once, serving nothing, when another process already runs one of them.
+/// Serves `workflows` (those with a mailbox trigger) until `stop` turns true. On a
+/// SQLite store it fails at once, serving nothing, when another process already runs one
+/// of them. On a shared store each trigger runs on one node at a time: a node that finds
+/// it claimed stands by and takes it over when its holder stops or dies.
 pub async fn serve(
     runner: &Runner<'_>,
     workflows: &[Workflow],
     stop: watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
+    if runner.store.is_shared() {
+        let loops = workflows.iter().filter_map(|wf| {
+            let trigger = wf.trigger.mailbox.as_ref()?;
+            Some(claim_then_watch(runner, wf, trigger, stop.clone()))
+        });
+        join_all(loops).await;
+        return Ok(());
+    }
     let mut claims = Vec::with_capacity(workflows.len());
     for wf in workflows.iter().filter(|wf| wf.trigger.mailbox.is_some()) {
         claims.push(runner.store.lock_workflow(&wf.name)?);
@@ -46,6 +56,49 @@ pub async fn serve(
     join_all(loops).await;
     drop(claims);
     Ok(())
+}
+
+/// How often a standby node tries to take a trigger over.
+const STANDBY_PROBE: Duration = Duration::from_secs(2);
+
+/// Claims `wf`'s trigger on the shared store, standing by while another node holds it,
+/// then serves it until `stop`.
+async fn claim_then_watch(
+    runner: &Runner<'_>,
+    wf: &Workflow,
+    trigger: &MailboxTrigger,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut told = false;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match runner.store.try_lock_workflow(&wf.name) {
+            Ok(Some(claim)) => {
+                if told {
+                    tracing::warn!("workflow `{}`: taken over by this node", wf.name);
+                }
+                watch_one(runner, wf, trigger, stop.clone()).await;
+                drop(claim);
+                return;
+            }
+            Ok(None) => {
+                if !told {
+                    tracing::warn!(
+                        "workflow `{}` runs on another node; this one stands by and takes it over when that one stops",
+                        wf.name
+                    );
+                    told = true;
+                }
+            }
+            Err(e) => tracing::warn!("workflow `{}`: claiming its trigger failed: {e}", wf.name),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STANDBY_PROBE) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
 }
 
 /// Waits until `stop` is true; a closed channel counts as a stop.
