@@ -224,6 +224,43 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
             && status.contains(&format!("failed: message {id} of `bad`")),
         "{status}"
     );
+    // A step that waits gets the outcome: the server's queue id, or the final error.
+    let wf = |name: &str, account: &str| {
+        let path = ws.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name: {name}\nsteps:\n  - id: send\n    action: send-mail\n    wait: 30s\n    with:\n\
+                 \x20     account: {account}\n      message:\n        to: {TO}\n        subject: \"{name}\"\n\
+                 \x20       text: \"body\"\n"
+            ),
+        )
+        .unwrap();
+        let wf = flowmail::workflow::Workflow::load(&path).unwrap();
+        wf.check(&ws.config().unwrap()).unwrap();
+        wf
+    };
+    let runner = flowmail::workflow::Runner::new(&app).unwrap();
+    let report = flowmail::workflow::run_with(&runner, &wf("waited", "near"), Default::default())
+        .await
+        .unwrap();
+    let sent = &report.sent[0];
+    let reference = sent["reference"].as_str().unwrap();
+    assert!(
+        !reference.starts_with("outbox:"),
+        "the server's answer replaced the outbox id: {sent}"
+    );
+    assert_eq!(
+        sent["status"], "queued",
+        "postfix queues what it accepts: {sent}"
+    );
+    let failed =
+        flowmail::workflow::run_with(&runner, &wf("refused", "bad"), Default::default()).await;
+    let e = match failed {
+        Err(e) => e.to_string(),
+        Ok(r) => format!("{:?}", r.failed),
+    };
+    assert!(e.contains("refused the credentials"), "{e}");
     for (stop, handle) in [(stop_a, a), (stop_b, b)] {
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(10), handle)

@@ -93,7 +93,11 @@ impl Workers<'_> {
             Ok(d) => {
                 let reply = d.reference.clone().unwrap_or_else(|| "accepted".into());
                 crate::metrics::outbox_delivery(&job.account, &job.data_center, "sent");
-                store.outbox_sent(job.id, owner, &self.node, &reply)
+                let said = match d.status {
+                    crate::bindings::transport::DeliveryStatus::Delivered => "delivered",
+                    crate::bindings::transport::DeliveryStatus::Queued => "queued",
+                };
+                store.outbox_sent(job.id, owner, &self.node, &reply, said)
             }
             Err(e) => {
                 let age = crate::unix_now() - job.created_at;
@@ -123,7 +127,7 @@ impl Workers<'_> {
                         job.attempts
                     );
                 }
-                store.outbox_not_sent(job.id, owner, &text, next)
+                store.outbox_not_sent(job.id, owner, (e.kind_name(), &text), next)
             }
         };
         match outcome {

@@ -183,6 +183,10 @@ pub(super) const SQLITE: &[&str] = &[
         sent_at INTEGER
     );
     CREATE INDEX outbox_due ON outbox (data_center, status, next_attempt);",
+    // What the server said of a sent message, and the kind of a failure, for a step
+    // that waits for the outcome.
+    "ALTER TABLE outbox ADD COLUMN server_status TEXT;
+    ALTER TABLE outbox ADD COLUMN error_kind TEXT;",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -318,6 +322,10 @@ const POSTGRES: &[&str] = &[
         sent_at BIGINT
     );
     CREATE INDEX outbox_due ON outbox (data_center, status, next_attempt);",
+    // What the server said of a sent message, and the kind of a failure, for a step
+    // that waits for the outcome.
+    "ALTER TABLE outbox ADD COLUMN server_status TEXT;
+    ALTER TABLE outbox ADD COLUMN error_kind TEXT;",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

@@ -39,6 +39,10 @@ pub struct OutboxState {
     /// The server's reply, or the last error.
     pub detail: Option<String>,
     pub attempts: u32,
+    /// What the server said it did with a sent message: `delivered` or `queued`.
+    pub server_status: Option<String>,
+    /// The kind of the last failure (`transient`, `auth-failed`, ...).
+    pub error_kind: Option<String>,
 }
 
 /// A message that failed for good, with why.
@@ -122,15 +126,24 @@ impl Store {
         )
     }
 
-    /// Records that `owner` (node `node`) delivered message `id`, with the server's reply.
-    /// `false` when `owner` no longer held the lease.
-    pub fn outbox_sent(&self, id: i64, owner: &str, node: &str, reply: &str) -> Result<bool> {
+    /// Records that `owner` (node `node`) delivered message `id`, with the server's reply
+    /// and what it said it did (`delivered` or `queued`). `false` when `owner` no longer
+    /// held the lease.
+    pub fn outbox_sent(
+        &self,
+        id: i64,
+        owner: &str,
+        node: &str,
+        reply: &str,
+        server_status: &str,
+    ) -> Result<bool> {
         self.conn
             .exec(
                 "UPDATE outbox SET status = 'sent', reply = $3, node = $4, sent_at = $5,
-                    lease_owner = NULL, lease_until = NULL, last_error = NULL
+                    server_status = $6, lease_owner = NULL, lease_until = NULL,
+                    last_error = NULL, error_kind = NULL
                  WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
-                args![id, owner, reply, node, crate::unix_now()],
+                args![id, owner, reply, node, crate::unix_now(), server_status],
             )
             .map(|n| n == 1)
     }
@@ -141,7 +154,7 @@ impl Store {
         &self,
         id: i64,
         owner: &str,
-        error: &str,
+        (kind, error): (&str, &str),
         next_attempt: Option<i64>,
     ) -> Result<bool> {
         let (status, next) = match next_attempt {
@@ -151,9 +164,9 @@ impl Store {
         self.conn
             .exec(
                 "UPDATE outbox SET status = $3, last_error = $4, next_attempt = $5,
-                    lease_owner = NULL, lease_until = NULL
+                    error_kind = $6, lease_owner = NULL, lease_until = NULL
                  WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
-                args![id, owner, status, error, next],
+                args![id, owner, status, error, next, kind],
             )
             .map(|n| n == 1)
     }
@@ -197,7 +210,9 @@ impl Store {
     /// waits for the outcome, and for tests.
     pub fn outbox_state(&self, id: i64) -> Result<Option<OutboxState>> {
         self.conn.row(
-            "SELECT status, node, COALESCE(reply, last_error), attempts FROM outbox WHERE id = $1",
+            "SELECT status, node, COALESCE(reply, last_error), attempts, server_status,
+                error_kind
+             FROM outbox WHERE id = $1",
             args![id],
             |r| {
                 Ok(OutboxState {
@@ -205,6 +220,8 @@ impl Store {
                     node: get(r, 1)?,
                     detail: get(r, 2)?,
                     attempts: get::<i64>(r, 3)? as u32,
+                    server_status: get(r, 4)?,
+                    error_kind: get(r, 5)?,
                 })
             },
         )

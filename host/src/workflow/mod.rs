@@ -108,6 +108,27 @@ pub struct Step {
     /// The action's inputs.
     #[serde(default)]
     pub with: serde_json::Value,
+    /// For `send-mail` through a queued account: wait up to this long (`30s`, at most
+    /// `10m`) for the delivery's outcome; the step then fails with the final error, or
+    /// returns what the server said.
+    #[serde(default)]
+    pub wait: Option<String>,
+}
+
+impl Step {
+    /// How long the step waits for a queued delivery's outcome, if it does.
+    pub fn wait_for(&self) -> Result<Option<std::time::Duration>, String> {
+        let Some(text) = &self.wait else {
+            return Ok(None);
+        };
+        let wait = trigger::parse_duration(text)?;
+        if wait > std::time::Duration::from_secs(600) {
+            return Err(format!(
+                "`{text}` is longer than the 10m a step may wait; use 10m or less"
+            ));
+        }
+        Ok(Some(wait))
+    }
 }
 
 impl Workflow {
@@ -206,6 +227,12 @@ impl Workflow {
                 }
             }
             expr::check_value(&step.with, "with", &scope).map_err(|(f, r)| fail(id, &f, r))?;
+            if step.wait.is_some() {
+                if step.action != Action::SendMail {
+                    return Err(fail(id, "wait", "only a send-mail step can wait".into()));
+                }
+                step.wait_for().map_err(|r| fail(id, "wait", r))?;
+            }
             if let Some(account) = step.with.get("account").and_then(|a| a.as_str())
                 && !expr::is_template(account)
             {

@@ -305,11 +305,17 @@ impl<'a> Runner<'a> {
                     },
                     ..RunError::new(&step.id, Some(&e.field), e.reason)
                 })?;
-                let receipt = self
+                let mut receipt = self
                     .actions
                     .send_mail(&step.id, &input.account, &message)
                     .await
                     .map_err(|e| RunError::from_step(&step.id, "with", e))?;
+                let wait = step
+                    .wait_for()
+                    .map_err(|r| RunError::new(&step.id, Some("wait"), r))?;
+                if let Some(wait) = wait {
+                    self.await_delivery(step, &mut receipt, wait).await?;
+                }
                 let json = inputs::receipt_json(&receipt);
                 report.lines.push(format!(
                     "step {}: sent <{}> to {} recipient(s) via {}{}",
@@ -344,6 +350,71 @@ impl<'a> Runner<'a> {
                 ));
                 Ok(inputs::page_json(&input.account, &page))
             }
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// Waits up to `wait` for the outbox to settle a queued send: a message that failed
+    /// for good fails the step with its final error; one that was sent gets the server's
+    /// answer in the receipt. Past the wait, the receipt stays `queued`.
+    async fn await_delivery(
+        &self,
+        step: &super::Step,
+        receipt: &mut crate::bindings::actions::Receipt,
+        wait: std::time::Duration,
+    ) -> Result<(), RunError> {
+        let Some(id) = receipt
+            .reference
+            .as_deref()
+            .and_then(|r| r.strip_prefix("outbox:"))
+            .and_then(|id| id.parse::<i64>().ok())
+        else {
+            // Sent directly: the server has answered already.
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let state = self
+                .store
+                .outbox_state(id)
+                .map_err(super::catchup::store_failure)?;
+            match state {
+                Some(s) if s.status == "sent" => {
+                    receipt.status = match s.server_status.as_deref() {
+                        Some("delivered") => crate::bindings::transport::DeliveryStatus::Delivered,
+                        _ => crate::bindings::transport::DeliveryStatus::Queued,
+                    };
+                    receipt.reference = s.detail;
+                    return Ok(());
+                }
+                Some(s) if s.status == "failed" => {
+                    let text = s.detail.unwrap_or_default();
+                    let error = match s.error_kind.as_deref() {
+                        Some("auth-failed") => MailError::AuthFailed(text),
+                        Some("access-denied") => MailError::AccessDenied(text),
+                        Some("not-found") => MailError::NotFound(text),
+                        Some("transient") => MailError::Transient(text),
+                        Some("invalid-input") => {
+                            MailError::InvalidInput(crate::bindings::types::FieldError {
+                                field: "message".into(),
+                                reason: text,
+                            })
+                        }
+                        _ => MailError::Permanent(text),
+                    };
+                    return Err(RunError::from_step(
+                        &step.id,
+                        "with",
+                        crate::runtime::StepError::Mail(error),
+                    ));
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 }

@@ -232,3 +232,22 @@ fn mail_errors_name_their_kind_and_describe_themselves() {
         "field `message.subject`: contains a line break"
     );
 }
+
+#[test]
+fn a_step_waits_at_most_ten_minutes() {
+    let step = |wait: &str| Step {
+        id: "send".into(),
+        action: Action::SendMail,
+        condition: None,
+        for_each: None,
+        with: serde_json::Value::Null,
+        wait: Some(wait.into()),
+    };
+    assert_eq!(
+        step("30s").wait_for().unwrap(),
+        Some(std::time::Duration::from_secs(30))
+    );
+    let e = step("2h").wait_for().unwrap_err();
+    assert!(e.contains("longer than the 10m a step may wait"), "{e}");
+    assert!(step("soon").wait_for().is_err());
+}
