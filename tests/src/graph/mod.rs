@@ -309,20 +309,11 @@ async fn tracked(State(inner): State<Arc<Inner>>, mut request: Request, next: Ne
         .strip_prefix("/v1.0/users/")
         .and_then(|p| p.split('/').next())
         .map(str::to_ascii_lowercase);
-    // Outlook serves at most four requests to one mailbox at a time.
-    let crowded = user.as_ref().is_some_and(|u| {
-        inner
-            .in_flight
-            .lock()
-            .map(|mut f| {
-                let n = f.0.entry(u.clone()).or_default();
-                *n += 1;
-                let now = *n;
-                f.1 = f.1.max(now);
-                now > 4
-            })
-            .unwrap_or(false)
-    });
+    // Outlook serves at most four requests to one mailbox at a time. The count drops
+    // when the request ends, also when its client went away (then the handler is
+    // dropped, not finished).
+    let slot = user.as_ref().map(|u| InFlight::enter(&inner, u));
+    let crowded = slot.as_ref().is_some_and(|s| s.count > 4);
     let gated = if crowded {
         let mut r = error(
             429,
@@ -343,13 +334,47 @@ async fn tracked(State(inner): State<Arc<Inner>>, mut request: Request, next: Ne
         Some(refused) => refused,
         None => next.run(request).await,
     };
-    if let Some(u) = &user
-        && let Ok(mut f) = inner.in_flight.lock()
-        && let Some(n) = f.0.get_mut(u)
-    {
-        *n = n.saturating_sub(1);
-    }
+    drop(slot);
     record(&inner, response)
+}
+
+/// One request in flight to a mailbox, counted until dropped.
+struct InFlight {
+    inner: Arc<Inner>,
+    user: String,
+    /// How many were in flight with this one.
+    count: usize,
+}
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>, user: &str) -> Self {
+        let count = inner
+            .in_flight
+            .lock()
+            .map(|mut f| {
+                let n = f.0.entry(user.to_owned()).or_default();
+                *n += 1;
+                let now = *n;
+                f.1 = f.1.max(now);
+                now
+            })
+            .unwrap_or_default();
+        Self {
+            inner: inner.clone(),
+            user: user.to_owned(),
+            count,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.inner.in_flight.lock()
+            && let Some(n) = f.0.get_mut(&self.user)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// The application permissions a request needs: Mail.Send to send, Mail.Read (or
