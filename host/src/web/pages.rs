@@ -191,7 +191,28 @@ fn status_data(web: &Web) -> anyhow::Result<serde_json::Value> {
             })
         })
         .collect();
-    Ok(json!({ "triggers": triggers, "sends": sends }))
+    let store = web.app.store();
+    let now = crate::unix_now();
+    let outbox: Vec<serde_json::Value> = store
+        .outbox_counts()?
+        .into_iter()
+        .map(|c| {
+            let waiting = c.status == "queued" || c.status == "sending";
+            json!({
+                "data_center": c.data_center,
+                "status": c.status,
+                "count": c.count,
+                "oldest_secs": waiting.then(|| now - c.oldest_created_at),
+            })
+        })
+        .collect();
+    let failures = store.outbox_failures(5)?;
+    Ok(json!({
+        "triggers": triggers,
+        "sends": sends,
+        "outbox": outbox,
+        "outbox_failures": failures,
+    }))
 }
 
 /// `GET /status`.
@@ -208,6 +229,8 @@ pub async fn status_page(State(web): State<Arc<Web>>, headers: HeaderMap) -> Res
                 "csrf": session.csrf,
                 "triggers": data["triggers"],
                 "sends": data["sends"],
+                "outbox": data["outbox"],
+                "outbox_failures": data["outbox_failures"],
             }),
         ),
         Err(e) => web.message(

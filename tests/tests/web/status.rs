@@ -20,6 +20,16 @@ fn keep(png: &[u8], name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_follows_the_triggers_without_a_reload() {
     let ws = Workspace::new("").unwrap();
+    // The demo account queues its mail, so the page shows the outbox too.
+    let config = std::fs::read_to_string(ws.path().join("flowmail.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("flowmail.toml"),
+        config.replace(
+            "[accounts.demo]\n",
+            "[accounts.demo]\ndelivery = \"queued\"\n",
+        ),
+    )
+    .unwrap();
     add_user(ws.path(), &["--email", "ops@demo.example"], PASSWORD).unwrap();
     std::fs::create_dir_all(ws.path().join("served")).unwrap();
     let digest = std::fs::read_to_string(ws.path().join("workflows/alert-digest.yaml"))
@@ -100,6 +110,15 @@ async fn the_status_page_follows_the_triggers_without_a_reload() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The queued digests were delivered by serve's workers, and the outbox says so.
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(fantoccini::Locator::XPath(
+            "//tbody[@id='outbox-body']/tr[td[1] = 'default' and td[2] = 'sent']",
+        ))
+        .await
+        .unwrap();
     let text = b.text().await.unwrap();
     assert!(
         text.contains("alert-digest (demo)") && text.contains("ok"),

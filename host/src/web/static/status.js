@@ -24,6 +24,20 @@
         tr.append(cell(s.at), cell(s.workflow), cell(s.outcome), cell(s.detail));
         return tr;
       }));
+      const outbox = document.getElementById('outbox-body');
+      if (outbox) outbox.replaceChildren(...all.outbox.map((o) => {
+        const tr = document.createElement('tr');
+        tr.append(cell(o.data_center), cell(o.status), cell(String(o.count)),
+          cell(o.oldest_secs === null || o.oldest_secs === undefined ? '' : o.oldest_secs + 's'));
+        return tr;
+      }));
+      const failures = document.getElementById('outbox-failures');
+      if (failures) failures.replaceChildren(...all.outbox_failures.map((f) => {
+        const li = document.createElement('li');
+        li.textContent = 'message ' + f.id + ' of ' + f.account + ' failed after ' + f.attempts +
+          ' attempt(s): ' + f.error;
+        return li;
+      }));
       document.getElementById('status-updated').textContent = new Date().toLocaleTimeString();
     } catch (e) { /* the next round tries again */ }
   };
