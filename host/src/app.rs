@@ -15,7 +15,6 @@ use crate::auth::seal::Sealer;
 use crate::auth::{ReferencedToken, TokenManager, TokenSource};
 use crate::bindings::tokens::{AuthKind, CredentialState};
 use crate::bindings::transport::AccountPolicy;
-use crate::caps::graph_api::GraphApi;
 use crate::caps::mailbox::{GraphMailbox, Imap, ImapAuth, Maildir, Uids, Watch};
 use crate::caps::tokens::CredentialInfo;
 use crate::caps::transport::smtp::{Auth, Relay};
@@ -400,56 +399,6 @@ fn account_caps(
     Ok(())
 }
 
-/// The Graph transport of `account`, for sending and for Test Mail.
-pub fn graph(
-    config: &Config,
-    account: &str,
-    managers: &TokenManagers,
-) -> anyhow::Result<crate::caps::transport::graph::Graph> {
-    let a = config
-        .accounts
-        .get(account)
-        .with_context(|| format!("no account `{account}` in the config"))?;
-    let Some(TransportConfig::Graph(g)) = &a.transport else {
-        bail!("account `{account}` does not send through Microsoft Graph");
-    };
-    Ok(crate::caps::transport::graph::Graph::new(graph_api(
-        config,
-        account,
-        "transport",
-        g,
-        managers,
-    )?))
-}
-
-/// The Graph client of `account`'s transport or mailbox (`part`), on the shared TLS
-/// policy.
-fn graph_api(
-    config: &Config,
-    account: &str,
-    part: &str,
-    g: &crate::config::GraphConfig,
-    managers: &TokenManagers,
-) -> anyhow::Result<GraphApi> {
-    let ca = g
-        .ca_file
-        .as_ref()
-        .map(|p| std::fs::read(config.resolve(p)))
-        .transpose()
-        .with_context(|| format!("accounts.{account}.{part}.ca_file"))?;
-    let tls = crate::net::tls_config(ca.as_deref(), crate::net::MinTls::V12)
-        .map_err(anyhow::Error::msg)?;
-    let http = crate::net::http_client(&tls, Duration::from_secs(g.timeout_secs))
-        .map_err(anyhow::Error::msg)?;
-    Ok(GraphApi::new(
-        &g.graph_url,
-        &g.user,
-        token_source(config, account, managers)?,
-        http,
-        Duration::from_secs(g.max_wait_secs),
-    ))
-}
-
 /// Where an OAuth2 account's access tokens come from: a reference in the config, or the
 /// token store.
 fn token_source(
@@ -511,5 +460,9 @@ pub fn relay(config: &Config, account: &str, managers: &TokenManagers) -> anyhow
     Ok(Relay::new(settings, auth))
 }
 
+mod graph;
 #[cfg(test)]
 mod tests;
+
+pub use self::graph::graph;
+use self::graph::graph_api;

@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, RwLock};
 
-pub mod graph_api;
 pub mod log;
 pub mod mailbox;
 pub mod tokens;

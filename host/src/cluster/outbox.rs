@@ -150,9 +150,6 @@ impl Workers<'_> {
         let secs = base
             .saturating_mul(1u64 << attempts.saturating_sub(1).min(16))
             .min(3600);
-        let mut random = [0u8; 2];
-        crate::auth::seal::fill_random(&mut random);
-        let jitter = (u16::from_le_bytes(random) as f64 / u16::MAX as f64) * 0.5 - 0.25;
-        Duration::from_secs_f64((secs as f64 * (1.0 + jitter)).max(1.0))
+        crate::workflow::jitter(Duration::from_secs(secs)).max(Duration::from_secs(1))
     }
 }

@@ -10,6 +10,15 @@ use serde::Deserialize;
 use crate::bindings::types::Address;
 use crate::secret::{Secret, SecretRef};
 
+mod cluster;
+mod graph;
+mod store;
+
+pub use self::cluster::{NodeConfig, OutboxConfig, host_name};
+use self::graph::check_graph;
+pub use self::graph::{GraphConfig, GraphMailboxConfig};
+pub use self::store::StoreConfig;
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,89 +47,6 @@ pub struct Config {
     /// The folder relative paths are resolved against: the config file's folder.
     #[serde(skip)]
     pub base: PathBuf,
-}
-
-/// The delivery workers of `serve`: how many, and how they retry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxConfig {
-    /// Messages delivered at once by this node (default 4).
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// The first retry's wait in seconds; each later one doubles, with ±25 % jitter, up
-    /// to an hour (default 30).
-    #[serde(default = "default_retry_base")]
-    pub retry_base_secs: u64,
-    /// How long transient failures are retried before the message fails, in hours
-    /// (default 48, as mail servers do).
-    #[serde(default = "default_give_up")]
-    pub give_up_hours: u64,
-}
-
-fn default_workers() -> usize {
-    4
-}
-fn default_retry_base() -> u64 {
-    30
-}
-fn default_give_up() -> u64 {
-    48
-}
-
-impl Default for OutboxConfig {
-    fn default() -> Self {
-        Self {
-            workers: default_workers(),
-            retry_base_secs: default_retry_base(),
-            give_up_hours: default_give_up(),
-        }
-    }
-}
-
-/// This process as a node: its name and the data center it runs in.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    /// Unique among the nodes that share a store (default: the host name).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// One of `data_centers` (default: the first of them).
-    #[serde(default)]
-    pub data_center: Option<String>,
-    /// How often `serve` records that it is alive; three beats missed count as dead.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat_secs: u64,
-}
-
-fn default_heartbeat() -> u64 {
-    5
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            name: None,
-            data_center: None,
-            heartbeat_secs: default_heartbeat(),
-        }
-    }
-}
-
-impl NodeConfig {
-    /// The node's name: as configured, or the machine's host name.
-    pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(host_name)
-    }
-}
-
-/// The machine's host name.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "flowmail".into())
 }
 
 /// Alerts by mail: flowmail sends its own alerts through `account` to `to`, at most one
@@ -172,44 +98,6 @@ impl Default for WebConfig {
             behind_tls: false,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The SQLite file (the embedded default), used unless `url` is given.
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
-    /// A PostgreSQL database shared by several nodes: `postgres://user@host:port/db`,
-    /// without the password.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// The PostgreSQL password, by reference.
-    #[serde(default)]
-    pub password: Option<SecretRef>,
-    /// The key that seals tokens at rest, created with mode 0600 on first use;
-    /// `FLOWMAIL_KEY` overrides it.
-    #[serde(default = "default_key_file")]
-    pub key_file: PathBuf,
-}
-
-fn default_key_file() -> PathBuf {
-    "var/flowmail.key".into()
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            path: default_store_path(),
-            url: None,
-            password: None,
-            key_file: default_key_file(),
-        }
-    }
-}
-
-fn default_store_path() -> PathBuf {
-    "var/flowmail.db".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,50 +188,6 @@ pub enum TransportConfig {
     Graph(GraphConfig),
 }
 
-/// A Microsoft Graph mailbox to send from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraphConfig {
-    /// The tenant (`contoso.onmicrosoft.com` or its GUID); it fills the token endpoint.
-    pub tenant: String,
-    /// The mailbox to send as; the From address must be this user.
-    pub user: String,
-    /// The Graph API (default `https://graph.microsoft.com/v1.0`; other clouds and tests
-    /// override it).
-    #[serde(default = "default_graph_url")]
-    pub graph_url: String,
-    /// A PEM CA to trust instead of the public roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Limit of each request, in seconds.
-    #[serde(default = "default_graph_timeout")]
-    pub timeout_secs: u64,
-    /// The longest a send waits out throttling (`Retry-After`) before it fails as
-    /// transient, in seconds.
-    #[serde(default = "default_graph_wait")]
-    pub max_wait_secs: u64,
-}
-
-fn default_graph_url() -> String {
-    "https://graph.microsoft.com/v1.0".into()
-}
-fn default_graph_timeout() -> u64 {
-    30
-}
-fn default_graph_wait() -> u64 {
-    60
-}
-
-impl GraphConfig {
-    /// The tenant's token endpoint.
-    pub fn token_url(&self) -> String {
-        format!(
-            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-            self.tenant
-        )
-    }
-}
-
 /// Where the account's incoming mail is read.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -355,50 +199,6 @@ pub enum MailboxConfig {
     /// A mail folder of a Microsoft Graph mailbox, read with the account's OAuth2
     /// credentials.
     Graph(GraphMailboxConfig),
-}
-
-/// A Microsoft Graph mail folder to read.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraphMailboxConfig {
-    /// The tenant (`contoso.onmicrosoft.com` or its GUID); it fills the token endpoint.
-    pub tenant: String,
-    /// The mailbox to read.
-    pub user: String,
-    /// The folder: a well-known name (`inbox`, `archive`, ...), a display name, or an id.
-    #[serde(default = "default_graph_folder")]
-    pub folder: String,
-    /// The Graph API (default `https://graph.microsoft.com/v1.0`).
-    #[serde(default = "default_graph_url")]
-    pub graph_url: String,
-    /// A PEM CA to trust instead of the public roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Limit of each request, in seconds.
-    #[serde(default = "default_graph_timeout")]
-    pub timeout_secs: u64,
-    /// The longest one read waits out throttling (`Retry-After`) before it fails as
-    /// transient, in seconds.
-    #[serde(default = "default_graph_wait")]
-    pub max_wait_secs: u64,
-}
-
-fn default_graph_folder() -> String {
-    "inbox".into()
-}
-
-impl GraphMailboxConfig {
-    /// The API settings, as a transport of the same mailbox would have them.
-    pub fn api(&self) -> GraphConfig {
-        GraphConfig {
-            tenant: self.tenant.clone(),
-            user: self.user.clone(),
-            graph_url: self.graph_url.clone(),
-            ca_file: self.ca_file.clone(),
-            timeout_secs: self.timeout_secs,
-            max_wait_secs: self.max_wait_secs,
-        }
-    }
 }
 
 /// How the account authenticates to its servers.
@@ -573,46 +373,6 @@ impl Config {
         self.resolve(&self.store.path)
     }
 
-    /// Opens the store: the PostgreSQL database of `store.url`, or the SQLite file.
-    pub fn open_store(&self) -> anyhow::Result<crate::store::Store> {
-        let Some(url) = &self.store.url else {
-            return Ok(crate::store::Store::open(&self.store_path())?);
-        };
-        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            bail!(
-                "store.url: `{url}` is not a PostgreSQL URL like postgres://flowmail@db.example:5432/flowmail"
-            );
-        }
-        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-        let (userinfo, host) = rest.split_once('@').unwrap_or(("", rest));
-        if userinfo.contains(':') {
-            bail!(
-                "store.url: the password is never written into the config; remove it from the URL and give store.password = {{ env = \"...\" }} or {{ file = \"...\" }}"
-            );
-        }
-        let url = match &self.store.password {
-            Some(reference) => {
-                let password = reference
-                    .resolve(&self.base)
-                    .map_err(anyhow::Error::msg)
-                    .context("store.password")?;
-                let encoded: String = password
-                    .expose()
-                    .bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect();
-                format!("{scheme}://{userinfo}:{encoded}@{host}")
-            }
-            None => url.clone(),
-        };
-        Ok(crate::store::Store::open_url(&url)?)
-    }
-
     /// The compiled-component cache folder, if enabled.
     pub fn cache_dir(&self) -> Option<PathBuf> {
         (!self.runtime.cache_dir.as_os_str().is_empty())
@@ -641,32 +401,6 @@ impl Config {
             },
         })
     }
-}
-
-/// The checks of a Graph transport or mailbox (`part`) of account `name`.
-fn check_graph(
-    name: &str,
-    part: &str,
-    g: &GraphConfig,
-    auth: Option<&AuthConfig>,
-) -> anyhow::Result<()> {
-    match auth {
-        Some(AuthConfig::OAuth2 { username, .. }) if username.eq_ignore_ascii_case(&g.user) => {}
-        Some(AuthConfig::OAuth2 { username, .. }) => bail!(
-            "accounts.{name}.{part}.user: `{}` differs from auth.username `{username}`; Graph works as the user the token is for",
-            g.user
-        ),
-        _ => bail!(
-            "accounts.{name}.auth: a Graph {part} needs kind = \"oauth2\" with client_id and client_secret"
-        ),
-    }
-    if !g.graph_url.starts_with("https://")
-        && !g.graph_url.starts_with("http://127.0.0.1")
-        && !g.graph_url.starts_with("http://localhost")
-    {
-        bail!("accounts.{name}.{part}.graph_url: use https:// (plain http only on this machine)");
-    }
-    Ok(())
 }
 
 /// Splits `Name <addr>` or `addr`; the plugin validates the address itself.

@@ -1,7 +1,10 @@
 //! The network layer every capability and the auth layer share: TCP with `TCP_NODELAY`,
-//! the TLS policy, the stream type protocol clients run on, and the HTTP client for token
-//! endpoints and web APIs. A leaf: it knows no capability, no account and no config.
+//! the TLS policy, the stream type protocol clients run on, the HTTP client for token
+//! endpoints and web APIs, and the Microsoft Graph client that the Graph transport and
+//! mailbox share ([`graph`]). It knows no capability, no account and no config; only the
+//! Graph client takes its tokens from the auth layer's `TokenSource`.
 
+pub mod graph;
 mod http;
 mod stream;
 mod tcp;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 pub use self::catchup::CatchUp;
 pub use self::events::{Alert, AlertKind, Events, Silent};
 pub use self::runner::{Actions, Mailboxes, RunError, RunOptions, RunReport, Runner};
+pub(crate) use self::trigger::jitter;
 pub use self::trigger::{MailboxTrigger, Per, PostAction};
 use crate::config::Config;
 

@@ -6,7 +6,7 @@ use reqwest::header::HeaderMap;
 
 use crate::bindings::MailError;
 use crate::bindings::types::FieldError;
-use crate::caps::graph_api::{Outcome, retry_after, said};
+use crate::net::graph::{Outcome, retry_after, said};
 
 /// Whether an answer says the delta link is no longer honoured: the reader starts again
 /// from the folder's start.

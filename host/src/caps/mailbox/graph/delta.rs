@@ -14,7 +14,7 @@ use super::classify::sync_state_lost;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{Batch, RawMessage, SizeCap};
 use crate::bindings::types::FieldError;
-use crate::caps::graph_api::{CONCURRENT_PER_MAILBOX, Call, said};
+use crate::net::graph::{CONCURRENT_PER_MAILBOX, Call, said};
 
 /// Messages per delta page flowmail asks for (Graph's default is 10).
 pub const PAGE: u32 = 50;
@@ -132,7 +132,7 @@ impl GraphMailbox {
             "{}?changeType=created&$select={SELECT}",
             self.api.url(&format!(
                 "/mailFolders/{}/messages/delta",
-                crate::caps::graph_api::path_segment(&folder)
+                crate::net::graph::path_segment(&folder)
             ))
         ))
     }

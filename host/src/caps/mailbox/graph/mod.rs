@@ -21,7 +21,7 @@ use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{Batch, Content, Flag, Oversize, RawMessage, Search, SizeCap};
 use crate::bindings::types::FieldError;
-use crate::caps::graph_api::{Answer, CONCURRENT_PER_MAILBOX, Call, GraphApi, Token, path_segment};
+use crate::net::graph::{Answer, CONCURRENT_PER_MAILBOX, Call, GraphApi, Token, path_segment};
 
 /// Graph's well-known folder names, usable in place of a folder id.
 const WELL_KNOWN: &[&str] = &[

@@ -3,8 +3,8 @@
 
 use crate::bindings::MailError;
 use crate::bindings::types::FieldError;
-pub use crate::caps::graph_api::Outcome;
-use crate::caps::graph_api::{retry_after, said};
+pub use crate::net::graph::Outcome;
+use crate::net::graph::{retry_after, said};
 
 /// Classifies a non-success answer of `what` (for example `sendMail`) for mailbox `user`.
 pub fn classify(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::Graph;
 use crate::bindings::MailError;
 use crate::bindings::transport::Envelope;
-use crate::caps::graph_api::{Call, Token, path_segment};
+use crate::net::graph::{Call, Token, path_segment};
 
 /// Attachments from this size on go through an upload session, as Graph requires.
 const SESSION_FROM: usize = 3 * 1024 * 1024;

@@ -16,7 +16,7 @@ use super::Transport;
 use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::transport::{Delivery, DeliveryStatus, Envelope};
-use crate::caps::graph_api::{Answer, Call, GraphApi, Token, request_id};
+use crate::net::graph::{Answer, Call, GraphApi, Token, request_id};
 
 /// The largest request Graph takes in one piece; larger messages need an upload session.
 pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
@@ -136,7 +136,7 @@ mod tests {
         };
         assert_eq!(with_bcc(message, &plain), message.to_vec());
         assert_eq!(
-            crate::caps::graph_api::path_segment("a b@x.example"),
+            crate::net::graph::path_segment("a b@x.example"),
             "a%20b@x.example"
         );
     }
