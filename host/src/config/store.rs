@@ -71,16 +71,7 @@ impl Config {
                     .resolve(&self.base)
                     .map_err(anyhow::Error::msg)
                     .context("store.password")?;
-                let encoded: String = password
-                    .expose()
-                    .bytes()
-                    .map(|b| match b {
-                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                            (b as char).to_string()
-                        }
-                        _ => format!("%{b:02X}"),
-                    })
-                    .collect();
+                let encoded = crate::net::graph::percent_encode(password.expose(), b"");
                 format!("{scheme}://{userinfo}:{encoded}@{host}")
             }
             None => url.clone(),

@@ -325,13 +325,19 @@ pub fn http_error(e: &reqwest::Error) -> String {
     text
 }
 
-/// `text` as one URL path segment.
+/// `text` as one URL path segment (a user principal name keeps its `@`).
 pub fn path_segment(text: &str) -> String {
+    percent_encode(text, b"@")
+}
+
+/// `text` percent-encoded for a URL: unreserved characters stay, and those in `keep`.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 (b as char).to_string()
             }
+            _ if keep.contains(&b) => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

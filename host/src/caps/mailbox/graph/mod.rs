@@ -21,7 +21,9 @@ use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{Batch, Content, Flag, Oversize, RawMessage, Search, SizeCap};
 use crate::bindings::types::FieldError;
-use crate::net::graph::{Answer, CONCURRENT_PER_MAILBOX, Call, GraphApi, Token, path_segment};
+use crate::net::graph::{
+    Answer, CONCURRENT_PER_MAILBOX, Call, GraphApi, Token, path_segment, percent_encode,
+};
 
 /// Graph's well-known folder names, usable in place of a folder id.
 const WELL_KNOWN: &[&str] = &[
@@ -83,7 +85,7 @@ impl GraphMailbox {
         let url = format!(
             "{}?$filter={}&$select=id,displayName",
             self.api.url("/mailFolders"),
-            query_value(&format!("displayName eq '{quoted}'"))
+            percent_encode(&format!("displayName eq '{quoted}'"), b"'")
         );
         let mut token = self.api.token().await?;
         let answer = self
@@ -329,18 +331,6 @@ impl GraphMailbox {
             .and_then(|v| v["totalItemCount"].as_u64())
             .unwrap_or_default())
     }
-}
-
-/// `text` for a URL query value.
-fn query_value(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'\'' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl Backend for GraphMailbox {
