@@ -103,6 +103,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The durable outbox by data center: queued, sending, sent and failed messages, the
+    /// oldest waiting one's age and the latest failures with the server's reply.
+    Outbox {
+        /// Print the outbox as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The dead letters of mailbox triggers: list them, or retry them once their cause is
     /// fixed.
     DeadLetters {
@@ -171,6 +178,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Check { workflow } => cli::check(config, workflow),
         Command::Status { json } => cli::status(config, *json),
         Command::Nodes { json } => cli::nodes(config, *json),
+        Command::Outbox { json } => cli::outbox(config, *json),
         Command::DeadLetters { action } => match action {
             DeadLettersAction::List { workflow } => {
                 cli::dead_letters(config, workflow.as_deref(), false)

@@ -211,15 +211,55 @@ pub fn render(all: &[TriggerStatus]) -> String {
     out
 }
 
-/// The durable outbox, by data center: how many messages wait, are being sent, were sent
+/// The durable outbox: one row per data center and state, and the latest failures.
+#[derive(Debug, Serialize)]
+pub struct OutboxReport {
+    pub outbox: Vec<OutboxRow>,
+    pub outbox_failures: Vec<crate::store::OutboxFailure>,
+}
+
+/// How many messages of a data center are in one state.
+#[derive(Debug, Serialize)]
+pub struct OutboxRow {
+    pub data_center: String,
+    /// `queued`, `sending`, `sent` or `failed`.
+    pub status: String,
+    pub count: u64,
+    /// The age of the oldest message, for `queued` and `sending` only.
+    pub oldest_secs: Option<i64>,
+}
+
+/// The outbox by data center and state, with the latest five failures and their reasons.
+/// Both lists are empty when nothing was ever queued.
+pub fn outbox(store: &Store) -> Result<OutboxReport, StoreError> {
+    let now = crate::unix_now();
+    let outbox = store
+        .outbox_counts()?
+        .into_iter()
+        .map(|c| {
+            let waiting = c.status == "queued" || c.status == "sending";
+            OutboxRow {
+                oldest_secs: waiting.then(|| now - c.oldest_created_at),
+                data_center: c.data_center,
+                status: c.status,
+                count: c.count,
+            }
+        })
+        .collect();
+    Ok(OutboxReport {
+        outbox,
+        outbox_failures: store.outbox_failures(5)?,
+    })
+}
+
+/// The outbox as text, by data center: how many messages wait, are being sent, were sent
 /// or failed, the oldest waiting one's age, and the latest failures with their reasons.
 /// Empty when nothing was ever queued.
-pub fn render_outbox(store: &Store) -> Result<String, StoreError> {
-    let counts = store.outbox_counts()?;
+pub fn render_outbox(report: &OutboxReport) -> String {
+    let counts = &report.outbox;
     if counts.is_empty() {
-        return Ok(String::new());
+        return String::new();
     }
-    let now = crate::unix_now();
     let mut text = String::from("\noutbox:\n");
     let mut centers: Vec<&str> = counts.iter().map(|c| c.data_center.as_str()).collect();
     centers.dedup();
@@ -231,25 +271,28 @@ pub fn render_outbox(store: &Store) -> Result<String, StoreError> {
         };
         let n = |status: &str| of(status).map_or(0, |c| c.count);
         let oldest = of("queued")
-            .map(|c| format!(", oldest waiting {}s", now - c.oldest_created_at))
+            .and_then(|c| c.oldest_secs)
+            .map(|secs| format!(", oldest waiting {secs}s"))
             .unwrap_or_default();
-        text.push_str(&format!(
-            "  {dc}: {} queued, {} sending, {} sent, {} failed{oldest}\n",
+        let _ = writeln!(
+            text,
+            "  {dc}: {} queued, {} sending, {} sent, {} failed{oldest}",
             n("queued"),
             n("sending"),
             n("sent"),
             n("failed")
-        ));
+        );
     }
-    for f in store.outbox_failures(5)? {
-        text.push_str(&format!(
-            "  failed: message {} of `{}` {} after {} attempt(s): {}\n",
+    for f in &report.outbox_failures {
+        let _ = writeln!(
+            text,
+            "  failed: message {} of `{}` {} after {} attempt(s): {}",
             f.id,
             f.account,
             f.message_id.as_deref().unwrap_or("(no Message-ID)"),
             f.attempts,
             f.error
-        ));
+        );
     }
-    Ok(text)
+    text
 }

@@ -217,7 +217,49 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
         1,
         "not retried"
     );
-    let status = flowmail::status::render_outbox(&store).unwrap();
+    // `flowmail outbox` shows it, as text and as JSON.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(flowmail_tests::flowmail_bin())
+            .current_dir(ws.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&run(&["outbox", "--json"])).unwrap();
+    let row = |dc: &str, status: &str| {
+        report["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["data_center"] == dc && r["status"] == status)
+            .map(|r| r["count"].as_u64().unwrap())
+    };
+    assert_eq!(
+        (
+            row("a", "sent"),
+            row("a", "failed"),
+            row("b", "sent"),
+            row("a", "queued")
+        ),
+        (Some(10), Some(1), Some(4), None),
+        "{report}"
+    );
+    let failure = &report["outbox_failures"][0];
+    assert_eq!(
+        (failure["id"].as_i64(), failure["account"].as_str()),
+        (Some(id), Some("bad"))
+    );
+    assert!(
+        failure["error"].as_str().unwrap().contains("535"),
+        "{failure}"
+    );
+    let status = run(&["outbox"]);
     assert!(
         status.contains("a: 0 queued, 0 sending, 10 sent, 1 failed")
             && status.contains("b: 0 queued, 0 sending, 4 sent, 0 failed")

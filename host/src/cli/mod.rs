@@ -81,9 +81,28 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
         out(&format!("{}\n", serde_json::to_string_pretty(&report)?))
     } else {
         let mut text = flowmail::status::render(&report);
-        text.push_str(&flowmail::status::render_outbox(&store)?);
+        text.push_str(&flowmail::status::render_outbox(&flowmail::status::outbox(
+            &store,
+        )?));
         out(&text)
     }
+}
+
+/// `flowmail outbox`: the durable outbox by data center and state, with the latest
+/// failures. `status --json` stays the array of triggers it always was; this is the
+/// outbox's JSON.
+pub fn outbox(config: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::read(config)?;
+    let store = config.open_store()?;
+    let report = flowmail::status::outbox(&store)?;
+    if json {
+        return out(&format!("{}\n", serde_json::to_string_pretty(&report)?));
+    }
+    let text = flowmail::status::render_outbox(&report);
+    if text.is_empty() {
+        return out("the outbox is empty: no account queues its mail (delivery = \"queued\")\n");
+    }
+    out(text.trim_start())
 }
 
 /// `flowmail dead-letters list|retry`. Like `status`, it reads only the store.

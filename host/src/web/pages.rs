@@ -191,27 +191,12 @@ fn status_data(web: &Web) -> anyhow::Result<serde_json::Value> {
             })
         })
         .collect();
-    let store = web.app.store();
-    let now = crate::unix_now();
-    let outbox: Vec<serde_json::Value> = store
-        .outbox_counts()?
-        .into_iter()
-        .map(|c| {
-            let waiting = c.status == "queued" || c.status == "sending";
-            json!({
-                "data_center": c.data_center,
-                "status": c.status,
-                "count": c.count,
-                "oldest_secs": waiting.then(|| now - c.oldest_created_at),
-            })
-        })
-        .collect();
-    let failures = store.outbox_failures(5)?;
+    let outbox = crate::status::outbox(web.app.store())?;
     Ok(json!({
         "triggers": triggers,
         "sends": sends,
-        "outbox": outbox,
-        "outbox_failures": failures,
+        "outbox": outbox.outbox,
+        "outbox_failures": outbox.outbox_failures,
     }))
 }
 
