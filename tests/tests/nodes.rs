@@ -166,10 +166,18 @@ fn a_node_in_an_unknown_data_center_is_refused_with_the_fix() {
 
 /// A node's workspace for the failover test: the trigger's Maildir and the outbox are
 /// shared folders, as a shared mount would be.
-fn trigger_workspace(url: &str, name: &str, dc: &str, shared: &std::path::Path) -> Workspace {
+/// `lease` is the node's `lease_secs`.
+fn trigger_workspace(
+    url: &str,
+    name: &str,
+    dc: &str,
+    shared: &std::path::Path,
+    lease: u64,
+) -> Workspace {
     let cache = std::env::temp_dir().join("flowmail-test-cache");
     let ws = Workspace::with_config(&format!(
         "data_centers = [\"a\", \"b\"]\n[node]\nname = \"{name}\"\ndata_center = \"{dc}\"\nheartbeat_secs = 1\n\
+         lease_secs = {lease}\n\
          [store]\nurl = \"{url}\"\n[web]\nlisten = \"127.0.0.1:0\"\n[runtime]\ncache_dir = \"{}\"\n\
          [accounts.box]\ndata_center = \"a\"\n[accounts.box.mailbox]\nkind = \"maildir\"\npath = \"{}\"\n\
          [accounts.out]\nfrom = \"flowmail@demo.example\"\ndata_center = \"a\"\n\
@@ -237,20 +245,42 @@ fn wait_for_runs(shared: &std::path::Path, n: usize, within: Duration, what: &st
     }
 }
 
-#[test]
-fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies() {
-    let pg = Postgres::start().unwrap();
-    let url = pg.database("failover").unwrap();
+/// Shared folders for a trigger's Maildir and the outbox its runs write to.
+fn shared_folders() -> tempfile::TempDir {
     let shared = tempfile::tempdir().unwrap();
     for sub in ["Maildir/new", "Maildir/cur", "Maildir/tmp", "outbox"] {
         std::fs::create_dir_all(shared.path().join(sub)).unwrap();
     }
-    deliver(shared.path(), 0, 400);
-    let a1 = trigger_workspace(&url, "a1", "a", shared.path());
-    let a2 = trigger_workspace(&url, "a2", "a", shared.path());
-    let b1 = trigger_workspace(&url, "b1", "b", shared.path());
+    shared
+}
+
+/// Each of `n` messages ran, and at most one (the run in flight when its node was
+/// killed or paused) ran twice.
+fn each_ran_once(shared: &std::path::Path, n: usize) {
+    let mut runs = std::collections::HashMap::<String, usize>::new();
+    for s in handled(shared) {
+        *runs.entry(s).or_default() += 1;
+    }
+    assert_eq!(runs.len(), n, "every message ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= 1,
+        "only the run in flight may run again: {twice:?}"
+    );
+}
+
+#[test]
+fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("failover").unwrap();
+    let shared = shared_folders();
+    deliver(shared.path(), 0, 20);
+    // The default lease (15 s): a dead node's trigger moves within 30 s.
+    let a1 = trigger_workspace(&url, "a1", "a", shared.path(), 15);
+    let a2 = trigger_workspace(&url, "a2", "a", shared.path(), 15);
+    let b1 = trigger_workspace(&url, "b1", "b", shared.path(), 15);
     let mut first = serve_trigger(&a1);
-    wait_for_runs(shared.path(), 10, Duration::from_secs(60), "a1 started");
+    wait_for_runs(shared.path(), 20, Duration::from_secs(60), "a1 started");
     let mut standby = serve_trigger(&a2);
     let mut other = serve_trigger(&b1);
     wait_for(
@@ -262,12 +292,23 @@ fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies()
             ("b1", "b", "alive"),
         ],
     );
-    // kill -9 the node that holds the trigger, in the middle of the catch-up.
+    // 480 more arrive, one every 15 ms; the node that holds the trigger is killed with
+    // kill -9 while they do.
+    let arrivals = {
+        let shared = shared.path().to_path_buf();
+        std::thread::spawn(move || {
+            for i in 20..500 {
+                deliver(&shared, i, i + 1);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    wait_for_runs(shared.path(), 150, Duration::from_secs(60), "a1 ran 150");
     first.kill().unwrap();
     first.wait().unwrap();
     let at_kill = Instant::now();
     let before = handled(shared.path()).len();
-    assert!(before < 400, "the kill came mid-way: {before}");
+    assert!(!arrivals.is_finished(), "the kill came during the arrivals");
     wait_for_runs(
         shared.path(),
         before + 1,
@@ -275,25 +316,14 @@ fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies()
         "a2 took over within 30 s",
     );
     let took = at_kill.elapsed();
-    deliver(shared.path(), 400, 450);
-    wait_for_runs(shared.path(), 450, Duration::from_secs(180), "all 450 ran");
+    arrivals.join().unwrap();
+    wait_for_runs(shared.path(), 500, Duration::from_secs(180), "all 500 ran");
     std::thread::sleep(Duration::from_secs(2));
     for child in [&mut standby, &mut other] {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-
-    let subjects = handled(shared.path());
-    let mut runs = std::collections::HashMap::<String, usize>::new();
-    for s in &subjects {
-        *runs.entry(s.clone()).or_default() += 1;
-    }
-    assert_eq!(runs.len(), 450, "every message ran");
-    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.len() <= 1,
-        "only the run in flight at the kill may run again: {twice:?}"
-    );
+    each_ran_once(shared.path(), 500);
     let a2_err = std::fs::read_to_string(a2.path().join("serve.err")).unwrap();
     assert!(a2_err.contains("taken over by this node"), "{a2_err}");
     let b1_err = std::fs::read_to_string(b1.path().join("serve.err")).unwrap();
@@ -302,4 +332,76 @@ fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies()
         "{b1_err}"
     );
     eprintln!("a2 took the trigger over {took:?} after a1 was killed");
+}
+
+/// `kill -SIGNAL` of `child`.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_paused_node_loses_its_trigger_and_stands_down_when_it_wakes() {
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("paused").unwrap();
+    let shared = shared_folders();
+    deliver(shared.path(), 0, 100);
+    let a1 = trigger_workspace(&url, "a1", "a", shared.path(), 3);
+    let a2 = trigger_workspace(&url, "a2", "a", shared.path(), 3);
+    let mut first = serve_trigger(&a1);
+    wait_for_runs(shared.path(), 10, Duration::from_secs(60), "a1 started");
+    let mut second = serve_trigger(&a2);
+    wait_for(
+        &a1,
+        "two live nodes",
+        &[("a1", "a", "alive"), ("a2", "a", "alive")],
+    );
+    // Paused, not dead: its connections stay open, but its lease runs out.
+    signal(&first, "-STOP");
+    wait_for_runs(
+        shared.path(),
+        100,
+        Duration::from_secs(30),
+        "a2 took over from the paused node",
+    );
+    deliver(shared.path(), 100, 150);
+    wait_for_runs(shared.path(), 150, Duration::from_secs(60), "a2 ran them");
+    signal(&first, "-CONT");
+    let woke = Instant::now();
+    let a1_err = a1.path().join("serve.err");
+    while !std::fs::read_to_string(&a1_err)
+        .unwrap()
+        .contains("lost its lease")
+    {
+        assert!(
+            woke.elapsed() < Duration::from_secs(15),
+            "a1 never stood down: {}",
+            std::fs::read_to_string(&a1_err).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Mail that arrives now runs once, on a2, and the trigger's state is a2's.
+    deliver(shared.path(), 150, 200);
+    wait_for_runs(shared.path(), 200, Duration::from_secs(60), "all 200 ran");
+    std::thread::sleep(Duration::from_secs(2));
+    let out = Command::new(flowmail_tests::flowmail_bin())
+        .current_dir(a2.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["pid"].as_u64(), Some(u64::from(second.id())), "{status}");
+    assert_ne!(status[0]["mode"], "stopped", "{status}");
+    for child in [&mut first, &mut second] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    each_ran_once(shared.path(), 200);
+    eprintln!(
+        "a1 after it woke:\n{}",
+        std::fs::read_to_string(&a1_err).unwrap()
+    );
 }

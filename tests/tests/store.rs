@@ -300,21 +300,33 @@ fn processes_opening_a_new_postgresql_store_at_once_migrate_it_once() {
 }
 
 #[test]
-fn a_workflow_lock_on_postgresql_is_held_across_processes_until_its_holder_dies() {
+fn a_workflow_lease_on_postgresql_is_renewed_while_held_and_free_once_given_up() {
     let pg = Postgres::start().unwrap();
     let url = pg.database("locks").unwrap();
     let first = Store::open_url(&url).unwrap();
     let second = Store::open_url(&url).unwrap();
+    first.set_lease_secs(3);
     let held = first.lock_workflow("wf").unwrap();
     let refused = second.lock_workflow("wf").unwrap_err();
     assert!(
         refused.to_string().contains("another flowmail process"),
         "{refused}"
     );
-    // The holder's connection ends with it: dropping the store closes its connections.
+    // Renewed, the lease outlives its three seconds.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert!(second.try_lock_workflow("wf").unwrap().is_none());
+    let (owner, epoch) = second.lease_holder("wf").unwrap().unwrap();
+    assert_eq!(Some(epoch), held.epoch());
+    assert!(owner.contains(&std::process::id().to_string()), "{owner}");
+    // Its holder's writes carry the epoch and go through.
+    first.set_cursor("wf", "a", "1:1").unwrap();
+    // Given up, it is free at once, under the next epoch; the old holder's writes of
+    // that trigger no longer carry a lease of its own and are not fenced.
     drop(held);
-    drop(first);
-    drop(second.lock_workflow("wf").unwrap());
+    let taken = second.lock_workflow("wf").unwrap();
+    assert_eq!(taken.epoch(), Some(epoch + 1));
+    second.set_cursor("wf", "a", "1:2").unwrap();
+    assert_eq!(first.cursor("wf", "a").unwrap().as_deref(), Some("1:2"));
 }
 
 /// Runs `flowmail ARGS` in the workspace; it must succeed.

@@ -53,10 +53,19 @@ pub struct NodeConfig {
     /// How often `serve` records that it is alive; three beats missed count as dead.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// How long this node's claim on a mailbox trigger lasts without renewal, on a shared
+    /// store (renewed every third of it): a dead node's triggers move within this, and a
+    /// node paused longer loses them.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
 }
 
 fn default_heartbeat() -> u64 {
     5
+}
+
+fn default_lease() -> u64 {
+    15
 }
 
 impl Default for NodeConfig {
@@ -65,6 +74,7 @@ impl Default for NodeConfig {
             name: None,
             data_center: None,
             heartbeat_secs: default_heartbeat(),
+            lease_secs: default_lease(),
         }
     }
 }

@@ -292,6 +292,11 @@ impl Config {
         if self.node.heartbeat_secs == 0 {
             bail!("node.heartbeat_secs must be at least 1");
         }
+        if self.node.lease_secs < 3 {
+            bail!(
+                "node.lease_secs must be at least 3 (it is renewed every third of it); the default is 15"
+            );
+        }
         if self.runtime.step_timeout_ms == 0 || self.runtime.memory_limit_mb == 0 {
             bail!("runtime.step_timeout_ms and runtime.memory_limit_mb must be above zero");
         }

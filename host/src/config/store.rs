@@ -53,6 +53,12 @@ impl Config {
         let Some(url) = &self.store.url else {
             return Ok(crate::store::Store::open(&self.store_path())?);
         };
+        let store = self.open_shared_store(url)?;
+        store.set_lease_secs(self.node.lease_secs);
+        Ok(store)
+    }
+
+    fn open_shared_store(&self, url: &str) -> anyhow::Result<crate::store::Store> {
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             bail!(
                 "store.url: `{url}` is not a PostgreSQL URL like postgres://flowmail@db.example:5432/flowmail"
@@ -74,7 +80,7 @@ impl Config {
                 let encoded = crate::net::graph::percent_encode(password.expose(), b"");
                 format!("{scheme}://{userinfo}:{encoded}@{host}")
             }
-            None => url.clone(),
+            None => url.to_owned(),
         };
         Ok(crate::store::Store::open_url(&url)?)
     }

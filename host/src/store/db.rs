@@ -96,7 +96,9 @@ pub struct Db {
 impl Db {
     /// `sql` for this dialect: `$N` parameters become SQLite's `?N` (bound by number, so a
     /// parameter may come back out of order), and `{seq}` names the column that keeps
-    /// insertion order (SQLite's `rowid`, a `seq` column on PostgreSQL).
+    /// insertion order (SQLite's `rowid`, a `seq` column on PostgreSQL). `{now}` is the
+    /// database's clock in Unix seconds, the one clock every node shares, and
+    /// `{for_share}` share-locks the rows a subquery read, on PostgreSQL.
     pub fn sql(&self, sql: &str) -> sqlx::AssertSqlSafe<String> {
         // Safe: the text is the store's own SQL; values are always bound parameters.
         sqlx::AssertSqlSafe(self.sql_text(sql))
@@ -104,8 +106,17 @@ impl Db {
 
     fn sql_text(&self, sql: &str) -> String {
         let sql = match self.dialect {
-            Dialect::Sqlite => sql.replace("{seq}", "rowid"),
-            Dialect::Postgres => sql.replace("{seq}", "seq"),
+            Dialect::Sqlite => sql
+                .replace("{seq}", "rowid")
+                .replace("{now}", "CAST(strftime('%s', 'now') AS INTEGER)")
+                .replace("{for_share}", ""),
+            Dialect::Postgres => sql
+                .replace("{seq}", "seq")
+                .replace(
+                    "{now}",
+                    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+                )
+                .replace("{for_share}", "FOR SHARE"),
         };
         if self.dialect == Dialect::Postgres {
             return sql;
@@ -212,6 +223,13 @@ impl Conn {
             name,
             runtime: Some(runtime),
         })
+    }
+
+    /// Runs `fut` on the store's runtime in the background.
+    pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        if let Some(rt) = &self.runtime {
+            rt.spawn(fut);
+        }
     }
 
     /// Runs `f` on the store's runtime and waits for it. Callers in async code block

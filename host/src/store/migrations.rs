@@ -187,6 +187,14 @@ pub(super) const SQLITE: &[&str] = &[
     // that waits for the outcome.
     "ALTER TABLE outbox ADD COLUMN server_status TEXT;
     ALTER TABLE outbox ADD COLUMN error_kind TEXT;",
+    // The lease of each mailbox trigger on a shared store, with the epoch that fences
+    // the writes of a node that lost it.
+    "CREATE TABLE trigger_leases (
+        workflow TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        owner TEXT,
+        lease_until INTEGER NOT NULL
+    );",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -326,6 +334,14 @@ const POSTGRES: &[&str] = &[
     // that waits for the outcome.
     "ALTER TABLE outbox ADD COLUMN server_status TEXT;
     ALTER TABLE outbox ADD COLUMN error_kind TEXT;",
+    // The lease of each mailbox trigger on a shared store, with the epoch that fences
+    // the writes of a node that lost it.
+    "CREATE TABLE trigger_leases (
+        workflow TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL,
+        owner TEXT,
+        lease_until BIGINT NOT NULL
+    );",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

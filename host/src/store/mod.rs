@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod db;
+mod locks;
 mod migrations;
 mod nodes;
 mod outbox;
@@ -14,6 +16,7 @@ mod tokens;
 mod triggers;
 mod web;
 
+pub use self::locks::{LEASE_TTL, WorkflowLock};
 pub use self::nodes::NodeRow;
 pub use self::outbox::{OutboxCount, OutboxFailure, OutboxJob, OutboxState};
 pub use self::tokens::TokenRow;
@@ -47,6 +50,10 @@ pub enum StoreError {
         "workflow `{workflow}` is being run by another flowmail process (serve or run); stop that one first, or see `flowmail status`"
     )]
     Busy { workflow: String },
+    #[error(
+        "workflow `{workflow}`: this node lost its claim on the trigger (its lease ran out, and another node took it over); nothing was written, and this node stands down"
+    )]
+    Fenced { workflow: String },
     #[error("store {path}: {source}")]
     Io {
         path: String,
@@ -54,35 +61,15 @@ pub enum StoreError {
     },
 }
 
-/// Held while one process runs a mailbox-triggered workflow; dropping it lets go.
-#[derive(Debug)]
-pub struct WorkflowLock(#[allow(dead_code)] Held);
-
-#[derive(Debug)]
-enum Held {
-    /// An OS file lock beside the SQLite file.
-    File(#[allow(dead_code)] std::fs::File),
-    /// A PostgreSQL session advisory lock, held by its own connection: it ends when the
-    /// connection does, however the process ends.
-    Postgres(#[allow(dead_code)] PgLock),
-}
-
-/// The connection that holds an advisory lock.
-struct PgLock(#[allow(dead_code)] sqlx::AnyConnection);
-
-impl std::fmt::Debug for PgLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PgLock")
-    }
-}
-
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The store, safe to share between steps.
 pub struct Store {
-    conn: db::Conn,
+    conn: Arc<db::Conn>,
     /// The SQLite file, when the store is one.
     path: Option<PathBuf>,
+    /// The trigger leases this store holds, on a shared store.
+    leases: Arc<locks::Leases>,
 }
 
 impl Store {
@@ -94,8 +81,9 @@ impl Store {
         }
         let url = format!("sqlite://{}?mode=rwc", path.display());
         Ok(Self {
-            conn: db::Conn::open(&url, name)?,
+            conn: Arc::new(db::Conn::open(&url, name)?),
             path: Some(path.to_path_buf()),
+            leases: Arc::new(locks::Leases::new()),
         })
     }
 
@@ -103,8 +91,9 @@ impl Store {
     /// migrates it.
     pub fn open_url(url: &str) -> Result<Self> {
         Ok(Self {
-            conn: db::Conn::open(url, redact_url(url))?,
+            conn: Arc::new(db::Conn::open(url, redact_url(url))?),
             path: None,
+            leases: Arc::new(locks::Leases::new()),
         })
     }
 
@@ -118,112 +107,6 @@ impl Store {
         &self.conn.name
     }
 
-    /// Claims `workflow` for this process, so that two processes never handle the same
-    /// trigger at once. The claim is an OS file lock beside the store: it ends with the
-    /// process, however that ends.
-    pub fn lock_workflow(&self, workflow: &str) -> Result<WorkflowLock> {
-        let Some(path) = &self.path else {
-            return self.lock_workflow_shared(workflow);
-        };
-        let dir = path
-            .parent()
-            .map(|p| p.join("locks"))
-            .unwrap_or_else(|| Path::new("locks").to_path_buf());
-        let io = |source| StoreError::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let name: String = workflow
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02x}")
-                }
-            })
-            .collect();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(format!("{name}.lock")))
-            .map_err(io)?;
-        // A lock just released can look held for a moment: a process being spawned
-        // elsewhere in this one holds a copy of the descriptor until it execs. Only a lock
-        // still held after a second belongs to another flowmail.
-        let mut tries = 0;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(WorkflowLock(Held::File(file))),
-                Err(std::fs::TryLockError::WouldBlock) if tries < 20 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Busy {
-                        workflow: workflow.to_owned(),
-                    });
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-            }
-        }
-    }
-
-    /// One try at claiming `workflow`, without waiting: `None` while another process holds
-    /// it. For a node that stands by to take a trigger over.
-    pub fn try_lock_workflow(&self, workflow: &str) -> Result<Option<WorkflowLock>> {
-        if self.path.is_some() {
-            return match self.lock_workflow(workflow) {
-                Ok(lock) => Ok(Some(lock)),
-                Err(StoreError::Busy { .. }) => Ok(None),
-                Err(e) => Err(e),
-            };
-        }
-        self.try_lock_shared(&format!("flowmail workflow {workflow}"))
-    }
-
-    /// Claims `workflow` on a shared store: a session advisory lock, held by a connection
-    /// of its own.
-    fn lock_workflow_shared(&self, workflow: &str) -> Result<WorkflowLock> {
-        let key = format!("flowmail workflow {workflow}");
-        // A lock whose holder just went is released when its server notices the closed
-        // connection, a moment later: only a lock still held after a second is taken.
-        for _ in 0..20 {
-            if let Some(lock) = self.try_lock_shared(&key)? {
-                return Ok(lock);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Err(StoreError::Busy {
-            workflow: workflow.to_owned(),
-        })
-    }
-
-    fn try_lock_shared(&self, key: &str) -> Result<Option<WorkflowLock>> {
-        let url_name = self.conn.name.clone();
-        let err = move |source| StoreError::Sql {
-            path: url_name.clone(),
-            source,
-        };
-        let key = key.to_owned();
-        let held = self.conn.run(move |db| async move {
-            use sqlx::{Acquire as _, Row as _};
-            let mut pooled = db.pool.acquire().await.map_err(&err)?;
-            let got: i64 = sqlx::query(
-                "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0)) THEN 1 ELSE 0 END::BIGINT",
-            )
-            .bind(key)
-            .fetch_one(pooled.acquire().await.map_err(&err)?)
-            .await
-            .and_then(|r| r.try_get::<i64, _>(0))
-            .map_err(&err)?;
-            Ok((got == 1).then(|| pooled.detach()))
-        })?;
-        Ok(held.map(|conn| WorkflowLock(Held::Postgres(PgLock(conn)))))
-    }
-
     /// Where `workflow` stopped reading `account`: the mailbox backend's cursor.
     pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<String>> {
         self.conn.row(
@@ -235,15 +118,31 @@ impl Store {
 
     /// Moves `workflow`'s cursor for `account`, after its run succeeded.
     pub fn set_cursor(&self, workflow: &str, account: &str, cursor: &str) -> Result<()> {
-        self.conn
-            .exec(
-                "INSERT INTO cursors (workflow, account, cursor, updated_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (workflow, account) DO UPDATE SET
-                   cursor = excluded.cursor, updated_at = excluded.updated_at",
-                db::args![workflow, account, cursor, crate::unix_now()],
-            )
-            .map(drop)
+        self.fenced_write(
+            workflow,
+            "INSERT INTO cursors (workflow, account, cursor, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workflow, account) DO UPDATE SET
+               cursor = excluded.cursor, updated_at = excluded.updated_at",
+            db::args![workflow, account, cursor, crate::unix_now()],
+        )
+    }
+
+    /// Runs `insert` (whose `$1` is `workflow`): as it is when this process holds no lease
+    /// of `workflow`; with a lease, only while that lease is still this process's, and
+    /// [`StoreError::Fenced`] when it no longer is.
+    fn fenced_write(&self, workflow: &str, insert: &str, mut args: Vec<db::Arg>) -> Result<()> {
+        let Some(epoch) = self.leases.epoch(workflow) else {
+            return self.conn.exec(insert, args).map(drop);
+        };
+        args.push(db::Arg::from(epoch));
+        let sql = locks::fenced(insert, args.len());
+        match self.conn.exec(&sql, args)? {
+            0 => Err(StoreError::Fenced {
+                workflow: workflow.to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The UIDVALIDITY of the Maildir at `path` and the UIDs of `keys`, assigning new UIDs,

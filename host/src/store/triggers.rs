@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 
 use super::db::{args, get};
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
 
 /// Where a message stands with a workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +122,9 @@ impl Store {
 
     /// Writes the record of one message.
     pub fn put_handled(&self, workflow: &str, account: &str, row: &HandledRow) -> Result<()> {
-        self.conn
-            .exec(
-                "INSERT INTO handled (workflow, account, key, message, status, attempts,
+        self.fenced_write(
+            workflow,
+            "INSERT INTO handled (workflow, account, key, message, status, attempts,
                     first_seen, next_attempt, last_error, updated_at, post_pending)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (workflow, account, key) DO UPDATE SET
@@ -132,21 +132,20 @@ impl Store {
                     status = excluded.status, attempts = excluded.attempts,
                     next_attempt = excluded.next_attempt, last_error = excluded.last_error,
                     updated_at = excluded.updated_at",
-                args![
-                    workflow,
-                    account,
-                    &row.key,
-                    &row.message,
-                    row.status.as_str(),
-                    row.attempts,
-                    row.first_seen,
-                    row.next_attempt,
-                    &row.last_error,
-                    crate::unix_now(),
-                    row.post_pending
-                ],
-            )
-            .map(drop)
+            args![
+                workflow,
+                account,
+                &row.key,
+                &row.message,
+                row.status.as_str(),
+                row.attempts,
+                row.first_seen,
+                row.next_attempt,
+                &row.last_error,
+                crate::unix_now(),
+                row.post_pending
+            ],
+        )
     }
 
     /// Messages of `workflow` in `status`, oldest first; with `due_by`, only those whose
@@ -228,9 +227,9 @@ impl Store {
 
     /// Writes a trigger's watchdog state.
     pub fn put_watch(&self, row: &WatchRow) -> Result<()> {
-        self.conn
-            .exec(
-                "INSERT INTO watch (workflow, account, mode, pid, started_at, last_ok,
+        let written = self.fenced_write(
+            &row.workflow,
+            "INSERT INTO watch (workflow, account, mode, pid, started_at, last_ok,
                     last_error, last_error_at, unhandled_since, alerts, last_alert, silence_after,
                     updated_at, paused)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
@@ -241,24 +240,28 @@ impl Store {
                     unhandled_since = excluded.unhandled_since, alerts = excluded.alerts,
                     last_alert = excluded.last_alert, silence_after = excluded.silence_after,
                     updated_at = excluded.updated_at, paused = excluded.paused",
-                args![
-                    &row.workflow,
-                    &row.account,
-                    &row.mode,
-                    row.pid,
-                    row.started_at,
-                    row.last_ok,
-                    &row.last_error,
-                    row.last_error_at,
-                    row.unhandled_since,
-                    row.alerts,
-                    &row.last_alert,
-                    row.silence_after,
-                    crate::unix_now(),
-                    &row.paused
-                ],
-            )
-            .map(drop)
+            args![
+                &row.workflow,
+                &row.account,
+                &row.mode,
+                row.pid,
+                row.started_at,
+                row.last_ok,
+                &row.last_error,
+                row.last_error_at,
+                row.unhandled_since,
+                row.alerts,
+                &row.last_alert,
+                row.silence_after,
+                crate::unix_now(),
+                &row.paused
+            ],
+        );
+        // A node that lost the trigger leaves its row to the node that took it.
+        match written {
+            Err(StoreError::Fenced { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Every (workflow, account) that has read a mailbox, by `serve` or `flowmail run`,

@@ -79,9 +79,24 @@ async fn claim_then_watch(
                 if told {
                     tracing::warn!("workflow `{}`: taken over by this node", wf.name);
                 }
-                watch_one(runner, wf, trigger, stop.clone()).await;
+                let (stand_down, serving) = watch::channel(false);
+                let served = watch_one(runner, wf, trigger, serving);
+                tokio::pin!(served);
+                let lost = tokio::select! {
+                    () = &mut served => false,
+                    lost = stopped_or_lost(&mut stop, claim.lost()) => {
+                        let _ = stand_down.send(true);
+                        served.await;
+                        lost
+                    }
+                };
                 drop(claim);
-                return;
+                if !lost {
+                    return;
+                }
+                // Paused past its lease, this node found the trigger taken: it stands by.
+                told = true;
+                continue;
             }
             Ok(None) => {
                 if !told {
@@ -98,6 +113,27 @@ async fn claim_then_watch(
             () = tokio::time::sleep(STANDBY_PROBE) => {}
             () = stopped(&mut stop) => return,
         }
+    }
+}
+
+/// Waits until `stop` is true (then `false`) or the claim is `lost` (then `true`).
+async fn stopped_or_lost(
+    stop: &mut watch::Receiver<bool>,
+    lost: Option<watch::Receiver<bool>>,
+) -> bool {
+    let lost = async {
+        match lost {
+            Some(mut lost) => {
+                if lost.wait_for(|l| *l).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = stopped(stop) => false,
+        () = lost => true,
     }
 }
 
