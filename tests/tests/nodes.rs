@@ -393,8 +393,35 @@ fn a_paused_node_loses_its_trigger_and_stands_down_when_it_wakes() {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status[0]["pid"].as_u64(), Some(u64::from(second.id())), "{status}");
+    assert_eq!(
+        status[0]["pid"].as_u64(),
+        Some(u64::from(second.id())),
+        "{status}"
+    );
     assert_ne!(status[0]["mode"], "stopped", "{status}");
+    // `flowmail nodes` shows which node serves the trigger now.
+    let out = Command::new(flowmail_tests::flowmail_bin())
+        .current_dir(a2.path())
+        .args(["nodes", "--json"])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let serving = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["serving"].clone())
+    };
+    assert_eq!(
+        (serving("a1"), serving("a2")),
+        (
+            Some(serde_json::json!([])),
+            Some(serde_json::json!(["forward"]))
+        ),
+        "{listed}"
+    );
     for child in [&mut first, &mut second] {
         child.kill().unwrap();
         child.wait().unwrap();

@@ -21,26 +21,7 @@ const TO: &str = "bob@demo.example";
 
 /// An SMTP account through the stack's submission port, queued, in data center `dc`.
 fn account(stack: &MailStack, ws: &Workspace, name: &str, dc: &str, password: &str) -> String {
-    let file = ws.path().join(format!("{name}.password"));
-    std::fs::write(&file, password).unwrap();
-    stack
-        .account(
-            name,
-            "ops@demo.example",
-            stack.ports.submission,
-            false,
-            &format!(
-                "[accounts.{name}.auth]\nkind = \"basic\"\nusername = \"ops@demo.example\"\n\
-                 password = {{ file = \"{}\" }}\n",
-                file.display()
-            ),
-        )
-        .replace(
-            "from = \"ops@demo.example\"\n",
-            &format!(
-                "from = \"ops@demo.example\"\ndelivery = \"queued\"\ndata_center = \"{dc}\"\n"
-            ),
-        )
+    stack.queued_account(ws.path(), name, dc, password)
 }
 
 /// The delivery workers of node `node` in data center `dc`, until the sender says stop.

@@ -88,6 +88,8 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<()> {
     let store = config.open_store()?;
     let now = flowmail::unix_now();
     let nodes = store.nodes()?;
+    let work = store.work_in_flight()?;
+    let none = (Vec::new(), 0);
     if json {
         let rows: Vec<serde_json::Value> = nodes
             .iter()
@@ -103,6 +105,8 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<()> {
                     "heartbeat_at": n.heartbeat_at,
                     "heartbeat_age_secs": now - n.heartbeat_at,
                     "triggers": n.triggers,
+                    "serving": work.get(&n.name).unwrap_or(&none).0,
+                    "sending": work.get(&n.name).unwrap_or(&none).1,
                     "stopped_at": n.stopped_at,
                 })
             })
@@ -113,17 +117,27 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<()> {
         return out("no node has registered; `flowmail serve` registers one\n");
     }
     let mut text = format!(
-        "{:<20} {:<12} {:<8} {:>14} {:>8}  {}\n",
-        "NODE", "DATA CENTER", "STATE", "LAST HEARTBEAT", "TRIGGERS", "PROCESS"
+        "{:<20} {:<12} {:<8} {:>14} {:>8} {:>8} {:>8}  {}\n",
+        "NODE",
+        "DATA CENTER",
+        "STATE",
+        "LAST HEARTBEAT",
+        "TRIGGERS",
+        "SERVING",
+        "SENDING",
+        "PROCESS"
     );
     for n in &nodes {
+        let (serving, sending) = work.get(&n.name).unwrap_or(&none);
         text.push_str(&format!(
-            "{:<20} {:<12} {:<8} {:>14} {:>8}  {}@{}\n",
+            "{:<20} {:<12} {:<8} {:>14} {:>8} {:>8} {:>8}  {}@{}\n",
             n.name,
             n.data_center,
             state(n, now),
             format!("{}s ago", now - n.heartbeat_at),
             n.triggers,
+            serving.len(),
+            sending,
             n.pid,
             n.host
         ));

@@ -3,8 +3,9 @@
 //! outcome: sent (with the server's reply and the node), back to waiting with a backoff
 //! and jitter after a transient failure, or failed for good (a permanent failure, or
 //! transient ones past `give_up_hours`), which raises an alert. A node that dies holding
-//! a lease loses it when it runs out; another worker then sends the message again, with
-//! the same bytes and so the same Message-ID.
+//! a lease loses it once the node counts as dead (three missed heartbeats), when it
+//! starts again under its name, or at the latest when the lease runs out; another worker
+//! then sends the message again, with the same bytes and so the same Message-ID.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,10 +46,11 @@ impl Workers<'_> {
                 return;
             }
             let store = self.app.store().clone();
-            let (dc, who) = (self.data_center.clone(), owner.clone());
+            let (dc, who, node) = (self.data_center.clone(), owner.clone(), self.node.clone());
             let until = crate::unix_now() + LEASE.as_secs() as i64;
             let claimed =
-                tokio::task::spawn_blocking(move || store.claim_outbox(&dc, &who, until)).await;
+                tokio::task::spawn_blocking(move || store.claim_outbox(&dc, (&who, &node), until))
+                    .await;
             match claimed {
                 Ok(Ok(Some(job))) => self.deliver(&owner, job).await,
                 Ok(Ok(None)) => {

@@ -195,6 +195,10 @@ pub(super) const SQLITE: &[&str] = &[
         owner TEXT,
         lease_until INTEGER NOT NULL
     );",
+    // The node that leased an outbox message and when, so that a dead or restarted
+    // node's messages are taken back at once.
+    "ALTER TABLE outbox ADD COLUMN lease_node TEXT;
+    ALTER TABLE outbox ADD COLUMN leased_at INTEGER;",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -342,6 +346,10 @@ const POSTGRES: &[&str] = &[
         owner TEXT,
         lease_until BIGINT NOT NULL
     );",
+    // The node that leased an outbox message and when, so that a dead or restarted
+    // node's messages are taken back at once.
+    "ALTER TABLE outbox ADD COLUMN lease_node TEXT;
+    ALTER TABLE outbox ADD COLUMN leased_at BIGINT;",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

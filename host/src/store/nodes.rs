@@ -2,6 +2,8 @@
 //! center and keeps a heartbeat, so that `flowmail nodes` (and, next, the routing of mail
 //! by data center) knows which nodes are alive.
 
+use std::collections::HashMap;
+
 use super::db::{args, get};
 use super::{Result, Store, StoreError};
 
@@ -125,5 +127,31 @@ impl Store {
                 })
             },
         )
+    }
+
+    /// The work each node has in hand, by node name: the mailbox triggers whose lease
+    /// it holds, and how many outbox messages it is sending.
+    pub fn work_in_flight(&self) -> Result<HashMap<String, (Vec<String>, u64)>> {
+        let mut work: HashMap<String, (Vec<String>, u64)> = HashMap::new();
+        let held = self.conn.rows(
+            "SELECT n.name, t.workflow FROM nodes n JOIN trigger_leases t
+               ON t.owner LIKE n.host || ':' || CAST(n.pid AS TEXT) || ':%'
+             WHERE t.lease_until >= {now} AND n.stopped_at IS NULL ORDER BY t.workflow",
+            args![],
+            |r| Ok((get::<String>(r, 0)?, get::<String>(r, 1)?)),
+        )?;
+        for (node, workflow) in held {
+            work.entry(node).or_default().0.push(workflow);
+        }
+        let sending = self.conn.rows(
+            "SELECT lease_node, COUNT(*) FROM outbox
+             WHERE status = 'sending' AND lease_node IS NOT NULL GROUP BY lease_node",
+            args![],
+            |r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)),
+        )?;
+        for (node, n) in sending {
+            work.entry(node).or_default().1 = n.max(0) as u64;
+        }
+        Ok(work)
     }
 }

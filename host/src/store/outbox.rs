@@ -87,12 +87,15 @@ impl Store {
             .map(Option::unwrap_or_default)
     }
 
-    /// Claims the oldest message of `data_center` that is due (or whose lease ran out)
-    /// for `owner` until `lease_until`, counting the attempt.
+    /// Claims the oldest message of `data_center` that is due for `owner`, a worker of
+    /// node `node`, until `lease_until`, counting the attempt. A message whose lease ran
+    /// out is due again, and so is one leased by a node that has since died (three
+    /// heartbeats missed) or started again under its name, so that a killed node's
+    /// messages move on within seconds rather than at the end of their lease.
     pub fn claim_outbox(
         &self,
         data_center: &str,
-        owner: &str,
+        (owner, node): (&str, &str),
         lease_until: i64,
     ) -> Result<Option<OutboxJob>> {
         let skip_locked = match self.conn.db.dialect {
@@ -102,15 +105,18 @@ impl Store {
         self.conn.row(
             &format!(
                 "UPDATE outbox SET status = 'sending', lease_owner = $2, lease_until = $3,
-                    attempts = attempts + 1
+                    lease_node = $5, leased_at = $4, attempts = attempts + 1
                  WHERE id = (SELECT id FROM outbox WHERE data_center = $1
                     AND ((status = 'queued' AND next_attempt <= $4)
-                      OR (status = 'sending' AND lease_until < $4))
+                      OR (status = 'sending' AND (lease_until < $4 OR EXISTS (
+                        SELECT 1 FROM nodes n WHERE n.name = outbox.lease_node
+                          AND (n.started_at > outbox.leased_at OR n.stopped_at IS NOT NULL
+                            OR n.heartbeat_at < $4 - 3 * n.heartbeat_secs)))))
                     ORDER BY id LIMIT 1 {skip_locked})
                  RETURNING id, account, data_center, sender, recipients, message, attempts,
                     created_at"
             ),
-            args![data_center, owner, lease_until, crate::unix_now()],
+            args![data_center, owner, lease_until, crate::unix_now(), node],
             |r| {
                 Ok(OutboxJob {
                     id: get(r, 0)?,
@@ -203,6 +209,17 @@ impl Store {
                     error: get(r, 4)?,
                 })
             },
+        )
+    }
+
+    /// The messages that node `node` is sending now (leased and not yet recorded): their
+    /// ids and Message-IDs. After a `kill -9` they are the ones that may be sent twice.
+    pub fn outbox_sending(&self, node: &str) -> Result<Vec<(i64, Option<String>)>> {
+        self.conn.rows(
+            "SELECT id, message_id FROM outbox WHERE status = 'sending' AND lease_node = $1
+             ORDER BY id",
+            args![node],
+            |r| Ok((get(r, 0)?, get(r, 1)?)),
         )
     }
 

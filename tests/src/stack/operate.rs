@@ -203,6 +203,31 @@ impl MailStack {
         )
     }
 
+    /// A queued account (`delivery = "queued"`) of data center `dc` for `flowmail.toml`,
+    /// sending through the submission port as ops@demo.example with `password`, kept in a
+    /// file of `dir`.
+    pub fn queued_account(&self, dir: &Path, name: &str, dc: &str, password: &str) -> String {
+        let file = dir.join(format!("{name}.password"));
+        let _ = std::fs::write(&file, password);
+        self.account(
+            name,
+            "ops@demo.example",
+            self.ports.submission,
+            false,
+            &format!(
+                "[accounts.{name}.auth]\nkind = \"basic\"\nusername = \"ops@demo.example\"\n\
+                 password = {{ file = \"{}\" }}\n",
+                file.display()
+            ),
+        )
+        .replace(
+            "from = \"ops@demo.example\"\n",
+            &format!(
+                "from = \"ops@demo.example\"\ndelivery = \"queued\"\ndata_center = \"{dc}\"\n"
+            ),
+        )
+    }
+
     /// An account section for `flowmail.toml` that sends through this stack.
     pub fn account(&self, name: &str, from: &str, port: u16, ssl: bool, auth: &str) -> String {
         format!(
