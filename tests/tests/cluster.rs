@@ -5,7 +5,8 @@
 //!   it was in flight on a1 at the kill, and every copy has its original Message-ID;
 //! - no message of data center `b` leaves from a node of `a` (the outbox records the
 //!   node that sent each one), nor one of `a` from `b`;
-//! - postfix stopped for 30 s during a burst: every message waits and is delivered after.
+//! - postfix stopped for 30 s during a burst: every message waits and is delivered after;
+//! - Test Mail of an account of `b`, asked from a process of `a`, is sent by b1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -154,6 +155,27 @@ async fn three_nodes_deliver_every_message_from_its_data_center_across_a_kill_an
     let b1 = workspace(&stack, &url, "b1", "b");
     let mut nodes = vec![serve(&a1), serve(&a2), serve(&b1)];
     wait_alive(&store, &["a1", "a2", "b1"]);
+    // Test Mail of `far` from a process of data center a is sent by b1.
+    let out = Command::new(flowmail_tests::flowmail_bin())
+        .current_dir(producer.path())
+        .args(["test-mail", "--account", "far", "--to", TO, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["ok"], &report["node"], &report["data_center"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!("b1"),
+            &serde_json::json!("b")
+        ),
+        "{report}"
+    );
 
     // 2,000 sends; a1 is killed with kill -9 once 300 of a's have left, while the
     // burst goes on, and started again.

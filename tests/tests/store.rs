@@ -256,6 +256,30 @@ fn exercise(s: &Store, what: &str) {
     s.register_node(&twin).unwrap();
     assert!(s.nodes().unwrap()[0].alive(flowmail::unix_now()), "{what}");
 
+    // A probe for another data center: its sealed secrets go to the one node that
+    // takes it, and leave the store as they do.
+    let id = s
+        .put_probe("b", "far", "bob@demo.example", Some(("{}", "c2VhbGVk")))
+        .unwrap();
+    assert_eq!(s.claim_probe("a", "a1", 60).unwrap(), None, "{what}");
+    let job = s.claim_probe("b", "b1", 60).unwrap().unwrap();
+    assert_eq!(
+        (job.id, job.secrets.as_deref(), job.recipient.as_str()),
+        (id, Some("c2VhbGVk"), "bob@demo.example"),
+        "{what}"
+    );
+    assert_eq!(s.claim_probe("b", "b2", 60).unwrap(), None, "{what}");
+    assert!(!s.cancel_probe(id).unwrap(), "{what}: taken, not withdrawn");
+    s.finish_probe(id, "{\"ok\":true}").unwrap();
+    assert_eq!(
+        s.probe(id).unwrap(),
+        Some(("done".into(), Some("{\"ok\":true}".into()))),
+        "{what}"
+    );
+    let late = s.put_probe("b", "far", "bob@demo.example", None).unwrap();
+    assert!(s.cancel_probe(late).unwrap(), "{what}");
+    assert_eq!(s.claim_probe("b", "b1", 60).unwrap(), None, "{what}");
+
     // One process at a time runs a workflow's trigger.
     let lock = s.lock_workflow("wf").unwrap();
     assert!(

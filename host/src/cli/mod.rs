@@ -16,6 +16,7 @@ use anyhow::Context;
 pub use self::progress::Console;
 pub use self::users::{user_add, user_list, user_remove};
 use flowmail::app::{App, Plugin};
+use flowmail::cluster::probes::{self, Route};
 use flowmail::config::Config;
 use flowmail::workflow::{RunOptions, Runner, Workflow};
 
@@ -38,7 +39,17 @@ pub fn check(config: &Path, workflow: &Path) -> anyhow::Result<()> {
 /// `flowmail test-mail`: sends a test message through `account`, stage by stage.
 pub async fn test_mail(config: &Path, account: &str, to: &str, json: bool) -> anyhow::Result<()> {
     let (config, app) = open(config, Plugin::Embedded)?;
-    let report = app.test_mail(&config, account, to).await?;
+    // From the account's data center: here, or through a live node of it.
+    let here = config.node_data_center();
+    let report = match probes::route(app.store(), &here, &config.account_data_center(account))? {
+        Route::Here => {
+            let mut report = app.test_mail(&config, account, to).await?;
+            report.node = Some(config.node.name());
+            report.data_center = Some(here);
+            report
+        }
+        Route::There(dc) => probes::run_there(app.store(), &dc, account, to, None).await?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -266,7 +277,7 @@ pub async fn serve(
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     };
-    let page = tokio::spawn(flowmail::web::serve(web, listener, rx.clone()));
+    let page = tokio::spawn(flowmail::web::serve(web.clone(), listener, rx.clone()));
     let workers = flowmail::cluster::outbox::Workers {
         app: app.clone(),
         node: config.node.name(),
@@ -275,6 +286,18 @@ pub async fn serve(
         events,
     };
     let delivering = workers.run(rx.clone());
+    // Test Mail that processes of other data centers ask of this one.
+    let (node_name, node_dc) = (config.node.name(), config.node_data_center());
+    let probing = probes::serve(
+        app.store().clone(),
+        &node_name,
+        &node_dc,
+        |job| {
+            let web = web.clone();
+            async move { web.run_probe(job).await }
+        },
+        rx.clone(),
+    );
     let triggers = async {
         if web_only {
             let mut stop = rx.clone();
@@ -286,7 +309,7 @@ pub async fn serve(
     };
     // On a stop, both finish what they have under way: a run, a send.
     let work = async {
-        let (ended, ()) = tokio::join!(triggers, delivering);
+        let (ended, (), ()) = tokio::join!(triggers, delivering, probing);
         ended
     };
     // A process that runs for months must keep its refresh tokens alive too, not only

@@ -199,6 +199,20 @@ pub(super) const SQLITE: &[&str] = &[
     // node's messages are taken back at once.
     "ALTER TABLE outbox ADD COLUMN lease_node TEXT;
     ALTER TABLE outbox ADD COLUMN leased_at INTEGER;",
+    // Test Mail and Validate-and-Save asked of a node of another data center.
+    "CREATE TABLE probes (
+        id INTEGER PRIMARY KEY,
+        data_center TEXT NOT NULL,
+        account TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        settings TEXT,
+        secrets TEXT,
+        status TEXT NOT NULL,
+        node TEXT,
+        report TEXT,
+        created_at INTEGER NOT NULL,
+        claimed_at INTEGER
+    );",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -350,6 +364,20 @@ const POSTGRES: &[&str] = &[
     // node's messages are taken back at once.
     "ALTER TABLE outbox ADD COLUMN lease_node TEXT;
     ALTER TABLE outbox ADD COLUMN leased_at BIGINT;",
+    // Test Mail and Validate-and-Save asked of a node of another data center.
+    "CREATE TABLE probes (
+        id BIGSERIAL PRIMARY KEY,
+        data_center TEXT NOT NULL,
+        account TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        settings TEXT,
+        secrets TEXT,
+        status TEXT NOT NULL,
+        node TEXT,
+        report TEXT,
+        created_at BIGINT NOT NULL,
+        claimed_at BIGINT
+    );",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

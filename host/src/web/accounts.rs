@@ -80,8 +80,23 @@ pub fn save(
 /// An account whose name `flowmail.toml` also has, or whose settings no longer check, is
 /// left out with a warning: one account never stops the others.
 pub fn merge(app: &App, config: &mut Config) -> anyhow::Result<Vec<String>> {
-    let ca_file = config.web.ca_file.as_ref().map(|p| config.resolve(p));
     let mut merged = Vec::new();
+    for name in add(app, config)? {
+        match app.reload_account(config, &name) {
+            Ok(()) => merged.push(name),
+            Err(e) => {
+                tracing::warn!("the settings page's account `{name}` cannot be used: {e:#}");
+                config.accounts.remove(&name);
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// Adds the page's active accounts to `config` only; their names.
+pub fn add(app: &App, config: &mut Config) -> anyhow::Result<Vec<String>> {
+    let ca_file = config.web.ca_file.as_ref().map(|p| config.resolve(p));
+    let mut added = Vec::new();
     for account in load(app)? {
         if account.state != "active" {
             continue;
@@ -97,18 +112,9 @@ pub fn merge(app: &App, config: &mut Config) -> anyhow::Result<Vec<String>> {
             account.name.clone(),
             form::account(&account.settings, &account.secrets, ca_file.as_deref()),
         );
-        match app.reload_account(config, &account.name) {
-            Ok(()) => merged.push(account.name),
-            Err(e) => {
-                tracing::warn!(
-                    "the settings page's account `{}` cannot be used: {e:#}",
-                    account.name
-                );
-                config.accounts.remove(&account.name);
-            }
-        }
+        added.push(account.name);
     }
-    Ok(merged)
+    Ok(added)
 }
 
 /// Raises the alerts the accounts' settings call for: an OAuth2 account that needs

@@ -8,6 +8,7 @@ pub mod accounts;
 mod authorize;
 pub mod form;
 mod pages;
+mod remote;
 mod settings;
 
 use std::collections::HashMap;
@@ -50,6 +51,9 @@ pub struct Web {
     held: Mutex<HashMap<String, HashMap<String, PageSecrets>>>,
     /// Authorizations under way, by their `state`.
     pending: Mutex<HashMap<String, authorize::PendingAuthorization>>,
+    /// This process as a node: Test Mail of another data center's account runs there.
+    node_name: String,
+    node_data_center: String,
 }
 
 fn templates() -> anyhow::Result<minijinja::Environment<'static>> {
@@ -79,6 +83,8 @@ impl Web {
             limits: LoginLimits::default(),
             held: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            node_name: config.node.name(),
+            node_data_center: config.node_data_center(),
         })
     }
 

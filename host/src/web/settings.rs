@@ -173,6 +173,9 @@ struct ReportView {
     account: String,
     server: String,
     queue_id: Option<String>,
+    /// The node that sent it, and its data center.
+    node: Option<String>,
+    data_center: Option<String>,
     stages: Vec<serde_json::Value>,
 }
 
@@ -183,6 +186,8 @@ impl ReportView {
             account: r.account.clone(),
             server: r.server.clone(),
             queue_id: r.queue_id.clone(),
+            node: r.node.clone(),
+            data_center: r.data_center.clone(),
             stages: r
                 .stages
                 .iter()
@@ -362,8 +367,7 @@ pub async fn submit(
                     .stages
                     .iter()
                     .find(|s| !s.ok)
-                    .map(|s| s.title)
-                    .unwrap_or("send");
+                    .map_or("send", |s| &s.title);
                 view.error = Some(format!(
                     "the validation mail could not be sent (the {stage} stage failed; see below). Nothing was saved"
                 ));
@@ -427,22 +431,6 @@ impl Web {
             form::account(settings, secrets, ca_file.as_deref()),
         );
         Ok(config)
-    }
-
-    /// Sends a test mail to `to` with the form's settings, unsaved.
-    async fn test_mail(
-        &self,
-        name: &str,
-        checked: &form::Checked,
-        to: &str,
-    ) -> Result<test_mail::Report, String> {
-        let config = self
-            .with_account(name, &checked.settings, &checked.secrets)
-            .map_err(|e| format!("{e:#}"))?;
-        self.app
-            .test_mail(&config, name, to)
-            .await
-            .map_err(|e| format!("{e:#}"))
     }
 
     /// Saves the account as active and makes it take effect in this process at once.

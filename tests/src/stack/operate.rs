@@ -189,13 +189,26 @@ impl MailStack {
     /// Starts postfix again after [`Self::stop_postfix`].
     pub fn start_postfix(&self) -> anyhow::Result<()> {
         let log = self.dir.path().join("log/postfix.log");
-        run_daemon(
-            Command::new("postfix")
-                .arg("-c")
-                .arg(&self.postfix_dir)
-                .arg("start"),
-            &log,
-        )?;
+        // Children of the stopped master (a cleanup mid-message) may still hold a queue
+        // file for a moment, and postfix's start-up queue check then fails ("integrity
+        // check failed"); it passes once they are gone.
+        let started = Instant::now();
+        loop {
+            let tried = run_daemon(
+                Command::new("postfix")
+                    .arg("-c")
+                    .arg(&self.postfix_dir)
+                    .arg("start"),
+                &log,
+            );
+            match tried {
+                Ok(()) => break,
+                Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         wait_for_port(
             self.ports.submission,
             "postfix",

@@ -296,7 +296,7 @@ async fn test_mail_for_a_graph_account_reports_the_token_and_sendmail() {
         .await
         .unwrap();
     assert!(report.ok, "{}", report.render());
-    let titles: Vec<&str> = report.stages.iter().map(|s| s.title).collect();
+    let titles: Vec<&str> = report.stages.iter().map(|s| &*s.title).collect();
     assert_eq!(titles, ["token", "sendMail"]);
     let token = &report.stages[0].detail;
     assert!(

@@ -98,7 +98,7 @@ async fn known_provider_replies_come_with_their_fix() {
         let relay = flowmail::app::relay(&ws.config().unwrap(), "p", &Default::default()).unwrap();
         let report = test_mail::run("p", &relay, "ops@demo.example", "bob@demo.example").await;
         assert_eq!(
-            report.error_kind,
+            report.error_kind.as_deref(),
             Some(kind),
             "{reply}: {}",
             report.render()

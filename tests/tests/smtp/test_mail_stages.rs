@@ -49,7 +49,7 @@ async fn tls_policy_is_enforced_at_the_tls_stage() {
     let last = strict.stages.last().unwrap();
     assert_eq!(last.title, "TLS handshake", "{}", strict.render());
     assert!(last.detail.contains("min_tls"), "{}", last.detail);
-    assert_eq!(strict.error_kind, Some("permanent"));
+    assert_eq!(strict.error_kind.as_deref(), Some("permanent"));
 
     let lenient = report("lenient").await;
     assert!(lenient.ok, "{}", lenient.render());
@@ -71,7 +71,7 @@ async fn tls_policy_is_enforced_at_the_tls_stage() {
 
     let trusted = report("trusted").await;
     assert!(trusted.ok, "{}", trusted.render());
-    let titles: Vec<&str> = trusted.stages.iter().map(|s| s.title).collect();
+    let titles: Vec<&str> = trusted.stages.iter().map(|s| &*s.title).collect();
     assert_eq!(
         titles,
         [

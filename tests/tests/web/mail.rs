@@ -11,7 +11,7 @@ use super::*;
 const WRONG: &str = "wrong-secret-4711-xyz";
 
 /// Fills the SMTP part of the form for account `name` through postfix's submission port.
-async fn fill_relay(b: &Browser, stack: &MailStack, name: Option<&str>, password: &str) {
+pub(super) async fn fill_relay(b: &Browser, stack: &MailStack, name: Option<&str>, password: &str) {
     if let Some(name) = name {
         b.fill("#account", name).await.unwrap();
     }

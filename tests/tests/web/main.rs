@@ -6,6 +6,7 @@
 mod mail;
 mod metrics;
 mod oauth;
+mod routed;
 mod status;
 
 use flowmail_tests::Workspace;

@@ -43,13 +43,15 @@ pub async fn run(
         stages: Vec::new(),
         error_kind: None,
         queue_id: None,
+        node: None,
+        data_center: None,
     };
     let fail =
         |report: &mut Report, stage: Stage, title: &'static str, e: MailError, took: Duration| {
-            report.error_kind = Some(e.kind_name());
+            report.error_kind = Some(e.kind_name().into());
             report.stages.push(StageReport {
                 stage,
-                title,
+                title: title.into(),
                 ok: false,
                 millis: millis(took),
                 detail: e.message().to_owned(),
@@ -76,7 +78,7 @@ pub async fn run(
                 .unwrap_or("not named in the token");
             report.stages.push(StageReport {
                 stage: Stage::Auth,
-                title: "token",
+                title: "token".into(),
                 ok: true,
                 millis: millis(t.elapsed()),
                 detail: format!("tenant {tenant}, app {app}, roles: {roles}"),
@@ -110,7 +112,7 @@ pub async fn run(
             report.queue_id = delivery.reference.clone();
             report.stages.push(StageReport {
                 stage: Stage::Transaction,
-                title: "sendMail",
+                title: "sendMail".into(),
                 ok: true,
                 millis: millis(t.elapsed()),
                 detail: format!(

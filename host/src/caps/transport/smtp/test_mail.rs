@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::classify::classify;
 use super::relay::Relay;
@@ -13,25 +15,31 @@ use crate::bindings::MailError;
 use crate::bindings::transport::Envelope;
 
 /// One stage's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageReport {
     pub stage: Stage,
-    pub title: &'static str,
+    pub title: Cow<'static, str>,
     pub ok: bool,
     pub millis: f64,
     pub detail: String,
 }
 
-/// The whole report.
-#[derive(Debug, Serialize)]
+/// The whole report. It travels through the store when a node of the account's data
+/// center runs the test for another.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub account: String,
     pub server: String,
     pub ok: bool,
     pub stages: Vec<StageReport>,
     /// The `mail-error` case of the failure, if any.
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<Cow<'static, str>>,
     pub queue_id: Option<String>,
+    /// The node that ran the test, and its data center.
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub data_center: Option<String>,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -50,6 +58,8 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
         stages: Vec::new(),
         error_kind: None,
         queue_id: None,
+        node: None,
+        data_center: None,
     };
     let secrets: Vec<&str> = match relay.auth() {
         session::Auth::Basic { password, .. } => vec![password.expose()],
@@ -60,7 +70,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
         if let Ok(mut s) = sink.lock() {
             s.push(StageReport {
                 stage,
-                title: stage.title(),
+                title: stage.title().into(),
                 ok: true,
                 millis: millis(took),
                 detail,
@@ -69,14 +79,14 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
     };
     let started = Instant::now();
     let fail = |report: &mut Report, stage: Stage, e: MailError, took: Duration| {
-        report.error_kind = Some(e.kind_name());
+        report.error_kind = Some(e.kind_name().into());
         let text = match e.field() {
             Some(field) => format!("{field}: {}", e.message()),
             None => e.message().to_owned(),
         };
         report.stages.push(StageReport {
             stage,
-            title: stage.title(),
+            title: stage.title().into(),
             ok: false,
             millis: millis(took),
             detail: text,
@@ -146,7 +156,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
         Ok(reply) => {
             report.stages.push(StageReport {
                 stage: Stage::Transaction,
-                title: Stage::Transaction.title(),
+                title: Stage::Transaction.title().into(),
                 ok: true,
                 millis: millis(t.elapsed()),
                 detail: format!("{} accepted, {}", to, session::reply_text(&reply)),
@@ -154,7 +164,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
             report.queue_id = session::queue_id(&reply);
             report.stages.push(StageReport {
                 stage: Stage::Queue,
-                title: Stage::Queue.title(),
+                title: Stage::Queue.title().into(),
                 ok: true,
                 millis: 0.0,
                 detail: report
@@ -210,6 +220,9 @@ impl Report {
             "Test Mail for account `{}` via {}\n",
             self.account, self.server
         );
+        if let (Some(node), Some(dc)) = (&self.node, &self.data_center) {
+            out.push_str(&format!("sent from node `{node}` of data center `{dc}`\n"));
+        }
         for (i, s) in self.stages.iter().enumerate() {
             out.push_str(&format!(
                 "{}. {:<17} {:>9.3} ms  {}  {}\n",
