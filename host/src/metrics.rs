@@ -112,6 +112,7 @@ pub fn render(store: &Store, data_centers: &[String]) -> String {
                     ("status", c.status.clone()),
                 ];
                 metrics::gauge!("flowmail_outbox_messages", &labels).set(c.count as f64);
+                metrics::gauge!("flowmail_outbox_bytes", &labels).set(c.bytes as f64);
                 if c.status == "queued" || c.status == "sending" {
                     metrics::gauge!("flowmail_outbox_oldest_age_seconds", &labels)
                         .set((now - c.oldest_created_at) as f64);

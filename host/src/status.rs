@@ -227,6 +227,8 @@ pub struct OutboxRow {
     pub count: u64,
     /// The age of the oldest message, for `queued` and `sending` only.
     pub oldest_secs: Option<i64>,
+    /// The bytes of the messages held; a sent message's are dropped.
+    pub bytes: u64,
 }
 
 /// The outbox by data center and state, with the latest five failures and their reasons.
@@ -243,6 +245,7 @@ pub fn outbox(store: &Store) -> Result<OutboxReport, StoreError> {
                 data_center: c.data_center,
                 status: c.status,
                 count: c.count,
+                bytes: c.bytes,
             }
         })
         .collect();

@@ -13,6 +13,7 @@ pub mod browser;
 pub mod graph;
 pub mod oauth;
 pub mod postgres;
+pub mod sink;
 pub mod stack;
 
 /// The misbehaving test plugin, built by this crate's build script.

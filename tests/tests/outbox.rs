@@ -1,7 +1,8 @@
 //! The durable outbox against real postfix and dovecot: a queued send returns at once
 //! with its outbox id; only a delivery worker of the account's data center sends it;
 //! postfix stopped for a while costs retries and loses nothing; refused credentials fail
-//! the message for good, with the reason in `flowmail status`.
+//! the message for good, with the reason in `flowmail status`; a large attachment is
+//! held once and arrives byte for byte.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -42,6 +43,7 @@ fn workers(
             workers: 2,
             retry_base_secs: 1,
             give_up_hours: 48,
+            ..Default::default()
         },
         events: &flowmail::workflow::events::SILENT,
     };
@@ -291,4 +293,74 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
             .unwrap()
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_queued_attachment_is_held_once_and_arrives_byte_for_byte_on_postgresql() {
+    let stack = MailStack::start(None).unwrap();
+    let pg = flowmail_tests::postgres::Postgres::start().unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let config = format!(
+        "[store]\nurl = \"{}\"\n[runtime]\ncache_dir = \"\"\n{}",
+        pg.database("large").unwrap(),
+        account(&stack, &ws, "near", "default", PASSWORD),
+    );
+    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    let (app, store) = ws.app(None, Audit::default()).unwrap();
+    // 8 MB that do not compress, so that a second copy would show.
+    let mut data = Vec::with_capacity(8_000_000);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 8_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut message = text_message(TO, "large", "see the attachment");
+    message
+        .attachments
+        .push(flowmail::bindings::types::Attachment {
+            name: "Messreihe.bin".into(),
+            content_type: "application/octet-stream".into(),
+            data: data.clone(),
+            content_id: None,
+        });
+    let r = app
+        .runtime()
+        .unwrap()
+        .send_mail("send", "near", &message)
+        .await
+        .unwrap();
+    let id = outbox_id(&r.reference);
+    // Held once: the queued bytes are the composed message (base64 adds a third).
+    let held = store.outbox_counts().unwrap();
+    let queued = held.iter().find(|c| c.status == "queued").unwrap();
+    assert_eq!(queued.count, 1);
+    assert!(
+        queued.bytes > 10_600_000 && queued.bytes < 11_200_000,
+        "one copy of the composed message: {held:?}"
+    );
+    let (stop, handle) = workers(&app, "n1", "default");
+    let got = stack.wait_for_mail(TO, 1, Duration::from_secs(60)).unwrap();
+    let parsed = MessageParser::default().parse(&got[0]).unwrap();
+    assert_eq!(parsed.message_id(), Some(r.message_id.as_str()));
+    assert!(
+        parsed.attachment(0).unwrap().contents() == data.as_slice(),
+        "the 8 MB attachment must arrive byte for byte"
+    );
+    // Once sent, the record stays and the bytes go.
+    let started = Instant::now();
+    while store.outbox_state(id).unwrap().unwrap().status != "sent" {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = store.outbox_counts().unwrap();
+    assert_eq!(
+        sent.iter()
+            .map(|c| (c.status.as_str(), c.count, c.bytes))
+            .collect::<Vec<_>>(),
+        vec![("sent", 1, 0)]
+    );
+    stop.send(true).unwrap();
+    handle.await.unwrap();
 }

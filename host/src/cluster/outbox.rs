@@ -36,7 +36,30 @@ impl Workers<'_> {
             let stop = stop.clone();
             async move { self.worker(i, stop).await }
         });
-        futures_util::future::join_all(workers).await;
+        tokio::join!(
+            futures_util::future::join_all(workers),
+            self.prune(stop.clone())
+        );
+    }
+
+    /// Forgets the records of messages sent longer ago than `keep_sent_days`, hourly.
+    async fn prune(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let store = self.app.store().clone();
+            let days = self.config.keep_sent_days;
+            match tokio::task::spawn_blocking(move || store.prune_outbox(days)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!("outbox: forgot {n} message(s) sent over {days} days ago")
+                }
+                Ok(Err(e)) => tracing::warn!("outbox: forgetting old sent messages failed: {e}"),
+                Err(e) => tracing::warn!("outbox: forgetting old sent messages failed: {e}"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     async fn worker(&self, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {

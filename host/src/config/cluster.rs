@@ -18,6 +18,10 @@ pub struct OutboxConfig {
     /// (default 48, as mail servers do).
     #[serde(default = "default_give_up")]
     pub give_up_hours: u64,
+    /// How long the record of a sent message (its node, reply and Message-ID; not its
+    /// bytes, dropped once it is sent) is kept, in days (default 30).
+    #[serde(default = "default_keep_sent")]
+    pub keep_sent_days: u64,
 }
 
 fn default_workers() -> usize {
@@ -29,6 +33,9 @@ fn default_retry_base() -> u64 {
 fn default_give_up() -> u64 {
     48
 }
+fn default_keep_sent() -> u64 {
+    30
+}
 
 impl Default for OutboxConfig {
     fn default() -> Self {
@@ -36,6 +43,7 @@ impl Default for OutboxConfig {
             workers: default_workers(),
             retry_base_secs: default_retry_base(),
             give_up_hours: default_give_up(),
+            keep_sent_days: default_keep_sent(),
         }
     }
 }

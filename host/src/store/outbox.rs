@@ -27,6 +27,8 @@ pub struct OutboxCount {
     pub status: String,
     pub count: u64,
     pub oldest_created_at: i64,
+    /// The bytes of the messages held (none once sent).
+    pub bytes: u64,
 }
 
 /// Where one message stands.
@@ -133,8 +135,9 @@ impl Store {
     }
 
     /// Records that `owner` (node `node`) delivered message `id`, with the server's reply
-    /// and what it said it did (`delivered` or `queued`). `false` when `owner` no longer
-    /// held the lease.
+    /// and what it said it did (`delivered` or `queued`), and drops its bytes: the record
+    /// stays, the message is the server's now. `false` when `owner` no longer held the
+    /// lease.
     pub fn outbox_sent(
         &self,
         id: i64,
@@ -147,9 +150,17 @@ impl Store {
             .exec(
                 "UPDATE outbox SET status = 'sent', reply = $3, node = $4, sent_at = $5,
                     server_status = $6, lease_owner = NULL, lease_until = NULL,
-                    last_error = NULL, error_kind = NULL
+                    last_error = NULL, error_kind = NULL, message = $7
                  WHERE id = $1 AND lease_owner = $2 AND status = 'sending'",
-                args![id, owner, reply, node, crate::unix_now(), server_status],
+                args![
+                    id,
+                    owner,
+                    reply,
+                    node,
+                    crate::unix_now(),
+                    server_status,
+                    &Vec::<u8>::new()
+                ],
             )
             .map(|n| n == 1)
     }
@@ -180,8 +191,9 @@ impl Store {
     /// The outbox by data center and state, with each group's oldest message.
     pub fn outbox_counts(&self) -> Result<Vec<OutboxCount>> {
         self.conn.rows(
-            "SELECT data_center, status, COUNT(*), MIN(created_at) FROM outbox
-             GROUP BY data_center, status ORDER BY data_center, status",
+            "SELECT data_center, status, COUNT(*), MIN(created_at),
+                CAST(COALESCE(SUM(LENGTH(message)), 0) AS BIGINT)
+             FROM outbox GROUP BY data_center, status ORDER BY data_center, status",
             args![],
             |r| {
                 Ok(OutboxCount {
@@ -189,6 +201,7 @@ impl Store {
                     status: get(r, 1)?,
                     count: get::<i64>(r, 2)?.max(0) as u64,
                     oldest_created_at: get(r, 3)?,
+                    bytes: get::<i64>(r, 4)?.max(0) as u64,
                 })
             },
         )
@@ -209,6 +222,14 @@ impl Store {
                     error: get(r, 4)?,
                 })
             },
+        )
+    }
+
+    /// Forgets the records of messages sent more than `days` ago; how many.
+    pub fn prune_outbox(&self, days: u64) -> Result<u64> {
+        self.conn.exec(
+            "DELETE FROM outbox WHERE status = 'sent' AND sent_at < $1",
+            args![crate::unix_now() - (days * 86_400) as i64],
         )
     }
 
