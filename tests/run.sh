@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of flowmail: installs what the tests need when it is missing (the
 # mail servers and PostgreSQL from apt, Node.js and the OAuth2 test server from npm, the wasm32-wasip2
-# target), then `cargo test --workspace`. Extra arguments go to cargo test.
+# target), then `cargo test --workspace`, and the end-to-end tests once more with every
+# workspace's store on PostgreSQL (FLOWMAIL_TEST_STORE=postgres). Extra arguments go to
+# cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +50,7 @@ fi
 # The pinned toolchain and the plugin target (the host's build script adds it too).
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+# The same end-to-end tests on the shared store: each workspace gets a database of its
+# own on one private PostgreSQL server per test process.
+FLOWMAIL_TEST_STORE=postgres exec cargo test -p flowmail-tests "$@"

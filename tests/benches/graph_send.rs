@@ -29,9 +29,7 @@ fn body() -> String {
 fn workspace(oauth: &OAuth, graph: &GraphStandIn) -> Workspace {
     let ws = Workspace::with_config("").unwrap();
     std::fs::write(ws.path().join("client-secret"), "client-secret-value-93ab").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!(
+    ws.write_config(format!(
             "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n\
              [accounts.graph]\nfrom = \"Sender <{USER}>\"\n\
              [accounts.graph.transport]\nkind = \"graph\"\ntenant = \"contoso.example\"\nuser = \"{USER}\"\n\

@@ -36,15 +36,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// A workspace whose account `sink` sends to the sink, `delivery` as given, on `store`.
 fn workspace(port: u16, delivery: &str, store: &str) -> Workspace {
     let ws = Workspace::with_config("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!(
-            "{store}\n[runtime]\ncache_dir = \"{}\"\n[accounts.sink]\nfrom = \"bench@example.com\"\n\
+    ws.write_config(format!(
+        "{store}\n[runtime]\ncache_dir = \"{}\"\n[accounts.sink]\nfrom = \"bench@example.com\"\n\
              delivery = \"{delivery}\"\n[accounts.sink.transport]\nkind = \"smtp\"\n\
              host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n",
-            std::env::temp_dir().join("flowmail-bench-cache").display()
-        ),
-    )
+        std::env::temp_dir().join("flowmail-bench-cache").display()
+    ))
     .unwrap();
     ws
 }

@@ -112,36 +112,109 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// A temporary copy of the demo: `flowmail.toml` (with `extra` appended) and `workflows/`.
+///
+/// With `FLOWMAIL_TEST_STORE=postgres` its store is a database of its own on PostgreSQL
+/// ([`postgres::suite_on_postgres`]): `store.url` is written into the config it starts
+/// with, and set again by [`Workspace::config`] when a test wrote a config of its own.
+/// A config that names a store URL itself keeps it.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    database: Option<String>,
+}
+
+/// `config` with `store.url = url` under its `[store]` table (added if missing), unless
+/// it names a store URL already.
+fn with_store_url(config: &str, url: &str) -> String {
+    let line = format!("url = \"{url}\"");
+    if config.lines().any(|l| l.trim() == "[store]") {
+        config
+            .lines()
+            .flat_map(|l| {
+                if l.trim() == "[store]" {
+                    vec![l.to_owned(), line.clone()]
+                } else {
+                    vec![l.to_owned()]
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        format!("{config}\n[store]\n{line}\n")
+    }
 }
 
 impl Workspace {
     pub fn new(extra_config: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        copy_tree(&repo().join("workflows"), &dir.path().join("workflows"))?;
         let config = std::fs::read_to_string(repo().join("flowmail.toml"))?;
-        std::fs::write(
-            dir.path().join("flowmail.toml"),
-            format!("{config}\n{extra_config}"),
-        )?;
-        Ok(Self { dir })
+        Self::with_config(&format!("{config}\n{extra_config}"))
     }
 
     /// A workspace with the demo's `workflows/` and `config` as its `flowmail.toml`.
     pub fn with_config(config: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         copy_tree(&repo().join("workflows"), &dir.path().join("workflows"))?;
+        let own_url = config
+            .lines()
+            .any(|l| l.trim_start().starts_with("url = \"postgres"));
+        let database = match postgres::suite_on_postgres() && !own_url {
+            true => Some(postgres::Postgres::fresh_database()?),
+            false => None,
+        };
+        let config = match &database {
+            Some(url) => with_store_url(config, url),
+            None => config.to_owned(),
+        };
         std::fs::write(dir.path().join("flowmail.toml"), config)?;
-        Ok(Self { dir })
+        Ok(Self { dir, database })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
+    /// Writes `config` as the workspace's `flowmail.toml`; on the suite's PostgreSQL,
+    /// with the workspace's database as its store unless it names one.
+    pub fn write_config(&self, config: impl AsRef<str>) -> anyhow::Result<()> {
+        let config = config.as_ref();
+        let config = match &self.database {
+            Some(url) if !config.contains("url = \"postgres") => with_store_url(config, url),
+            _ => config.to_owned(),
+        };
+        Ok(std::fs::write(self.path().join("flowmail.toml"), config)?)
+    }
+
+    /// Empties the workspace's store, as a first start would find it.
+    pub fn reset_store(&self) -> anyhow::Result<()> {
+        match &self.database {
+            Some(url) => {
+                let name = url.rsplit('/').next().unwrap_or_default();
+                postgres::Postgres::reset_database(name)
+            }
+            None => {
+                let db = self.path().join("var/flowmail.db");
+                for file in [
+                    db.clone(),
+                    db.with_extension("db-wal"),
+                    db.with_extension("db-shm"),
+                ] {
+                    match std::fs::remove_file(&file) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub fn config(&self) -> anyhow::Result<Config> {
-        Config::load(&self.path().join("flowmail.toml"))
+        let mut config = Config::load(&self.path().join("flowmail.toml"))?;
+        if let Some(url) = &self.database
+            && config.store.url.is_none()
+        {
+            config.store.url = Some(url.clone());
+        }
+        Ok(config)
     }
 
     /// The `.eml` files in the outbox.

@@ -164,3 +164,78 @@ impl Drop for Postgres {
         .output();
     }
 }
+
+/// Whether the suite runs its stores on PostgreSQL (`FLOWMAIL_TEST_STORE=postgres`):
+/// every workspace then gets a database of its own on one server per test process.
+pub fn suite_on_postgres() -> bool {
+    std::env::var("FLOWMAIL_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+static SHARED: std::sync::OnceLock<Result<Postgres, String>> = std::sync::OnceLock::new();
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Postgres {
+    /// A new database on this test process's shared server, started on first use and
+    /// stopped (its folder removed) by a watcher once the process has exited, since a
+    /// static is never dropped.
+    pub fn fresh_database() -> anyhow::Result<String> {
+        let shared = SHARED.get_or_init(|| {
+            let pg = Postgres::start().map_err(|e| format!("{e:#}"))?;
+            pg.stop_after(std::process::id())
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(pg)
+        });
+        let pg = shared.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pg.database(&format!("suite_{n}"))
+    }
+
+    /// Empties database `name` of the shared server: dropped, its connections ended, and
+    /// created again.
+    pub fn reset_database(name: &str) -> anyhow::Result<()> {
+        let Some(Ok(pg)) = SHARED.get() else {
+            bail!("the suite's PostgreSQL has not started");
+        };
+        let port = pg.port.to_string();
+        run(
+            command(
+                &pg.bin.join("dropdb"),
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "flowmail",
+                    "--force",
+                    name,
+                ],
+            ),
+            "dropdb",
+        )?;
+        pg.database(name).map(drop)
+    }
+
+    /// Stops this server and removes its folder once process `pid` is gone.
+    fn stop_after(&self, pid: u32) -> anyhow::Result<()> {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {}'{}' -D '{}' -m immediate -w stop >/dev/null 2>&1; rm -rf '{}'",
+            if is_root() {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
+            self.bin.join("pg_ctl").display(),
+            self.data.display(),
+            self._dir.path().display()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the watcher that stops the suite's PostgreSQL")?;
+        Ok(())
+    }
+}

@@ -40,11 +40,7 @@ fn config(stack: &MailStack, ws: &Workspace, url: &str, name: &str, dc: &str) ->
 
 fn workspace(stack: &MailStack, url: &str, name: &str, dc: &str) -> Workspace {
     let ws = Workspace::with_config("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        config(stack, &ws, url, name, dc),
-    )
-    .unwrap();
+    ws.write_config(config(stack, &ws, url, name, dc)).unwrap();
     ws
 }
 

@@ -18,8 +18,7 @@ fn message(subject: &str) -> OutgoingMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_is_stopped_and_the_host_serves_the_next_call() {
     let ws = Workspace::new("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
+    ws.write_config(
         std::fs::read_to_string(ws.path().join("flowmail.toml"))
             .unwrap()
             .replace("step_timeout_ms = 30000", "step_timeout_ms = 500"),
@@ -55,8 +54,7 @@ async fn a_looping_plugin_is_stopped_and_the_host_serves_the_next_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_that_grows_memory_without_bound_is_stopped() {
     let ws = Workspace::new("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
+    ws.write_config(
         std::fs::read_to_string(ws.path().join("flowmail.toml"))
             .unwrap()
             .replace("memory_limit_mb = 256", "memory_limit_mb = 32"),
@@ -92,9 +90,7 @@ async fn no_secret_crosses_into_the_guest() {
     let ws = Workspace::new("").unwrap();
     std::fs::write(ws.path().join("password.txt"), format!("{SECRET}\n")).unwrap();
     let config = std::fs::read_to_string(ws.path().join("flowmail.toml")).unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!("{config}\n[accounts.demo.auth]\nkind = \"basic\"\nusername = \"flowmail@demo.example\"\npassword = {{ file = \"password.txt\" }}\n"),
+    ws.write_config(format!("{config}\n[accounts.demo.auth]\nkind = \"basic\"\nusername = \"flowmail@demo.example\"\npassword = {{ file = \"password.txt\" }}\n"),
     )
     .unwrap();
     let crossings = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -56,11 +56,8 @@ async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed
         .unwrap();
     for (port, ssl) in [(stack.ports.imap, false), (stack.ports.imaps, true)] {
         let ws = Workspace::with_config("").unwrap();
-        std::fs::write(
-            ws.path().join("flowmail.toml"),
-            imap_account(&stack, ws.path(), port, ssl, ""),
-        )
-        .unwrap();
+        ws.write_config(imap_account(&stack, ws.path(), port, ssl, ""))
+            .unwrap();
         let (rt, _) = ws.app(None, Audit::default()).unwrap();
         let page = rt
             .runtime()
@@ -99,7 +96,7 @@ async fn wrong_password_is_auth_failed() {
     let stack = MailStack::start(None).unwrap();
     let ws = Workspace::with_config("").unwrap();
     let config = imap_account(&stack, ws.path(), stack.ports.imap, false, "");
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     std::fs::write(ws.path().join("imap-password"), "wrong").unwrap();
     let (rt, _) = ws.app(None, Audit::default()).unwrap();
     let e = rt
@@ -126,10 +123,13 @@ async fn xoauth2_reads_the_mailbox() {
         "[accounts.box.auth]\nkind = \"oauth2\"\nusername = \"{USER}\"\naccess_token = {{ file = \"{}\" }}\n",
         ws.path().join("token").display()
     );
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        imap_account(&stack, ws.path(), stack.ports.imaps, true, &auth),
-    )
+    ws.write_config(imap_account(
+        &stack,
+        ws.path(),
+        stack.ports.imaps,
+        true,
+        &auth,
+    ))
     .unwrap();
     let (rt, _) = ws.app(None, Audit::default()).unwrap();
     let page = rt
@@ -147,11 +147,8 @@ async fn flags_and_moves_reach_the_server() {
     stack.seed(USER, "", &[&mail("a"), &mail("b")]).unwrap();
     stack.seed(USER, "Archive", &[]).unwrap();
     let ws = Workspace::with_config("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        imap_account(&stack, ws.path(), stack.ports.imap, false, ""),
-    )
-    .unwrap();
+    ws.write_config(imap_account(&stack, ws.path(), stack.ports.imap, false, ""))
+        .unwrap();
     let config = ws.config().unwrap();
     let app = flowmail::app::App::open(&config, flowmail::app::Plugin::Embedded).unwrap();
     let imap = app.mailbox("box").unwrap();
@@ -226,11 +223,8 @@ async fn a_mailbox_triggered_workflow_runs_once_per_new_mail() {
         .seed(USER, "", &[&mail("[ALERT] disk"), &mail("lunch")])
         .unwrap();
     let ws = Workspace::with_config("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        imap_account(&stack, ws.path(), stack.ports.imap, false, ""),
-    )
-    .unwrap();
+    ws.write_config(imap_account(&stack, ws.path(), stack.ports.imap, false, ""))
+        .unwrap();
     let wf_text = std::fs::read_to_string(ws.path().join("workflows/alert-digest.yaml"))
         .unwrap()
         .replace("account: demo", "account: box");

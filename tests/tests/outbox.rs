@@ -77,7 +77,7 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
         account(&stack, &ws, "far", "b", PASSWORD),
         account(&stack, &ws, "bad", "a", "wrong-password"),
     );
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let (app, store) = ws.app(None, Audit::default()).unwrap();
     let rt = app.runtime().unwrap();
 
@@ -305,7 +305,7 @@ async fn a_large_queued_attachment_is_held_once_and_arrives_byte_for_byte_on_pos
         pg.database("large").unwrap(),
         account(&stack, &ws, "near", "default", PASSWORD),
     );
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let (app, store) = ws.app(None, Audit::default()).unwrap();
     // 8 MB that do not compress, so that a second copy would show.
     let mut data = Vec::with_capacity(8_000_000);

@@ -373,11 +373,8 @@ fn the_demo_job_runs_on_postgresql() {
     let url = pg.database("demo").unwrap();
     let ws = Workspace::with_config("").unwrap();
     let demo = std::fs::read_to_string(flowmail_tests::repo().join("flowmail.toml")).unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        demo.replace("[store]\n", &format!("[store]\nurl = \"{url}\"\n")),
-    )
-    .unwrap();
+    ws.write_config(demo.replace("[store]\n", &format!("[store]\nurl = \"{url}\"\n")))
+        .unwrap();
     flowmail(&ws, &["run", "workflows/alert-digest.yaml"]);
     let sent = ws.outbox().len();
     assert!(sent > 0, "the demo sent mail");
@@ -390,4 +387,21 @@ fn the_demo_job_runs_on_postgresql() {
     assert_eq!(ws.outbox().len(), sent, "nothing ran twice");
     flowmail(&ws, &["status"]);
     assert!(!ws.path().join("var/flowmail.db").exists());
+}
+
+#[test]
+fn the_suite_runs_on_the_store_it_was_asked_for() {
+    let ws = Workspace::new("").unwrap();
+    let (app, store) = ws.app(None, flowmail::caps::Audit::default()).unwrap();
+    let on_postgres = flowmail_tests::postgres::suite_on_postgres();
+    assert_eq!(store.is_shared(), on_postgres, "{}", store.location());
+    // A process started in the workspace uses the same store.
+    flowmail(&ws, &["status"]);
+    assert_eq!(
+        ws.path().join("var/flowmail.db").exists(),
+        !on_postgres,
+        "{}",
+        store.location()
+    );
+    drop(app);
 }

@@ -17,9 +17,7 @@ fn mailbox_workspace(oauth: &OAuth, graph: &GraphStandIn, folder: &str) -> Works
     let ws = Workspace::with_config("").unwrap();
     std::fs::write(ws.path().join("client-secret"), "client-secret-value-93ab").unwrap();
     let cache = std::env::temp_dir().join("flowmail-test-cache");
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!(
+    ws.write_config(format!(
             "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"{}\"\n[web]\nlisten = \"127.0.0.1:0\"\n\
              [accounts.out]\nfrom = \"Flowmail <flowmail@demo.example>\"\n\
              [accounts.out.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
@@ -113,7 +111,7 @@ async fn post_actions_change_the_graph_mailbox_and_throttling_only_slows_the_tri
 
     // Flag, then move to a folder named by its display name: each a new trigger.
     for (action, check) in [("flag", 0), ("{ move_to: Processed }", 1)] {
-        std::fs::remove_file(ws.path().join("var/flowmail.db")).unwrap();
+        ws.reset_store().unwrap();
         let report = run_once(&ws, &workflow(&ws, &format!("    on_success: {action}\n"))).await;
         assert_eq!(report.runs, 1, "{action}: {:?}", report.lines);
         if check == 0 {
@@ -131,7 +129,7 @@ async fn post_actions_change_the_graph_mailbox_and_throttling_only_slows_the_tri
 
     // Delete.
     graph.deliver("inbox", &mail("cpu hot"));
-    std::fs::remove_file(ws.path().join("var/flowmail.db")).unwrap();
+    ws.reset_store().unwrap();
     let report = run_once(&ws, &workflow(&ws, "    on_success: delete\n")).await;
     assert_eq!(report.runs, 1, "{:?}", report.lines);
     assert!(graph.folder("inbox").is_empty());

@@ -24,9 +24,7 @@ const USER: &str = "sender@contoso.example";
 fn workspace(oauth: &OAuth, graph: &GraphStandIn, secret: &str, extra_auth: &str) -> Workspace {
     let ws = Workspace::with_config("").unwrap();
     std::fs::write(ws.path().join("client-secret"), secret).unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!(
+    ws.write_config(format!(
             "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n\
              [accounts.graph]\nfrom = \"Sender <{USER}>\"\n\
              [accounts.graph.transport]\nkind = \"graph\"\ntenant = \"contoso.example\"\nuser = \"{USER}\"\n\

@@ -133,8 +133,18 @@ async fn the_authorization_code_flow_with_pkce_stores_sealed_tokens() {
     // Sealed at rest: neither token nor the client secret is in the database file.
     let row = s.store.tokens("o365").unwrap().unwrap();
     assert!(row.refresh_token.is_some());
-    let db = std::fs::read(s.ws.path().join("var/flowmail.db")).unwrap();
-    let wal = std::fs::read(s.ws.path().join("var/flowmail.db-wal")).unwrap_or_default();
+    // The whole SQLite file; on PostgreSQL, the stored values themselves.
+    let (db, wal) = if s.store.is_shared() {
+        (
+            [row.access_token.clone(), row.refresh_token.clone().unwrap()].concat(),
+            Vec::new(),
+        )
+    } else {
+        (
+            std::fs::read(s.ws.path().join("var/flowmail.db")).unwrap(),
+            std::fs::read(s.ws.path().join("var/flowmail.db-wal")).unwrap_or_default(),
+        )
+    };
     for secret in [token.expose(), "client-secret-value-93ab"] {
         let needle = &secret.as_bytes()[..24.min(secret.len())];
         assert!(
@@ -431,9 +441,13 @@ async fn processes_sharing_a_store_refresh_once_between_them() {
         if let Some(url) = &shared {
             // The same account on PostgreSQL: authorize there too.
             let text = std::fs::read_to_string(s.ws.path().join("flowmail.toml")).unwrap();
-            std::fs::write(
-                s.ws.path().join("flowmail.toml"),
-                text.replace("[store]\n", &format!("[store]\nurl = \"{url}\"\n")),
+            let text: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with("url = \"postgres"))
+                .collect();
+            s.ws.write_config(
+                text.join("\n")
+                    .replace("[store]\n", &format!("[store]\nurl = \"{url}\"\n")),
             )
             .unwrap();
         }

@@ -63,7 +63,7 @@ async fn a_revoked_account_pauses_its_trigger_and_each_waiting_message_runs_once
         stack.certs.ca.display(),
         password.display()
     ));
-    std::fs::write(s.ws.path().join("flowmail.toml"), config).unwrap();
+    s.ws.write_config(config).unwrap();
     let path = s.ws.path().join("workflows/relay.yaml");
     std::fs::write(
         &path,

@@ -64,7 +64,7 @@ fn runtime(
 ) -> (Workspace, std::sync::Arc<flowmail::app::App>) {
     let ws = Workspace::with_config("").unwrap();
     let config = format!("{HEAD}{}", accounts(ws.path()));
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let (rt, _) = ws.app(None, Audit::default()).unwrap();
     (ws, rt)
 }
@@ -388,7 +388,7 @@ async fn the_demo_workflow_delivers_through_postfix() {
         "",
     ) + "\n[accounts.demo.transport]"
         + transport;
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let (rt, _store) = ws.app(None, Audit::default()).unwrap();
     let wf = Workflow::load(&ws.path().join("workflows/alert-digest.yaml")).unwrap();
     wf.check(&ws.config().unwrap()).unwrap();

@@ -85,9 +85,7 @@ async fn known_provider_replies_come_with_their_fix() {
         let ws = Workspace::with_config("").unwrap();
         let pw = ws.path().join("pw");
         std::fs::write(&pw, PASSWORD).unwrap();
-        std::fs::write(
-            ws.path().join("flowmail.toml"),
-            format!(
+        ws.write_config(format!(
                 "{HEAD}[accounts.p]\nfrom = \"ops@demo.example\"\n[accounts.p.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
                  port = {port}\ntls = \"none\"\n[accounts.p.auth]\nkind = \"basic\"\nusername = \"ops@demo.example\"\n\
                  password = {{ file = \"{}\" }}\n",
@@ -171,9 +169,7 @@ async fn a_message_whose_reply_was_lost_is_not_sent_again() {
     // lost after its content went out.
     let (port, received) = dropping_peer(2).await;
     let ws = Workspace::with_config("").unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        format!(
+    ws.write_config(format!(
             "{HEAD}[accounts.p]\nfrom = \"ops@demo.example\"\n[accounts.p.transport]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
              port = {port}\ntls = \"none\"\n"
         ),

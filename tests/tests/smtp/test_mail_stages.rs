@@ -37,7 +37,7 @@ async fn tls_policy_is_enforced_at_the_tls_stage() {
         ),
     )
     .replace("[accounts.a.auth]", "[accounts.strict.auth]");
-    std::fs::write(ws.path().join("flowmail.toml"), &config).unwrap();
+    ws.write_config(&config).unwrap();
     let config = ws.config().unwrap();
     let report = |name: &'static str| {
         let relay = flowmail::app::relay(&config, name, &Default::default()).unwrap();
@@ -126,7 +126,7 @@ async fn the_test_mail_command_reports_each_stage_as_text_and_json() {
             .replace(&format!("ca_file = \"{}\"\n", stack.certs.ca.display()), ""),
     )
     .replace("[accounts.a.auth]", "[accounts.good.auth]");
-    std::fs::write(ws.path().join("flowmail.toml"), &config).unwrap();
+    ws.write_config(&config).unwrap();
     let run = |args: &[&str]| {
         std::process::Command::new(flowmail_tests::flowmail_bin())
             .current_dir(ws.path())

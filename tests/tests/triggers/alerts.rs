@@ -28,7 +28,7 @@ async fn a_silent_trigger_is_mailed_once_however_often_it_alerts() {
             password.display()
         ),
     ));
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let wf = workflow(
         &ws,
         "    idle_refresh: 1s\n    poll_interval: 1s\n    silence_alert: 2s\n",

@@ -33,7 +33,7 @@ async fn server_side_search_and_the_size_cap() {
             ),
             false,
         );
-        std::fs::remove_file(ws.path().join("var/flowmail.db")).ok();
+        ws.reset_store().unwrap();
         let (rt, _store) = ws.app(None, Audit::default()).unwrap();
         let audit_runner = Runner::new(&rt).unwrap();
         let report = flowmail::workflow::run_with(&audit_runner, &wf, RunOptions::default())

@@ -150,7 +150,7 @@ async fn a_hung_connection_raises_an_alert_reconnects_and_shows_in_status() {
         .imap_config(ws.path(), USER, proxy.port, false, "INBOX", "")
         .unwrap()
         .replace("timeout_secs = 10", "timeout_secs = 3");
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let wf = workflow(
         &ws,
         "    idle_refresh: 1s\n    poll_interval: 1s\n    silence_alert: 2s\n",
@@ -216,7 +216,7 @@ async fn a_stop_does_not_wait_for_a_server_that_never_answers() {
         .imap_config(ws.path(), USER, proxy.port, false, "INBOX", "")
         .unwrap()
         .replace("timeout_secs = 10", "timeout_secs = 60");
-    std::fs::write(ws.path().join("flowmail.toml"), config).unwrap();
+    ws.write_config(config).unwrap();
     let wf = workflow(&ws, "", false);
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);

@@ -22,13 +22,10 @@ async fn the_status_page_follows_the_triggers_without_a_reload() {
     let ws = Workspace::new("").unwrap();
     // The demo account queues its mail, so the page shows the outbox too.
     let config = std::fs::read_to_string(ws.path().join("flowmail.toml")).unwrap();
-    std::fs::write(
-        ws.path().join("flowmail.toml"),
-        config.replace(
-            "[accounts.demo]\n",
-            "[accounts.demo]\ndelivery = \"queued\"\n",
-        ),
-    )
+    ws.write_config(config.replace(
+        "[accounts.demo]\n",
+        "[accounts.demo]\ndelivery = \"queued\"\n",
+    ))
     .unwrap();
     add_user(ws.path(), &["--email", "ops@demo.example"], PASSWORD).unwrap();
     std::fs::create_dir_all(ws.path().join("served")).unwrap();
