@@ -53,4 +53,4 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 cargo test --workspace "$@"
 # The same end-to-end tests on the shared store: each workspace gets a database of its
 # own on one private PostgreSQL server per test process.
-FLOWMAIL_TEST_STORE=postgres exec cargo test -p flowmail-tests "$@"
+FLOWMAIL_TEST_STORE=postgres exec cargo test --workspace "$@"

@@ -250,12 +250,12 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
         "{status}"
     );
     // A step that waits gets the outcome: the server's queue id, or the final error.
-    let wf = |name: &str, account: &str| {
+    let wf = |name: &str, account: &str, wait: &str| {
         let path = ws.path().join(format!("{name}.yaml"));
         std::fs::write(
             &path,
             format!(
-                "name: {name}\nsteps:\n  - id: send\n    action: send-mail\n    wait: 30s\n    with:\n\
+                "name: {name}\nsteps:\n  - id: send\n    action: send-mail\n    wait: {wait}\n    with:\n\
                  \x20     account: {account}\n      message:\n        to: {TO}\n        subject: \"{name}\"\n\
                  \x20       text: \"body\"\n"
             ),
@@ -266,9 +266,10 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
         wf
     };
     let runner = flowmail::workflow::Runner::new(&app).unwrap();
-    let report = flowmail::workflow::run_with(&runner, &wf("waited", "near"), Default::default())
-        .await
-        .unwrap();
+    let report =
+        flowmail::workflow::run_with(&runner, &wf("waited", "near", "30s"), Default::default())
+            .await
+            .unwrap();
     let sent = &report.sent[0];
     let reference = sent["reference"].as_str().unwrap();
     assert!(
@@ -280,7 +281,8 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
         "postfix queues what it accepts: {sent}"
     );
     let failed =
-        flowmail::workflow::run_with(&runner, &wf("refused", "bad"), Default::default()).await;
+        flowmail::workflow::run_with(&runner, &wf("refused", "bad", "30s"), Default::default())
+            .await;
     let e = match failed {
         Err(e) => e.to_string(),
         Ok(r) => format!("{:?}", r.failed),
@@ -293,6 +295,55 @@ async fn queued_mail_leaves_only_from_its_data_center_and_survives_a_stopped_ser
             .unwrap()
             .unwrap();
     }
+
+    // No node of b has ever run: the step says so, and the message waits.
+    let unsent = wf("unserved", "far", "1s");
+    let report = flowmail::workflow::run_with(&runner, &unsent, Default::default())
+        .await
+        .unwrap();
+    let line = report
+        .lines
+        .iter()
+        .find(|l| l.contains("waits in the outbox"))
+        .unwrap_or_else(|| panic!("{:?}", report.lines));
+    assert!(
+        line.contains("no node of data center `b` has ever run"),
+        "{line}"
+    );
+    assert_eq!(report.sent[0]["status"], "queued");
+    assert!(
+        report.sent[0]["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("data center `b`")),
+        "{:?}",
+        report.sent
+    );
+    // With a live node of b, it only waits its turn.
+    let now = flowmail::unix_now();
+    store
+        .register_node(&flowmail::store::NodeRow {
+            name: "b9".into(),
+            data_center: "b".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            started_at: now,
+            heartbeat_at: now,
+            heartbeat_secs: 60,
+            triggers: 0,
+            stopped_at: None,
+        })
+        .unwrap();
+    let report = flowmail::workflow::run_with(&runner, &unsent, Default::default())
+        .await
+        .unwrap();
+    assert!(
+        !report
+            .lines
+            .iter()
+            .any(|l| l.contains("waits in the outbox")),
+        "{:?}",
+        report.lines
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

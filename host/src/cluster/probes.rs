@@ -32,16 +32,22 @@ pub fn route(store: &Store, here: &str, data_center: &str) -> anyhow::Result<Rou
     if here == data_center {
         return Ok(Route::Here);
     }
+    match unserved(store, data_center)? {
+        None => Ok(Route::There(data_center.to_owned())),
+        Some(why) => bail!("{why}"),
+    }
+}
+
+/// Why nothing leaves from `data_center` now (no node of it alive, with the last
+/// heartbeat seen), or `None` while a node of it is alive.
+pub fn unserved(store: &Store, data_center: &str) -> anyhow::Result<Option<String>> {
     let now = crate::unix_now();
     let nodes: Vec<NodeRow> = store
         .nodes()?
         .into_iter()
         .filter(|n| n.data_center == data_center)
         .collect();
-    if nodes.iter().any(|n| n.alive(now)) {
-        return Ok(Route::There(data_center.to_owned()));
-    }
-    bail!("{}", no_live_node(data_center, &nodes, now))
+    Ok((!nodes.iter().any(|n| n.alive(now))).then(|| no_live_node(data_center, &nodes, now)))
 }
 
 /// Why nothing can leave from `data_center` now, with the last heartbeat seen there.

@@ -45,6 +45,8 @@ pub struct OutboxState {
     pub server_status: Option<String>,
     /// The kind of the last failure (`transient`, `auth-failed`, ...).
     pub error_kind: Option<String>,
+    /// The data center it leaves from.
+    pub data_center: String,
 }
 
 /// A message that failed for good, with why.
@@ -249,7 +251,7 @@ impl Store {
     pub fn outbox_state(&self, id: i64) -> Result<Option<OutboxState>> {
         self.conn.row(
             "SELECT status, node, COALESCE(reply, last_error), attempts, server_status,
-                error_kind
+                error_kind, data_center
              FROM outbox WHERE id = $1",
             args![id],
             |r| {
@@ -260,6 +262,7 @@ impl Store {
                     attempts: get::<i64>(r, 3)? as u32,
                     server_status: get(r, 4)?,
                     error_kind: get(r, 5)?,
+                    data_center: get(r, 6)?,
                 })
             },
         )

@@ -316,7 +316,12 @@ impl<'a> Runner<'a> {
                 if let Some(wait) = wait {
                     self.await_delivery(step, &mut receipt, wait).await?;
                 }
-                let json = inputs::receipt_json(&receipt);
+                let mut json = inputs::receipt_json(&receipt);
+                if let Some(why) = self.waits_for_a_node(&receipt) {
+                    tracing::warn!("step {}: {why}", step.id);
+                    report.lines.push(format!("step {}: {why}", step.id));
+                    json["waiting"] = Value::String(why);
+                }
                 report.lines.push(format!(
                     "step {}: sent <{}> to {} recipient(s) via {}{}",
                     step.id,
@@ -355,6 +360,25 @@ impl<'a> Runner<'a> {
 }
 
 impl Runner<'_> {
+    /// For a message still waiting in the outbox: why it waits, when no node of its data
+    /// center is alive to send it.
+    fn waits_for_a_node(&self, receipt: &crate::bindings::actions::Receipt) -> Option<String> {
+        let id = receipt
+            .reference
+            .as_deref()?
+            .strip_prefix("outbox:")?
+            .parse::<i64>()
+            .ok()?;
+        let state = self.store.outbox_state(id).ok()??;
+        if state.status != "queued" {
+            return None;
+        }
+        let why = crate::cluster::probes::unserved(self.store, &state.data_center).ok()??;
+        Some(format!(
+            "{why}; message outbox:{id} waits in the outbox until one is"
+        ))
+    }
+
     /// Waits up to `wait` for the outbox to settle a queued send: a message that failed
     /// for good fails the step with its final error; one that was sent gets the server's
     /// answer in the receipt. Past the wait, the receipt stays `queued`.
