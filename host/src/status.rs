@@ -15,8 +15,10 @@ pub struct TriggerStatus {
     /// `idle`, `poll`, `starting` or `stopped` for a served trigger; `run` for one that
     /// only `flowmail run` has caught up.
     pub mode: String,
-    /// `ok`; `paused` while runs fail on the account's credentials; `silent` when no
-    /// IDLE or poll succeeded within the silence threshold; `not running` when the serving
+    /// `ok`; `paused` while runs fail on the account's credentials; `not connected` when
+    /// a served trigger has not reached its mailbox once in its first minute (or its
+    /// silence threshold); `silent`
+    /// when no IDLE or poll succeeded within the silence threshold; `not running` when the serving
     /// process is gone; `stopped`; `not served` for a trigger only `flowmail run` reads.
     pub health: String,
     /// Why the trigger is paused, with the fix.
@@ -49,6 +51,10 @@ pub struct DeadLetter {
     pub reason: Option<String>,
 }
 
+/// How long a served trigger may take to first reach its mailbox before `status` calls
+/// it `not connected` (or its silence threshold, if shorter).
+pub const CONNECT_GRACE: i64 = 60;
+
 /// Every trigger's status.
 pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
     let now = crate::unix_now();
@@ -76,8 +82,17 @@ pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
     for w in watches {
         let counts = store.handled_counts(&w.workflow, &w.account)?;
         let cursor = store.cursor(&w.workflow, &w.account)?;
-        let alive = process_alive(w.pid);
+        // On a shared store the serving process may be on another machine: it runs while
+        // it holds the trigger's lease.
+        let alive = if store.is_shared() {
+            store.lease_holder(&w.workflow)?.is_some()
+        } else {
+            process_alive(w.pid)
+        };
         let silent = w.last_ok.unwrap_or(w.started_at) + w.silence_after < now;
+        let never_connected = w.mode == "starting"
+            && w.last_ok.is_none()
+            && w.started_at + CONNECT_GRACE.min(w.silence_after) < now;
         let health = if w.mode == "stopped" {
             "stopped"
         } else if w.mode == "run" {
@@ -86,6 +101,8 @@ pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
             "not running"
         } else if w.paused.is_some() {
             "paused"
+        } else if never_connected {
+            "not connected"
         } else if silent {
             "silent"
         } else {

@@ -2,6 +2,7 @@
 //! command line and calls one of these; each builds what it needs through [`App`] and
 //! prints its own output.
 
+mod limits;
 mod nodes;
 mod progress;
 mod users;
@@ -219,6 +220,10 @@ pub async fn serve(
     } else {
         load_all(&config, paths)?
     };
+    match limits::raise_open_files() {
+        Ok(limit) => limits::check(&config, &workflows, limit)?,
+        Err(e) => tracing::warn!("the open-file limit cannot be read: {e}"),
+    }
     let web = Arc::new(flowmail::web::Web::new(
         app.clone(),
         config_path.to_path_buf(),

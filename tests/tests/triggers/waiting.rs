@@ -245,3 +245,42 @@ async fn a_stop_does_not_wait_for_a_server_that_never_answers() {
     assert_eq!(watch.mode, "stopped");
     assert!(handled(&ws).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_that_never_reaches_its_server_shows_as_not_connected() {
+    let stack = MailStack::start(None).unwrap();
+    // Nothing listens on the mailbox's port: every connect is refused.
+    let dead = flowmail_tests::stack::free_port().unwrap();
+    let ws = Workspace::with_config("").unwrap();
+    let config = stack
+        .imap_config(ws.path(), USER, dead, false, "INBOX", "")
+        .unwrap();
+    ws.write_config(config).unwrap();
+    let wf = workflow(
+        &ws,
+        "    idle_refresh: 1s\n    poll_interval: 1s\n    silence_alert: 2s\n",
+        false,
+    );
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    let mut status = Vec::new();
+    wait_until(
+        "status to say not connected",
+        Duration::from_secs(20),
+        || {
+            status = flowmail::status::collect(&store).unwrap();
+            status.first().is_some_and(|s| s.health == "not connected")
+        },
+    )
+    .await;
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused")),
+        "{status:?}"
+    );
+    let text = flowmail::status::render(&status);
+    assert!(text.contains("NOT CONNECTED"), "{text}");
+    stop_serving(stop, handle).await;
+}
