@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+pub mod cache;
+
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -47,6 +48,10 @@ pub enum StepError {
         "the plugin tried to grow its memory to {wanted} bytes, over its limit of {limit} bytes, and was stopped; raise runtime.memory_limit_mb if the step is legitimately large"
     )]
     Memory { wanted: usize, limit: usize },
+    #[error(
+        "the plugin exhausted its call stack (runaway recursion, most likely) and was stopped; this is a fault of the plugin, and retrying the same input fails the same way"
+    )]
+    StackOverflow,
     #[error("the plugin failed: {0}")]
     Trap(String),
     #[error("{}", .0.describe())]
@@ -93,6 +98,9 @@ pub struct StepState {
     caps: Arc<Capabilities>,
     audit: Audit,
     step: String,
+    /// The accounts this call named, the only ones it may reach.
+    scope: caps::Scope,
+    log: caps::log::Budget,
 }
 
 impl WasiView for StepState {
@@ -131,8 +139,9 @@ pub fn engine() -> wasmtime::Result<Engine> {
     Ok(engine)
 }
 
-/// Compiles `wasm`, or loads it from `cache_dir` if it was compiled before by a compatible
-/// engine. A damaged or stale cache entry is replaced.
+/// Compiles `wasm`, or loads it from the compiled-component cache at `cache_dir`, whose
+/// entries are trusted only when they authenticate ([`cache`]). A cache that cannot be
+/// trusted is not used, with a warning.
 pub fn load_component(
     engine: &Engine,
     wasm: &[u8],
@@ -141,46 +150,16 @@ pub fn load_component(
     let Some(dir) = cache_dir else {
         return Component::new(engine, wasm);
     };
-    let mut hasher = Sha256::new();
-    hasher.update(wasm);
-    let mut compat = std::collections::hash_map::DefaultHasher::new();
-    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut compat);
-    hasher.update(std::hash::Hasher::finish(&compat).to_le_bytes());
-    hasher.update(env!("CARGO_PKG_VERSION"));
-    let key: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let path = dir.join(format!("{key}.cwasm"));
-    if path.is_file() {
-        // SAFETY: the file was written by `Component::serialize` below, into a cache
-        // folder of this host's own, under a name that hashes the source and the engine's
-        // compatibility; wasmtime checks its header on load.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(
-                "compiled-component cache {} is unusable ({e}); recompiling",
-                path.display()
-            ),
+    match cache::Cache::open(dir) {
+        Ok(cache) => cache.load(engine, wasm),
+        Err(e) => {
+            tracing::warn!(
+                "the compiled-component cache {} is not used: {e}",
+                dir.display()
+            );
+            Component::new(engine, wasm)
         }
     }
-    let component = Component::new(engine, wasm)?;
-    if let Err(e) = store_compiled(&component, dir, &path) {
-        tracing::warn!(
-            "could not write the compiled-component cache {}: {e}",
-            path.display()
-        );
-    }
-    Ok(component)
-}
-
-fn store_compiled(component: &Component, dir: &Path, path: &Path) -> wasmtime::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Links WASI (no files, no environment, no network) and the four capabilities.
@@ -190,19 +169,23 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
     caps::transport::add_to_linker(&mut linker, |s| caps::transport::TransportView {
         ctx: &s.caps.transport,
         audit: &s.audit,
+        scope: &s.scope,
     })?;
     caps::mailbox::add_to_linker(&mut linker, |s| caps::mailbox::Mailbox {
         ctx: &s.caps.mailbox,
         audit: &s.audit,
+        scope: &s.scope,
     })?;
     caps::tokens::add_to_linker(&mut linker, |s| caps::tokens::Tokens {
         ctx: &s.caps.tokens,
         table: &mut s.table,
         audit: &s.audit,
+        scope: &s.scope,
     })?;
     caps::log::add_to_linker(&mut linker, |s| caps::log::Log {
         step: &s.step,
         audit: &s.audit,
+        budget: &mut s.log,
     })?;
     Ok(linker)
 }
@@ -236,7 +219,7 @@ impl Runtime {
         &self.engine
     }
 
-    fn store(&self, step: &str) -> Store<StepState> {
+    fn store(&self, step: &str, scope: caps::Scope) -> Store<StepState> {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -252,6 +235,8 @@ impl Runtime {
             caps: self.caps.current(),
             audit: self.audit.clone(),
             step: step.to_owned(),
+            scope,
+            log: caps::log::Budget::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -275,8 +260,10 @@ impl Runtime {
                 limit: self.limits.memory_bytes,
             };
         }
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return StepError::Timeout(self.limits.timeout);
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => return StepError::Timeout(self.limits.timeout),
+            Some(Trap::StackOverflow) => return StepError::StackOverflow,
+            _ => {}
         }
         StepError::Trap(format!("{e:#}"))
     }
@@ -288,7 +275,13 @@ impl Runtime {
         account: &str,
         message: &OutgoingMessage,
     ) -> Result<Receipt, StepError> {
-        let mut store = self.store(step);
+        let named = std::iter::once(account.to_owned()).chain(
+            message
+                .forward_attachments
+                .iter()
+                .map(|a| a.account.clone()),
+        );
+        let mut store = self.store(step, caps::Scope::of(named));
         let plugin = self.instantiate(&mut store).await?;
         self.audit
             .record(|| format!("export actions.send-mail account={account} message={message:?}"));
@@ -312,7 +305,7 @@ impl Runtime {
         limit: u32,
         cap: Option<SizeCap>,
     ) -> Result<MailboxPage, StepError> {
-        let mut store = self.store(step);
+        let mut store = self.store(step, caps::Scope::of([account.to_owned()]));
         let plugin = self.instantiate(&mut store).await?;
         self.audit.record(|| {
             format!(

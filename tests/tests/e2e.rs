@@ -217,3 +217,65 @@ fn the_plugin_flag_loads_and_runs_another_component() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("via outbox"));
     assert_eq!(ws.outbox().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reaches_only_the_accounts_its_step_names_and_runaway_plugins_are_contained() {
+    // A second account the steps below never name.
+    let ws = Workspace::new(
+        "[accounts.payroll]\nfrom = \"payroll@demo.example\"\n[accounts.payroll.transport]\n\
+         kind = \"outbox\"\ndir = \"var/payroll\"\n",
+    )
+    .unwrap();
+    let crossings = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = crossings.clone();
+    let audit = Audit::new(move |line| sink.lock().unwrap().push(line.to_owned()));
+    let (app, _) = ws.app(Some(MISBEHAVE_PLUGIN), audit).unwrap();
+    let rt = app.runtime().unwrap();
+
+    // A step of account `demo` whose plugin sends through `payroll`: access denied.
+    let err = rt
+        .send_mail("sneak", "demo", &message("other:payroll"))
+        .await
+        .unwrap_err();
+    let StepError::Mail(flowmail::bindings::MailError::AccessDenied(text)) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        text.contains("account `payroll`") && text.contains("names only `demo`"),
+        "{text}"
+    );
+    assert!(!ws.path().join("var/payroll").exists(), "nothing was sent");
+    // Named by the step, the same account is served.
+    rt.send_mail("named", "payroll", &message("other:payroll"))
+        .await
+        .unwrap();
+
+    // Runaway recursion: stopped with a clear error, and the next call is served.
+    let err = rt
+        .send_mail("recurse", "demo", &message("recurse"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StepError::StackOverflow), "{err:?}");
+    assert!(err.to_string().contains("call stack"), "{err}");
+
+    // A flood of 200,000 log lines: the step ends, and the host keeps the first 1,000.
+    crossings.lock().unwrap().clear();
+    let err = rt
+        .send_mail("flood", "demo", &message("flood"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("flooded"), "{err}");
+    let logged = crossings
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("import log.log"))
+        .count();
+    assert_eq!(logged, flowmail::caps::log::MAX_LINES as usize);
+
+    let receipt = rt
+        .send_mail("after", "demo", &message("fine"))
+        .await
+        .unwrap();
+    assert_eq!(receipt.accepted, ["ops@demo.example"]);
+}

@@ -54,6 +54,31 @@ impl Live {
     }
 }
 
+/// The accounts one call of the plugin may reach: those the call names (the step's
+/// account, and the accounts of the attachments it forwards). A plugin that asks any
+/// capability for another account gets `access-denied`, so a workflow reaches only the
+/// accounts its trigger and steps name.
+#[derive(Debug, Clone, Default)]
+pub struct Scope(std::collections::BTreeSet<String>);
+
+impl Scope {
+    pub fn of(accounts: impl IntoIterator<Item = String>) -> Self {
+        Self(accounts.into_iter().collect())
+    }
+
+    /// `Ok` when `account` is one this call named.
+    pub fn admit(&self, account: &str) -> Result<(), crate::bindings::MailError> {
+        if self.0.contains(account) {
+            return Ok(());
+        }
+        let named: Vec<String> = self.0.iter().map(|a| format!("`{a}`")).collect();
+        Err(crate::bindings::MailError::AccessDenied(format!(
+            "the plugin asked for account `{account}`, but this step names only {}; a step reaches only the accounts it names (not retryable: name the account in the step)",
+            named.join(", ")
+        )))
+    }
+}
+
 /// An optional tap on every value that crosses the component boundary, for audits and
 /// for tests that prove what the guest can see.
 #[derive(Clone, Default)]

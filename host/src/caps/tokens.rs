@@ -32,6 +32,7 @@ pub struct Tokens<'a> {
     pub ctx: &'a TokensCtx,
     pub table: &'a mut ResourceTable,
     pub audit: &'a Audit,
+    pub scope: &'a super::Scope,
 }
 
 impl Tokens<'_> {
@@ -49,7 +50,9 @@ impl generated::Host for Tokens<'_> {
         &mut self,
         account: String,
     ) -> wasmtime::Result<Result<Resource<Credential>, MailError>> {
-        let result = if self.ctx.accounts.contains_key(&account) {
+        let result = if let Err(denied) = self.scope.admit(&account) {
+            Err(denied)
+        } else if self.ctx.accounts.contains_key(&account) {
             Ok(self.table.push(Credential {
                 account: account.clone(),
             })?)

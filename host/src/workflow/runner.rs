@@ -124,6 +124,11 @@ impl RunError {
                 recovery: e.recovery(),
                 ..Self::new(step, None, e.describe().to_string())
             },
+            // The same input overflows the same way: no retry will help.
+            StepError::StackOverflow => Self {
+                recovery: Recovery::DeadLetter,
+                ..Self::new(step, None, StepError::StackOverflow.to_string())
+            },
             // The sandbox's limits and traps: retried with backoff, as host I/O is.
             other => Self {
                 recovery: Recovery::Retry,

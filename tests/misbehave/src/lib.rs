@@ -1,5 +1,7 @@
 //! A plugin that misbehaves on request, to prove the host's limits: `send-mail` with the
-//! subject `loop` never returns, with `hog` it allocates without bound, with `probe` it
+//! subject `loop` never returns, with `hog` it allocates without bound, with `recurse` it
+//! recurses until its stack runs out, with `flood` it logs 200,000 lines, with
+//! `other:NAME` it sends through account NAME, which the step did not name, with `probe` it
 //! tries to escape the sandbox (read files, list the environment, open a socket to the
 //! port in the text, flood stdout) and reports what happened in the receipt's reference;
 //! any other subject sends a minimal message, so a test can see the host serve the next
@@ -17,6 +19,14 @@ use flowmail::mail::types::{MailError, OutgoingMessage};
 
 struct Misbehave;
 
+/// Recurses until the stack runs out.
+fn deep(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    std::hint::black_box(deep(std::hint::black_box(n - 1))) + 1
+}
+
 impl Guest for Misbehave {
     fn send_mail(account: String, message: OutgoingMessage) -> Result<Receipt, MailError> {
         match message.subject.as_str() {
@@ -32,6 +42,36 @@ impl Guest for Misbehave {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "recurse" => Err(MailError::Permanent(format!("depth {}", deep(u64::MAX)))),
+            "flood" => {
+                for i in 0..200_000u32 {
+                    flowmail::mail::log::log(
+                        flowmail::mail::log::Level::Info,
+                        &format!("flood line {i} {}", "x".repeat(100)),
+                    );
+                }
+                Err(MailError::Permanent("flooded".into()))
+            }
+            other if other.starts_with("other:") => {
+                // An account the step did not name.
+                let envelope = Envelope {
+                    sender: "misbehave@example.com".into(),
+                    recipients: vec!["ops@demo.example".into()],
+                };
+                let d = transport::send(
+                    &other["other:".len()..],
+                    &envelope,
+                    b"Subject: x\r\n\r\nx\r\n",
+                )?;
+                Ok(Receipt {
+                    message_id: "misbehave@example.com".into(),
+                    accepted: d.accepted,
+                    transport: d.transport,
+                    status: d.status,
+                    reference: d.reference,
+                    size: 0,
+                })
             }
             "probe" => {
                 let report = probe(message.text.as_deref().unwrap_or_default());

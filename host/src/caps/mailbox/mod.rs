@@ -94,10 +94,12 @@ pub struct MailboxCtx {
 pub struct Mailbox<'a> {
     pub ctx: &'a MailboxCtx,
     pub audit: &'a Audit,
+    pub scope: &'a super::Scope,
 }
 
 impl Mailbox<'_> {
     fn backend(&self, name: &str) -> Result<&Arc<dyn Watch>, MailError> {
+        self.scope.admit(name)?;
         self.ctx.accounts.get(name).ok_or_else(|| {
             MailError::NotFound(format!("no account `{name}` with a mailbox is configured"))
         })

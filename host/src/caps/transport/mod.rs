@@ -54,10 +54,12 @@ pub struct TransportCtx {
 pub struct TransportView<'a> {
     pub ctx: &'a TransportCtx,
     pub audit: &'a Audit,
+    pub scope: &'a super::Scope,
 }
 
 impl TransportView<'_> {
     fn account(&self, name: &str) -> Result<&TransportAccount, MailError> {
+        self.scope.admit(name)?;
         self.ctx.accounts.get(name).ok_or_else(|| {
             MailError::NotFound(format!(
                 "no account `{name}` with a transport is configured"

@@ -172,9 +172,13 @@ impl<'a> CatchUp<'a> {
             };
             let page = match read {
                 Ok(page) => page,
-                // The read broke the sandbox's time or memory limit: read fewer at a time,
+                // The read broke the sandbox's time, memory or stack limit: read fewer at a time,
                 // down to one; one message that still breaks it is passed over.
-                Err(e @ (StepError::Timeout(_) | StepError::Memory { .. })) => {
+                Err(
+                    e @ (StepError::Timeout(_)
+                    | StepError::Memory { .. }
+                    | StepError::StackOverflow),
+                ) => {
                     if limit > 1 {
                         let line = format!(
                             "reading {limit} message(s) of `{account}` at once broke a limit ({e}); reading {} at a time",
