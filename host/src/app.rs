@@ -127,10 +127,17 @@ impl App {
             Plugin::Bytes(b) => b.clone(),
         };
         let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let component = load_component(&engine, &wasm, self.cache_dir.as_deref())
-            .map_err(|e| anyhow::anyhow!("loading the plugin: {e:#}"))?;
+        let component = load_component(&engine, &wasm, self.cache_dir.as_deref()).map_err(|e| {
+            anyhow::anyhow!(
+                "the plugin is not a WebAssembly component this host can load ({e:#}); build it for wasm32-wasip2 as a component of the world `mail-plugin` in wit/"
+            )
+        })?;
         let runtime = Runtime::new(&engine, &component, self.caps.clone(), self.limits)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the plugin does not implement the world flowmail:mail/mail-plugin of this host ({e:#}); build it against this flowmail's wit/"
+                )
+            })?
             .with_audit(self.audit.clone());
         let _ = self.runtime.set(runtime);
         self.runtime
@@ -335,9 +342,13 @@ fn account_caps(
             TransportConfig::Smtp(_) => Arc::new(relay(config, name, managers)?),
             TransportConfig::Graph(_) => Arc::new(graph(config, name, managers)?),
         };
+        // Mail of an account leaves from its data center only: a direct account of
+        // another data center than this node's is sent through the outbox, which a node
+        // of its own data center delivers.
+        let elsewhere = config.account_data_center(name) != config.node_data_center();
         let transport: Arc<dyn Transport> = match a.delivery {
-            crate::config::Delivery::Direct => direct.clone(),
-            crate::config::Delivery::Queued => {
+            crate::config::Delivery::Direct if !elsewhere => direct.clone(),
+            crate::config::Delivery::Direct | crate::config::Delivery::Queued => {
                 Arc::new(crate::caps::transport::queued::Queued::new(
                     store.clone(),
                     name,

@@ -216,6 +216,27 @@ fn the_plugin_flag_loads_and_runs_another_component() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("via outbox"));
     assert_eq!(ws.outbox().len(), 1);
+
+    // A core module, not a component; and an empty component, which implements nothing.
+    for (file, bytes, says) in [
+        (
+            "core.wasm",
+            &b"\0asm\x01\0\0\0"[..],
+            "is not a WebAssembly component this host can load",
+        ),
+        (
+            "empty.wasm",
+            &b"\0asm\x0d\0\x01\0"[..],
+            "does not implement the world flowmail:mail/mail-plugin",
+        ),
+    ] {
+        let path = ws.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let out = run(Some(path.to_str().unwrap()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{file}: {err}");
+    }
+    assert_eq!(ws.outbox().len(), 1, "nothing ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -415,3 +415,47 @@ async fn a_large_queued_attachment_is_held_once_and_arrives_byte_for_byte_on_pos
     stop.send(true).unwrap();
     handle.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_account_of_another_data_center_sends_through_a_node_of_it() {
+    // This process is a node of `a` (the first data center); the account is of `b`.
+    let ws = Workspace::with_config("").unwrap();
+    ws.write_config(
+        "data_centers = [\"a\", \"b\"]\n[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n\
+         [accounts.far]\nfrom = \"far@demo.example\"\ndata_center = \"b\"\n\
+         [accounts.far.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+         [accounts.near]\nfrom = \"near@demo.example\"\ndata_center = \"a\"\n\
+         [accounts.near.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n",
+    )
+    .unwrap();
+    let (app, store) = ws.app(None, Audit::default()).unwrap();
+    let rt = app.runtime().unwrap();
+    // Of this node's data center: sent here, at once.
+    let r = rt
+        .send_mail("send", "near", &text_message(TO, "near", "body"))
+        .await
+        .unwrap();
+    assert_eq!(r.transport, "outbox");
+    assert_eq!(ws.outbox().len(), 1);
+    // Of `b`: queued for a node of `b`, not sent from here.
+    let r = rt
+        .send_mail("send", "far", &text_message(TO, "far", "body"))
+        .await
+        .unwrap();
+    let id = outbox_id(&r.reference);
+    assert_eq!(r.status, DeliveryStatus::Queued);
+    assert_eq!(ws.outbox().len(), 1, "nothing left from this node");
+    let (stop, handle) = workers(&app, "b1", "b");
+    let started = Instant::now();
+    while store.outbox_state(id).unwrap().unwrap().status != "sent" {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.outbox_state(id).unwrap().unwrap().node.as_deref(),
+        Some("b1")
+    );
+    assert_eq!(ws.outbox().len(), 2);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+}

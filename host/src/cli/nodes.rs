@@ -98,7 +98,7 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<()> {
                     "name": n.name,
                     "data_center": n.data_center,
                     "alive": n.alive(now),
-                    "state": state(n, now),
+                    "state": n.state(now),
                     "host": n.host,
                     "pid": n.pid,
                     "started_at": n.started_at,
@@ -133,7 +133,7 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<()> {
             "{:<20} {:<12} {:<8} {:>14} {:>8} {:>8} {:>8}  {}@{}\n",
             n.name,
             n.data_center,
-            state(n, now),
+            n.state(now),
             format!("{}s ago", now - n.heartbeat_at),
             n.triggers,
             serving.len(),
@@ -143,14 +143,4 @@ pub fn list(config: &Path, json: bool) -> anyhow::Result<()> {
         ));
     }
     out(&text)
-}
-
-fn state(n: &NodeRow, now: i64) -> &'static str {
-    if n.stopped_at.is_some() {
-        "stopped"
-    } else if n.alive(now) {
-        "alive"
-    } else {
-        "dead"
-    }
 }

@@ -29,6 +29,17 @@ impl NodeRow {
     pub fn alive(&self, now: i64) -> bool {
         self.stopped_at.is_none() && now - self.heartbeat_at <= 3 * self.heartbeat_secs.max(1)
     }
+
+    /// `stopped` after a clean stop, `alive`, or `dead` after three missed beats.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.stopped_at.is_some() {
+            "stopped"
+        } else if self.alive(now) {
+            "alive"
+        } else {
+            "dead"
+        }
+    }
 }
 
 /// Whether process `pid` runs on this machine.

@@ -112,7 +112,7 @@ impl Store {
         self.conn.rows(
             &format!(
                 "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
-                   AND status = 'done' AND post_pending != 0
+                   AND status IN ('done', 'dead') AND post_pending != 0
                  ORDER BY first_seen, {{seq}}"
             ),
             args![workflow, account],

@@ -27,15 +27,7 @@ fn wait_for_node(store: &Store, name: &str, state: &str) {
     loop {
         let now = flowmail::unix_now();
         let nodes = store.nodes().unwrap();
-        let found = nodes.iter().find(|n| n.name == name).map(|n| {
-            if n.stopped_at.is_some() {
-                "stopped"
-            } else if n.alive(now) {
-                "alive"
-            } else {
-                "dead"
-            }
-        });
+        let found = nodes.iter().find(|n| n.name == name).map(|n| n.state(now));
         if found == Some(state) {
             return;
         }

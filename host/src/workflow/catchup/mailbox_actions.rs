@@ -103,10 +103,15 @@ impl CatchUp<'_> {
             .post_actions_pending(&wf.name, account)
             .map_err(store_failure)?;
         for mut row in pending {
-            let done = trigger.on_success == PostAction::Nothing
-                || self
-                    .post_action(trigger, std::slice::from_ref(&row.message), report)
-                    .await;
+            let done = if row.status == Handling::Dead {
+                self.dead_letter(trigger, std::slice::from_ref(&row.message), report)
+                    .await
+            } else {
+                trigger.on_success == PostAction::Nothing
+                    || self
+                        .post_action(trigger, std::slice::from_ref(&row.message), report)
+                        .await
+            };
             if done {
                 row.post_pending = false;
                 self.runner
@@ -174,15 +179,17 @@ impl CatchUp<'_> {
         }
     }
 
-    /// Flags or moves messages that failed every attempt.
+    /// Flags or moves messages that failed every attempt; true once it took effect (or
+    /// the messages are gone). A failure is logged, and the action is tried again at the
+    /// next catch-up.
     pub(super) async fn dead_letter(
         &self,
         trigger: &MailboxTrigger,
         ids: &[String],
         report: &mut RunReport,
-    ) {
+    ) -> bool {
         let Some(mailbox) = self.runner.mailboxes.mailbox(&trigger.account) else {
-            return;
+            return false;
         };
         let result = match (&trigger.dead_letter.folder, trigger.dead_letter.flag) {
             (Some(folder), _) => mailbox.move_to(ids.to_vec(), folder.clone()).await,
@@ -196,13 +203,17 @@ impl CatchUp<'_> {
                     .await
             }
         };
-        if let Err(e) = result {
-            let line = format!(
-                "message(s) {ids:?} could not be put in the dead letters: {}",
-                e.describe()
-            );
-            tracing::error!("{line}");
-            report.lines.push(line);
+        match result {
+            Ok(()) | Err(crate::bindings::MailError::NotFound(_)) => true,
+            Err(e) => {
+                let line = format!(
+                    "message(s) {ids:?} could not be put in the dead letters: {}; it is tried again at the next catch-up",
+                    e.describe()
+                );
+                tracing::error!("{line}");
+                report.lines.push(line);
+                false
+            }
         }
     }
 }

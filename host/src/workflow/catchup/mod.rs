@@ -498,6 +498,8 @@ impl<'a> CatchUp<'a> {
                     row.last_error = Some(e.to_string());
                     if at_once || row.attempts >= trigger.retry.attempts {
                         row.status = Handling::Dead;
+                        // The dead-letter action is owed until it took effect.
+                        row.post_pending = true;
                         dead.push(row.message.clone());
                     } else {
                         row.status = Handling::Pending;
@@ -544,7 +546,15 @@ impl<'a> CatchUp<'a> {
                 report.lines.push(line);
                 if !dead.is_empty() {
                     report.dead += dead.len();
-                    self.dead_letter(trigger, &dead, report).await;
+                    if self.dead_letter(trigger, &dead, report).await {
+                        for row in rows.iter_mut().filter(|r| r.status == Handling::Dead) {
+                            row.post_pending = false;
+                            self.runner
+                                .store
+                                .put_handled(&wf.name, account, row)
+                                .map_err(store_failure)?;
+                        }
+                    }
                 }
                 report.failed.push(e);
             }

@@ -37,6 +37,42 @@ async fn an_input_failure_dead_letters_each_message_after_one_attempt() {
 }
 
 #[tokio::test]
+async fn a_dead_letter_action_that_failed_is_done_at_the_next_catch_up() {
+    let f = fixture();
+    let mailbox = Arc::new(NumberedMailbox::default());
+    *mailbox.flags_fail.lock().unwrap() = true;
+    let actions = FakeActions {
+        inbox: three(),
+        fail_send: Some(MailError::InvalidInput(FieldError {
+            field: "message.to[0].email".into(),
+            reason: "no such address".into(),
+        })),
+        ..FakeActions::default()
+    };
+    let report = run_triggered(&f, &actions, &mailbox).await;
+    assert_eq!(report.dead, 3, "{:?}", report.lines);
+    assert!(mailbox.flagged.lock().unwrap().is_empty());
+    let owed = f.store.post_actions_pending("triggered", "inbox").unwrap();
+    assert_eq!(
+        owed.len(),
+        3,
+        "dead, with the dead-letter action still owed"
+    );
+
+    // The mailbox works again: the next catch-up flags them, and runs nothing again.
+    *mailbox.flags_fail.lock().unwrap() = false;
+    let report = run_triggered(&f, &actions, &mailbox).await;
+    assert_eq!((report.runs, report.dead), (0, 0), "{:?}", report.lines);
+    assert_eq!(*mailbox.flagged.lock().unwrap(), ["1", "2", "3"]);
+    assert!(
+        f.store
+            .post_actions_pending("triggered", "inbox")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn a_credentials_failure_pauses_keeps_attempts_and_resumes_once_they_work() {
     let f = fixture();
     let mailbox = Arc::new(NumberedMailbox::default());
