@@ -167,7 +167,9 @@ impl MailStack {
         self.start_postfix()
     }
 
-    /// Stops postfix: connections to it are refused until [`Self::start_postfix`].
+    /// Stops postfix: connections to it are refused until [`Self::start_postfix`]. Waits
+    /// for every process of the instance to end (daemons serving a connection outlive
+    /// the master for a while), and kills what is left after 10 s.
     pub fn stop_postfix(&self) -> anyhow::Result<()> {
         let log = self.dir.path().join("log/postfix.log");
         run_daemon(
@@ -183,31 +185,63 @@ impl MailStack {
         {
             std::thread::sleep(Duration::from_millis(25));
         }
+        while !self.postfix_processes().is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in self.postfix_processes() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         Ok(())
+    }
+
+    /// The processes of this postfix instance: every one of its daemons works in its
+    /// queue directory.
+    fn postfix_processes(&self) -> Vec<u32> {
+        let Ok(queue) = self.dir.path().join("postfix/queue").canonicalize() else {
+            return Vec::new();
+        };
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let cwd = std::fs::read_link(e.path().join("cwd")).ok()?;
+                (cwd == queue).then_some(pid)
+            })
+            .collect()
     }
 
     /// Starts postfix again after [`Self::stop_postfix`].
     pub fn start_postfix(&self) -> anyhow::Result<()> {
         let log = self.dir.path().join("log/postfix.log");
-        // Children of the stopped master (a cleanup mid-message) may still hold a queue
-        // file for a moment, and postfix's start-up queue check then fails ("integrity
-        // check failed"); it passes once they are gone.
+        // Its start-up check ("integrity check") fails while a process of the stopped
+        // instance lingers; what it says goes to stderr, kept for the error.
         let started = Instant::now();
         loop {
-            let tried = run_daemon(
-                Command::new("postfix")
-                    .arg("-c")
-                    .arg(&self.postfix_dir)
-                    .arg("start"),
-                &log,
-            );
-            match tried {
-                Ok(()) => break,
-                Err(_) if started.elapsed() < Duration::from_secs(20) => {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
+            let out = Command::new("postfix")
+                .arg("-c")
+                .arg(&self.postfix_dir)
+                .arg("start")
+                .stdin(Stdio::null())
+                .output()
+                .context("running postfix start")?;
+            if out.status.success() {
+                break;
             }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "postfix start failed ({}): {}{}; its log says: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            for pid in self.postfix_processes() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
         wait_for_port(
             self.ports.submission,
