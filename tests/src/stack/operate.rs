@@ -215,8 +215,15 @@ impl MailStack {
     /// Starts postfix again after [`Self::stop_postfix`].
     pub fn start_postfix(&self) -> anyhow::Result<()> {
         let log = self.dir.path().join("log/postfix.log");
-        // Its start-up check ("integrity check") fails while a process of the stopped
-        // instance lingers; what it says goes to stderr, kept for the error.
+        // A stop in the middle of a delivery can leave a half-written file in the queue.
+        // postfix's start-up check (`postsuper`, as the mail owner, with no log daemon
+        // running yet) then warns of it straight into the log file, which the log daemon
+        // created as root: unless the mail owner may write it, the check fails ("integrity
+        // check failed"). What the check says goes to stderr, kept for the error.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666));
+        }
         let started = Instant::now();
         loop {
             let out = Command::new("postfix")
