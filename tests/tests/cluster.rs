@@ -105,12 +105,7 @@ async fn burst(rt: &Runtime, tag: &str, n: usize) -> Vec<(&'static str, i64, Str
             )
             .await
             .unwrap();
-        let id = r
-            .reference
-            .as_deref()
-            .and_then(|r| r.strip_prefix("outbox:"))
-            .and_then(|id| id.parse().ok())
-            .unwrap();
+        let id = flowmail::caps::transport::queued::outbox_id(r.reference.as_deref()).unwrap();
         sent.push((account, id, r.message_id));
     }
     sent

@@ -60,11 +60,7 @@ fn counts(store: &Store, dc: &str, status: &str) -> u64 {
 }
 
 fn outbox_id(reference: &Option<String>) -> i64 {
-    reference
-        .as_deref()
-        .and_then(|r| r.strip_prefix("outbox:"))
-        .and_then(|id| id.parse().ok())
-        .unwrap()
+    flowmail::caps::transport::queued::outbox_id(reference.as_deref()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,12 +368,7 @@ impl Runner<'_> {
     /// For a message still waiting in the outbox: why it waits, when no node of its data
     /// center is alive to send it.
     fn waits_for_a_node(&self, receipt: &crate::bindings::actions::Receipt) -> Option<String> {
-        let id = receipt
-            .reference
-            .as_deref()?
-            .strip_prefix("outbox:")?
-            .parse::<i64>()
-            .ok()?;
+        let id = crate::caps::transport::queued::outbox_id(receipt.reference.as_deref())?;
         let state = self.store.outbox_state(id).ok()??;
         if state.status != "queued" {
             return None;
@@ -393,11 +388,7 @@ impl Runner<'_> {
         receipt: &mut crate::bindings::actions::Receipt,
         wait: std::time::Duration,
     ) -> Result<(), RunError> {
-        let Some(id) = receipt
-            .reference
-            .as_deref()
-            .and_then(|r| r.strip_prefix("outbox:"))
-            .and_then(|id| id.parse::<i64>().ok())
+        let Some(id) = crate::caps::transport::queued::outbox_id(receipt.reference.as_deref())
         else {
             // Sent directly: the server has answered already.
             return Ok(());

@@ -10,6 +10,11 @@ use crate::bindings::MailError;
 use crate::bindings::transport::{Delivery, DeliveryStatus, Envelope};
 use crate::store::Store;
 
+/// The outbox id of a queued receipt's reference (`outbox:ID`), if it is one.
+pub fn outbox_id(reference: Option<&str>) -> Option<i64> {
+    reference?.strip_prefix("outbox:")?.parse().ok()
+}
+
 /// An account's transport behind the outbox.
 pub struct Queued {
     store: Arc<Store>,
