@@ -1,6 +1,12 @@
 //! Turns raw messages into `received-message`s, and refuses malformed ones with a reason.
 
-use mail_parser::{Addr, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use std::borrow::Cow;
+
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+use mail_parser::{
+    Addr, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 
 use crate::mailbox::{Content, RawMessage};
 use crate::types::{Address, Attachment, AttachmentInfo, ReceivedMessage};
@@ -72,7 +78,7 @@ pub fn attachments(raw: &RawMessage) -> Result<Vec<Attachment>, String> {
             .map(|(name, content_type, data)| Attachment {
                 name,
                 content_type,
-                data: data.to_vec(),
+                data: data.into_owned(),
                 content_id: None,
             })
             .collect()
@@ -134,7 +140,7 @@ impl Body {
     fn attachments<'m>(
         &self,
         message: &'m Message<'m>,
-    ) -> impl Iterator<Item = (String, String, &'m [u8])> + 'm {
+    ) -> impl Iterator<Item = (String, String, Cow<'m, [u8]>)> + 'm {
         let text_part = self.text_part;
         let digests = digest_children(message);
         message
@@ -161,9 +167,37 @@ impl Body {
                     .filter(|n| !n.trim().is_empty() && n.trim() != "." && n.trim() != "..")
                     .unwrap_or_else(|| format!("attachment-{n}"));
                 let in_digest = digests.binary_search(&i).is_ok();
-                (name, reader_type(part, in_digest), part.contents())
+                (
+                    name,
+                    reader_type(part, in_digest),
+                    file_bytes(message, part),
+                )
             })
     }
+}
+
+/// The bytes of an attachment as its sender attached them.
+///
+/// mail-parser turns a text part into UTF-8 through its charset, replacing what does not
+/// decode; a file's bytes must not change (a Latin-1 CSV, a text file with stray bytes),
+/// so a text part's body is decoded from its transfer encoding again, without the charset.
+/// Should that fail, the reader's text stands.
+fn file_bytes<'m>(message: &'m Message<'m>, part: &'m MessagePart<'m>) -> Cow<'m, [u8]> {
+    if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+        return Cow::Borrowed(part.contents());
+    }
+    let Some(raw) = message
+        .raw_message
+        .get(part.offset_body as usize..part.offset_end as usize)
+    else {
+        return Cow::Borrowed(part.contents());
+    };
+    let decoded = match part.encoding {
+        Encoding::Base64 => base64_decode(raw).map(Cow::Owned),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw).map(Cow::Owned),
+        Encoding::None => Some(Cow::Borrowed(raw)),
+    };
+    decoded.unwrap_or(Cow::Borrowed(part.contents()))
 }
 
 /// The parts that are direct children of a `multipart/digest`, sorted.
