@@ -279,6 +279,18 @@ async fn a_plugin_reaches_only_the_accounts_its_step_names_and_runaway_plugins_a
     assert!(matches!(err, StepError::StackOverflow), "{err:?}");
     assert!(err.to_string().contains("call stack"), "{err}");
 
+    // A huge return value: refused with what was wrong with it, and the next call runs.
+    let err = rt
+        .send_mail("huge", "demo", &message("huge"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StepError::Oversized(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("a receipt accepting 1000000 recipients, more than the step's 1"),
+        "{err}"
+    );
+
     // A flood of 200,000 log lines: the step ends, and the host keeps the first 1,000.
     crossings.lock().unwrap().clear();
     let err = rt

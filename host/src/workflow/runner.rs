@@ -125,9 +125,9 @@ impl RunError {
                 ..Self::new(step, None, e.describe().to_string())
             },
             // The same input overflows the same way: no retry will help.
-            StepError::StackOverflow => Self {
+            e @ (StepError::StackOverflow | StepError::Oversized(_)) => Self {
                 recovery: Recovery::DeadLetter,
-                ..Self::new(step, None, StepError::StackOverflow.to_string())
+                ..Self::new(step, None, e.to_string())
             },
             // The sandbox's limits and traps: retried with backoff, as host I/O is.
             other => Self {

@@ -1,6 +1,7 @@
 //! A plugin that misbehaves on request, to prove the host's limits: `send-mail` with the
 //! subject `loop` never returns, with `hog` it allocates without bound, with `recurse` it
-//! recurses until its stack runs out, with `flood` it logs 200,000 lines, with
+//! recurses until its stack runs out, with `huge` it returns a
+//! receipt of some hundred megabytes, with `flood` it logs 200,000 lines, with
 //! `other:NAME` it sends through account NAME, which the step did not name, with `probe` it
 //! tries to escape the sandbox (read files, list the environment, open a socket to the
 //! port in the text, flood stdout) and reports what happened in the receipt's reference;
@@ -44,6 +45,16 @@ impl Guest for Misbehave {
                 }
             }
             "recurse" => Err(MailError::Permanent(format!("depth {}", deep(u64::MAX)))),
+            // A return value the host must not keep: a 64 MB message id and a million
+            // accepted recipients, for a step that named one.
+            "huge" => Ok(Receipt {
+                message_id: "h".repeat(64 << 20),
+                accepted: vec!["a@example.com".to_owned(); 1_000_000],
+                transport: "huge".into(),
+                status: transport::DeliveryStatus::Queued,
+                reference: None,
+                size: 0,
+            }),
             "flood" => {
                 for i in 0..200_000u32 {
                     flowmail::mail::log::log(

@@ -177,7 +177,8 @@ impl<'a> CatchUp<'a> {
                 Err(
                     e @ (StepError::Timeout(_)
                     | StepError::Memory { .. }
-                    | StepError::StackOverflow),
+                    | StepError::StackOverflow
+                    | StepError::Oversized(_)),
                 ) => {
                     if limit > 1 {
                         let line = format!(
