@@ -316,3 +316,32 @@ pub fn render_outbox(report: &OutboxReport) -> String {
     }
     text
 }
+
+/// The plugin each running node serves and, where its last reload on SIGHUP was refused,
+/// why: the plugin named still serves. Empty when no running node recorded one.
+pub fn render_plugins(store: &Store) -> Result<String, StoreError> {
+    let now = crate::unix_now();
+    let alive: Vec<String> = store
+        .nodes()?
+        .into_iter()
+        .filter(|n| n.alive(now))
+        .map(|n| n.name)
+        .collect();
+    let mut text = String::new();
+    for p in store.node_plugins()? {
+        if !alive.contains(&p.node) {
+            continue;
+        }
+        if text.is_empty() {
+            text.push_str("\nplugin:\n");
+        }
+        text.push_str(&format!("  node {}: {}\n", p.node, p.plugin));
+        if let Some(error) = &p.error {
+            text.push_str(&format!(
+                "    RELOAD FAILED {}: {error}; the plugin above keeps serving\n",
+                ago(Some(now - p.at))
+            ));
+        }
+    }
+    Ok(text)
+}

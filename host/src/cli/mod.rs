@@ -5,6 +5,7 @@
 mod limits;
 mod nodes;
 mod progress;
+mod reload;
 mod users;
 
 pub use self::nodes::list as nodes;
@@ -96,6 +97,7 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
         text.push_str(&flowmail::status::render_outbox(&flowmail::status::outbox(
             &store,
         )?));
+        text.push_str(&flowmail::status::render_plugins(&store)?);
         out(&text)
     }
 }
@@ -214,6 +216,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Taken first, so that a SIGTERM during start-up stops cleanly too.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let hangup = reload::listen();
     let (config, app) = open(config_path, plugin)?;
     let workflows = if web_only {
         Vec::new()
@@ -326,6 +329,7 @@ pub async fn serve(
         () = keep_alive => Ok(()),
         () = settings_alerts => Ok(()),
         () = node.beat() => Ok(()),
+        () = reload::on_hangup(hangup, app.clone(), config.node.name()) => Ok(()),
     };
     node.stopped();
     ended?;

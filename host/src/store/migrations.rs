@@ -213,6 +213,10 @@ pub(super) const SQLITE: &[&str] = &[
         created_at INTEGER NOT NULL,
         claimed_at INTEGER
     );",
+    // The plugin each node serves, and its last reload that failed (`serve` on SIGHUP).
+    "ALTER TABLE nodes ADD COLUMN plugin TEXT;
+    ALTER TABLE nodes ADD COLUMN plugin_error TEXT;
+    ALTER TABLE nodes ADD COLUMN plugin_at INTEGER;",
 ];
 
 /// PostgreSQL: each entry migrates from version N to N+1 (the `flowmail_schema` table).
@@ -378,6 +382,10 @@ const POSTGRES: &[&str] = &[
         created_at BIGINT NOT NULL,
         claimed_at BIGINT
     );",
+    // The plugin each node serves, and its last reload that failed (`serve` on SIGHUP).
+    "ALTER TABLE nodes ADD COLUMN plugin TEXT;
+    ALTER TABLE nodes ADD COLUMN plugin_error TEXT;
+    ALTER TABLE nodes ADD COLUMN plugin_at BIGINT;",
 ];
 
 /// The advisory lock key that serialises PostgreSQL migrations.

@@ -18,7 +18,7 @@ mod triggers;
 mod web;
 
 pub use self::locks::{LEASE_TTL, WorkflowLock};
-pub use self::nodes::NodeRow;
+pub use self::nodes::{NodePlugin, NodeRow};
 pub use self::outbox::{OutboxCount, OutboxFailure, OutboxJob, OutboxState};
 pub use self::probes::ProbeJob;
 pub use self::tokens::TokenRow;

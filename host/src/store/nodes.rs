@@ -42,6 +42,18 @@ impl NodeRow {
     }
 }
 
+/// The plugin a node serves, as `serve` records it at start and at each reload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodePlugin {
+    pub node: String,
+    /// The plugin in force: its file and the start of its SHA-256.
+    pub plugin: String,
+    /// Why the last reload was refused, when it was; the plugin above kept serving.
+    pub error: Option<String>,
+    /// When the plugin was loaded, or the reload refused.
+    pub at: i64,
+}
+
 /// Whether process `pid` runs on this machine.
 fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -115,6 +127,40 @@ impl Store {
                 args![name, host, pid, crate::unix_now()],
             )
             .map(drop)
+    }
+
+    /// Records the plugin the node serves and, when a reload was refused, why.
+    pub fn set_node_plugin(
+        &self,
+        name: &str,
+        pid: u32,
+        plugin: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .exec(
+                "UPDATE nodes SET plugin = $3, plugin_error = $4, plugin_at = $5
+                 WHERE name = $1 AND pid = $2",
+                args![name, pid, plugin, error, crate::unix_now()],
+            )
+            .map(drop)
+    }
+
+    /// The plugin of every running node that recorded one, by node name.
+    pub fn node_plugins(&self) -> Result<Vec<NodePlugin>> {
+        self.conn.rows(
+            "SELECT name, plugin, plugin_error, plugin_at FROM nodes
+             WHERE plugin IS NOT NULL AND stopped_at IS NULL ORDER BY name",
+            args![],
+            |r| {
+                Ok(NodePlugin {
+                    node: get(r, 0)?,
+                    plugin: get(r, 1)?,
+                    error: get(r, 2)?,
+                    at: get::<Option<i64>>(r, 3)?.unwrap_or_default(),
+                })
+            },
+        )
     }
 
     /// Every node ever registered, by data center and name.

@@ -6,7 +6,7 @@
 //! tries to escape the sandbox (read files, list the environment, open a socket to the
 //! port in the text, flood stdout) and reports what happened in the receipt's reference;
 //! any other subject sends a minimal message, so a test can see the host serve the next
-//! call.
+//! call. `read-mailbox` reads only each message's Subject and Message-ID.
 
 wit_bindgen::generate!({
     world: "mail-plugin",
@@ -16,7 +16,7 @@ wit_bindgen::generate!({
 use exports::flowmail::mail::actions::{Filter, Guest, MailboxPage, Receipt};
 use flowmail::mail::mailbox::{self, Search, SizeCap};
 use flowmail::mail::transport::{self, Envelope};
-use flowmail::mail::types::{MailError, OutgoingMessage};
+use flowmail::mail::types::{MailError, OutgoingMessage, ReceivedMessage};
 
 struct Misbehave;
 
@@ -134,13 +134,40 @@ impl Guest for Misbehave {
         };
         let batch = mailbox::fetch_after(&account, after.as_deref(), limit, &search, cap)?;
         Ok(MailboxPage {
-            messages: Vec::new(),
+            messages: batch.messages.iter().map(minimal).collect(),
             skipped: Vec::new(),
             next_cursor: batch.next,
             scanned: batch.messages.len() as u32,
             more: batch.more,
             restarted: batch.restarted,
         })
+    }
+}
+
+/// A message as a plugin that reads only its top header lines (Subject, Message-ID) sees
+/// it: enough for a trigger to run on.
+fn minimal(raw: &mailbox::RawMessage) -> ReceivedMessage {
+    let text = String::from_utf8_lossy(&raw.data);
+    let header = |name: &str| {
+        text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    ReceivedMessage {
+        id: raw.id.clone(),
+        message_id: header("Message-ID").map(|m| m.trim_matches(['<', '>']).to_owned()),
+        sender: None,
+        to: Vec::new(),
+        cc: Vec::new(),
+        date: None,
+        subject: header("Subject").unwrap_or_default(),
+        text: None,
+        html: None,
+        attachments: Vec::new(),
+        flags: raw.flags.clone(),
+        size: raw.size,
+        attachments_omitted: false,
     }
 }
 
