@@ -21,7 +21,7 @@ use crate::caps::transport::smtp::{Auth, Relay};
 use crate::caps::transport::{Outbox, Transport, TransportAccount};
 use crate::caps::{Audit, Capabilities, Live};
 use crate::config::{AuthConfig, Config, Credentials, MailboxConfig, TransportConfig};
-use crate::runtime::{Limits, Runtime, engine, load_component};
+use crate::runtime::{Limits, Runtime, engine_for, load_component};
 use crate::store::Store;
 use wasmtime::component::Component;
 
@@ -123,7 +123,7 @@ impl App {
             return Ok(r);
         }
         let wasm = self.plugin_bytes()?;
-        let engine = engine().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let engine = engine_for(&self.limits).map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let component = self.compile(&engine, &wasm)?;
         let runtime = Runtime::new(&engine, &component, self.caps.clone(), self.limits)
             .map_err(not_of_the_world)?
@@ -365,6 +365,7 @@ fn limits(config: &Config) -> Limits {
     Limits {
         timeout: Duration::from_millis(config.runtime.step_timeout_ms),
         memory_bytes: (config.runtime.memory_limit_mb as usize).saturating_mul(1 << 20),
+        instances: config.runtime.max_instances,
     }
 }
 

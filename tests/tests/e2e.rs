@@ -312,3 +312,31 @@ async fn a_plugin_reaches_only_the_accounts_its_step_names_and_runaway_plugins_a
         .unwrap();
     assert_eq!(receipt.accepted, ["ops@demo.example"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_steps_than_instance_slots_wait_for_a_slot_and_all_run() {
+    let ws = Workspace::new("").unwrap();
+    let config = std::fs::read_to_string(ws.path().join("flowmail.toml"))
+        .unwrap()
+        .replace("[runtime]\n", "[runtime]\nmax_instances = 1\n");
+    assert!(config.contains("max_instances = 1"));
+    ws.write_config(config).unwrap();
+    let (app, _) = ws.app(None, Audit::default()).unwrap();
+    // Twelve steps on two threads and a pool of one instance: a step that finds the slot
+    // taken waits for it; without the wait, the pool refuses the second instance.
+    let steps: Vec<_> = (0..12)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.runtime()
+                    .unwrap()
+                    .send_mail("burst", "demo", &message(&format!("m{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for step in steps {
+        step.await.unwrap().unwrap();
+    }
+    assert_eq!(ws.outbox().len(), 12);
+}

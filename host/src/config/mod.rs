@@ -112,6 +112,10 @@ pub struct RuntimeConfig {
     /// Where compiled components are cached; `""` turns the cache off.
     #[serde(default = "default_cache")]
     pub cache_dir: PathBuf,
+    /// How many plugin instances may live at once (one per step under way): the size of
+    /// the instance pool. A step that finds every one taken waits for one.
+    #[serde(default = "default_instances")]
+    pub max_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -120,8 +124,13 @@ impl Default for RuntimeConfig {
             step_timeout_ms: default_timeout(),
             memory_limit_mb: default_memory(),
             cache_dir: default_cache(),
+            max_instances: default_instances(),
         }
     }
+}
+
+fn default_instances() -> u32 {
+    128
 }
 
 fn default_timeout() -> u64 {
@@ -297,8 +306,13 @@ impl Config {
                 "node.lease_secs must be at least 3 (it is renewed every third of it); the default is 15"
             );
         }
-        if self.runtime.step_timeout_ms == 0 || self.runtime.memory_limit_mb == 0 {
-            bail!("runtime.step_timeout_ms and runtime.memory_limit_mb must be above zero");
+        if self.runtime.step_timeout_ms == 0
+            || self.runtime.memory_limit_mb == 0
+            || self.runtime.max_instances == 0
+        {
+            bail!(
+                "runtime.step_timeout_ms, runtime.memory_limit_mb and runtime.max_instances must be above zero"
+            );
         }
         for (name, a) in &self.accounts {
             if let Some(dc) = &a.data_center
