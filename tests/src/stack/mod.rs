@@ -391,6 +391,22 @@ impl MailStack {
         })
     }
 
+    /// postfix's log once it holds `needle` at least `count` times, waiting up to 20 s:
+    /// postfix writes its log through a daemon of its own, so a line can land a moment
+    /// after the session it tells of has ended. After the wait the log is returned as it
+    /// is, for the caller's assertion to show.
+    pub fn log_with(&self, needle: &str, count: usize) -> String {
+        let file = self.dir.path().join("log/postfix.log");
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&file).unwrap_or_default();
+            if log.matches(needle).count() >= count || start.elapsed() > Duration::from_secs(20) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The files delivered to `user`'s Maildir, waiting up to `timeout` for `count` of them.
     pub fn wait_for_mail(
         &self,

@@ -82,7 +82,7 @@ async fn save_and_authorize_then_a_running_workflow_sends_through_the_account() 
         .parse(&got[0])
         .unwrap();
     assert_eq!(m.subject(), Some("relayed: [PAGE] disk full"));
-    let log = std::fs::read_to_string(stack.dir.path().join("log/postfix.log")).unwrap();
+    let log = stack.log_with("sasl_method=XOAUTH2", 1);
     assert!(log.contains("sasl_method=XOAUTH2"), "{log}");
     assert_eq!(oauth.grants("authorization_code").unwrap(), 1);
 
