@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod bindings;
+pub mod blocking;
 pub mod caps;
 pub mod cluster;
 pub mod config;

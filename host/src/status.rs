@@ -101,6 +101,9 @@ pub fn collect(store: &Store) -> Result<Vec<TriggerStatus>, StoreError> {
             "not running"
         } else if w.paused.is_some() {
             "paused"
+        } else if w.mode == "restarting" {
+            // Its task ended abnormally; `last_error` says why.
+            "restarting"
         } else if never_connected {
             "not connected"
         } else if silent {

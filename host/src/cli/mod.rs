@@ -242,21 +242,31 @@ pub async fn serve(
     flowmail::metrics::install();
     let node = nodes::register(app.store(), &config, workflows.len())?;
     app.keep_tokens_alive().await;
-    let console = Console::default();
-    let mailer = config.alerts.as_ref().map(|a| {
-        if !config.accounts.contains_key(&a.account) {
-            eprintln!(
-                "alerts.account: `{}` does not exist yet; alerts are mailed once it is saved on the settings page",
-                a.account
-            );
+    let console: Arc<dyn flowmail::workflow::Events> = Arc::new(Console::default());
+    let events: Arc<dyn flowmail::workflow::Events> = match &config.alerts {
+        Some(a) => {
+            if !config.accounts.contains_key(&a.account) {
+                eprintln!(
+                    "alerts.account: `{}` does not exist yet; alerts are mailed once it is saved on the settings page",
+                    a.account
+                );
+            }
+            Arc::new(flowmail::workflow::alert_mail::AlertMail::new(
+                console,
+                app.clone(),
+                &a.account,
+                &a.to,
+            ))
         }
-        flowmail::workflow::alert_mail::AlertMail::new(&console, app.clone(), &a.account, &a.to)
-    });
-    let events: &dyn flowmail::workflow::Events = match &mailer {
-        Some(m) => m,
-        None => &console,
+        None => console,
     };
-    let runner = Runner::new(&app)?.with_events(events);
+    // The plugin compiles before anything is served: a broken one stops the start.
+    app.runtime()?;
+    let serving = flowmail::workflow::serve::Serving {
+        app: app.clone(),
+        events: events.clone(),
+    };
+    let events: &dyn flowmail::workflow::Events = &*events;
     // The accounts' own alerts (a needed re-authorization, an expiring client secret), now
     // and every six hours.
     let settings_alerts = async {
@@ -312,7 +322,7 @@ pub async fn serve(
             let _ = stop.wait_for(|s| *s).await;
             Ok(())
         } else {
-            flowmail::workflow::serve::serve(&runner, &workflows, rx).await
+            flowmail::workflow::serve::serve(serving, workflows, rx).await
         }
     };
     // On a stop, both finish what they have under way: a run, a send.

@@ -232,8 +232,8 @@ impl Conn {
         }
     }
 
-    /// Runs `f` on the store's runtime and waits for it. Callers in async code block
-    /// their thread for the query's time, as they did on a SQLite connection.
+    /// Runs `f` on the store's runtime and waits for it. Callers in async code on the
+    /// multi-threaded runtime hand their worker's other tasks on while they wait.
     pub fn run<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T>
     where
         T: Send + 'static,
@@ -247,7 +247,7 @@ impl Conn {
         rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv().map_err(|_| StoreError::Closed)?
+        crate::blocking::off_async(|| rx.recv()).map_err(|_| StoreError::Closed)?
     }
 
     fn sql_err(&self) -> impl Fn(sqlx::Error) -> StoreError + Send + Sync + 'static {

@@ -15,17 +15,17 @@ use crate::bindings::types::{Address, OutgoingMessage};
 pub const PER_KIND_AND_ACCOUNT: Duration = Duration::from_secs(3600);
 
 /// An [`Events`] sink that mails alerts, and passes everything on to `inner`.
-pub struct AlertMail<'a> {
-    inner: &'a dyn Events,
+pub struct AlertMail {
+    inner: Arc<dyn Events>,
     app: Arc<App>,
     account: String,
     to: Vec<String>,
     sent: Mutex<HashMap<(AlertKind, String), Instant>>,
 }
 
-impl<'a> AlertMail<'a> {
+impl AlertMail {
     /// Mails alerts through `account` to `to`.
-    pub fn new(inner: &'a dyn Events, app: Arc<App>, account: &str, to: &[String]) -> Self {
+    pub fn new(inner: Arc<dyn Events>, app: Arc<App>, account: &str, to: &[String]) -> Self {
         Self {
             inner,
             app,
@@ -51,7 +51,7 @@ impl<'a> AlertMail<'a> {
     }
 }
 
-impl Events for AlertMail<'_> {
+impl Events for AlertMail {
     fn catch_up_started(&self, workflow: &str, total: u64) {
         self.inner.catch_up_started(workflow, total);
     }
@@ -167,9 +167,9 @@ mod tests {
     #[test]
     fn an_alert_about_the_alert_account_is_logged_not_mailed() {
         let dir = tempfile::tempdir().unwrap();
-        let seen = Seen::default();
+        let seen = Arc::new(Seen::default());
         let mail = AlertMail::new(
-            &seen,
+            seen.clone(),
             app(dir.path()),
             "ops",
             &["oncall@example.com".into()],
@@ -193,7 +193,7 @@ mod tests {
     fn one_mail_an_hour_per_kind_and_account() {
         let dir = tempfile::tempdir().unwrap();
         let mail = AlertMail::new(
-            &crate::workflow::events::SILENT,
+            Arc::new(crate::workflow::events::Silent),
             app(dir.path()),
             "ops",
             &[],

@@ -4,8 +4,8 @@
 
 use super::*;
 use flowmail::store::Handling;
-use flowmail::workflow::serve::serve;
-use flowmail::workflow::{Runner, Workflow};
+use flowmail::workflow::serve::{Serving, serve};
+use flowmail::workflow::{Silent, Workflow};
 use flowmail_tests::stack::PASSWORD;
 
 const ALERTS: &str = "alerts@demo.example";
@@ -77,8 +77,11 @@ async fn a_revoked_account_pauses_its_trigger_and_each_waiting_message_runs_once
     let (app, store) = s.ws.app(None, Audit::default()).unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let served = tokio::spawn(async move {
-        let runner = Runner::new(&app).unwrap();
-        serve(&runner, std::slice::from_ref(&wf), rx).await.unwrap();
+        let serving = Serving {
+            app,
+            events: Arc::new(Silent),
+        };
+        serve(serving, vec![wf], rx).await.unwrap();
     });
 
     stack.deliver(ALERTS, &alert("one")).unwrap();

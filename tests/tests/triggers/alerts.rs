@@ -40,13 +40,16 @@ async fn a_silent_trigger_is_mailed_once_however_often_it_alerts() {
         let app = app.clone();
         tokio::spawn(async move {
             let mailer = AlertMail::new(
-                &Silent,
+                Arc::new(Silent),
                 app.clone(),
                 "mailer",
                 &["oncall@demo.example".to_owned()],
             );
-            let runner = Runner::new(&app).unwrap().with_events(&mailer);
-            serve(&runner, std::slice::from_ref(&wf), rx).await.unwrap();
+            let serving = Serving {
+                app,
+                events: Arc::new(mailer),
+            };
+            serve(serving, vec![wf], rx).await.unwrap();
         })
     };
     wait_until("the first IDLE", Duration::from_secs(20), || {

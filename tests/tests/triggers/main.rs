@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use flowmail::app::App;
 use flowmail::caps::Audit;
 use flowmail::store::{Handling, Store};
-use flowmail::workflow::serve::serve;
+use flowmail::workflow::serve::{Serving, serve};
 use flowmail::workflow::{RunOptions, Runner, Workflow};
 use flowmail_tests::Workspace;
 use flowmail_tests::stack::MailStack;
@@ -82,10 +82,17 @@ fn start_serving(
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
-        let runner = Runner::new(&app).unwrap();
-        serve(&runner, std::slice::from_ref(&wf), rx).await.unwrap();
+        serve(serving(app), vec![wf], rx).await.unwrap();
     });
     (tx, handle)
+}
+
+/// What `serve` runs `app`'s triggers with, telling nothing as it goes.
+fn serving(app: Arc<App>) -> Serving {
+    Serving {
+        app,
+        events: Arc::new(flowmail::workflow::Silent),
+    }
 }
 
 /// Tells `flowmail serve` to stop and waits until it has.

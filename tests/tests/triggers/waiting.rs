@@ -110,8 +110,7 @@ async fn two_workflows_on_one_mailbox_both_wake_for_each_message() {
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
-        let runner = Runner::new(&rt).unwrap();
-        serve(&runner, &[first, second], rx).await.unwrap();
+        serve(serving(rt), vec![first, second], rx).await.unwrap();
     });
     wait_until("both triggers to wait", Duration::from_secs(20), || {
         let w = store.watches().unwrap();

@@ -41,6 +41,11 @@ impl Outbox {
             envelope_json.to_string().as_bytes(),
         )?;
         write_atomic(&eml, message)?;
+        // Both names on disk before the send counts as done: a message the outbox accepted
+        // survives a crash or a power cut.
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| classify(&self.dir, e))?;
         Ok(Delivery {
             transport: "outbox".into(),
             status: DeliveryStatus::Queued,
@@ -56,7 +61,8 @@ impl Transport for Outbox {
         envelope: &'a Envelope,
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Delivery, MailError>> {
-        Box::pin(async move { self.write(envelope, message) })
+        // The write and its flushes to disk block: they leave the async worker free.
+        Box::pin(async move { crate::blocking::off_async(|| self.write(envelope, message)) })
     }
 
     fn kind(&self) -> &'static str {
@@ -70,7 +76,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MailError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| classify(&tmp, e))?;
+    // On disk before the name appears (the caller then flushes the folder, so the name is
+    // on disk before the send counts as done).
+    let mut file = std::fs::File::create(&tmp).map_err(|e| classify(&tmp, e))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(|e| classify(&tmp, e))?;
+    file.sync_all().map_err(|e| classify(&tmp, e))?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(|e| classify(path, e))
 }
 
