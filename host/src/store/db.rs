@@ -168,10 +168,38 @@ pub struct Conn {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// SQLite's write-ahead log: a commit is one flush of the log to disk instead of the
+/// rollback journal's several (journal, database, folder), and readers such as `flowmail
+/// status` no longer wait for a writer. `synchronous = FULL` keeps every commit on disk
+/// before it returns, so a power cut loses no message recorded as handled: `NORMAL`
+/// would save the flush but could lose the last commits, and with them the record that
+/// a message was sent, which would send it again.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// How long a dropped store waits for its connections to close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Drop for Conn {
     fn drop(&mut self) {
-        // The store may be dropped inside another runtime, where blocking is not allowed.
         if let Some(rt) = self.runtime.take() {
+            // Closed connections checkpoint SQLite's log into the database file and
+            // remove it. The wait is bounded: the store may be dropped inside another
+            // runtime, where it must not hang.
+            let pool = self.db.pool.clone();
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            rt.spawn(async move {
+                pool.close().await;
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(CLOSE_WAIT);
             rt.shutdown_background();
         }
     }
@@ -203,6 +231,14 @@ impl Conn {
             let result = async {
                 let pool = AnyPoolOptions::new()
                     .max_connections(if dialect == Dialect::Sqlite { 4 } else { 8 })
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            if dialect == Dialect::Sqlite {
+                                sqlite_pragmas(conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
                     .acquire_timeout(std::time::Duration::from_secs(30))
                     .connect(&url)
                     .await
