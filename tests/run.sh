@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of flowmail: installs what the tests need when it is missing (the
-# mail servers and PostgreSQL from apt, Node.js and the OAuth2 test server from npm, the wasm32-wasip2
-# target), then `cargo test --workspace`, and the end-to-end tests once more with every
-# workspace's store on PostgreSQL (FLOWMAIL_TEST_STORE=postgres). Extra arguments go to
-# cargo test.
+# mail servers, PostgreSQL and Python's venv from apt, Node.js and the OAuth2 test server
+# from npm, componentize-py from the Python registry, the wasm32-wasip2 target), then
+# `cargo test --workspace`, and the end-to-end tests once more with every workspace's
+# store on PostgreSQL (FLOWMAIL_TEST_STORE=postgres). Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,8 @@ for pair in \
 done
 # PostgreSQL: the shared-store tests start a private server with initdb and pg_ctl.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# Python with venv builds the example plugin of examples/python-plugin/ (componentize-py).
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
@@ -46,6 +48,9 @@ if [ ! -d tests/oauth2/node_modules/oauth2-mock-server ] \
   || [ tests/oauth2/package-lock.json -nt tests/oauth2/node_modules/.package-lock.json ]; then
   npm ci --prefix tests/oauth2 --no-audit --no-fund
 fi
+
+# componentize-py, pinned by the build script of the Python example plugin.
+examples/python-plugin/build.sh --install
 
 # The pinned toolchain and the plugin target (the host's build script adds it too).
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
