@@ -69,10 +69,7 @@ fn refused(ws: &Workspace, plugin: &Path, workflow: &str, field: &str, sent_befo
     let out = run(ws, plugin, workflow);
     let all = text(&out);
     assert!(!out.status.success(), "{workflow} must fail:\n{all}");
-    assert!(
-        all.contains(field),
-        "the error must name `{field}`:\n{all}"
-    );
+    assert!(all.contains(field), "the error must name `{field}`:\n{all}");
     assert!(
         !all.contains("the plugin failed"),
         "bad input is a contract error, not a fault of the plugin:\n{all}"
@@ -118,13 +115,16 @@ fn the_python_plugin_runs_the_demo_and_refuses_bad_input_by_field() {
         body.contains("-- \nSent by flowmail through the account `demo`."),
         "this plugin's signature ends the text:\n{body}"
     );
-    assert!(digest.body_html(0).unwrap().contains("<h2>4 new alert(s)</h2>"));
+    assert!(
+        digest
+            .body_html(0)
+            .unwrap()
+            .contains("<h2>4 new alert(s)</h2>")
+    );
 
     // The attachments arrive byte for byte as they are in the demo mailbox.
-    let source = std::fs::read(
-        repo().join("workflows/demo-mailbox/new/1795428312.M4P100.demo"),
-    )
-    .unwrap();
+    let source =
+        std::fs::read(repo().join("workflows/demo-mailbox/new/1795428312.M4P100.demo")).unwrap();
     let source = MessageParser::default().parse(&source).unwrap();
     let files = |m: &mail_parser::Message| {
         m.attachments()
@@ -158,19 +158,25 @@ fn the_python_plugin_runs_the_demo_and_refuses_bad_input_by_field() {
     let bad_domain = write_workflow(
         &ws,
         "bad-domain",
-        &send_step("{ to: ops@demo.example, cc: [{ email: \"x@-bad-.example\" }], subject: s, text: t }"),
+        &send_step(
+            "{ to: ops@demo.example, cc: [{ email: \"x@-bad-.example\" }], subject: s, text: t }",
+        ),
     );
     refused(&ws, &plugin, &bad_domain, "message.cc[0].email", 1);
     let crlf = write_workflow(
         &ws,
         "crlf",
-        &send_step("{ to: ops@demo.example, subject: \"hi\\r\\nBcc: evil@demo.example\", text: t }"),
+        &send_step(
+            "{ to: ops@demo.example, subject: \"hi\\r\\nBcc: evil@demo.example\", text: t }",
+        ),
     );
     refused(&ws, &plugin, &crlf, "message.subject", 1);
     let header = write_workflow(
         &ws,
         "header",
-        &send_step("{ to: ops@demo.example, subject: s, text: t, headers: { \"X-Ok\": \"a\\nb\" } }"),
+        &send_step(
+            "{ to: ops@demo.example, subject: s, text: t, headers: { \"X-Ok\": \"a\\nb\" } }",
+        ),
     );
     refused(&ws, &plugin, &header, "message.extra_headers[0].value", 1);
     let since = write_workflow(
