@@ -152,6 +152,32 @@ impl Postgres {
             self.port
         ))
     }
+
+    /// Runs `sql` in database `name` with psql, as another client of the server would.
+    pub fn psql(&self, name: &str, sql: &str) -> anyhow::Result<()> {
+        let port = self.port.to_string();
+        run(
+            command(
+                &self.bin.join("psql"),
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "flowmail",
+                    "-d",
+                    name,
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-qc",
+                    sql,
+                ],
+            ),
+            "psql",
+        )
+        .map(drop)
+    }
 }
 
 impl Drop for Postgres {

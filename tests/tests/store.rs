@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use flowmail::store::{
-    HandledRow, Handling, NodeRow, PageAccountRow, Store, StoreError, TokenRow, WatchRow,
+    HandledRow, Handling, NodeRow, PageAccountRow, RunRecord, Store, StoreError, TokenRow, WatchRow,
 };
 use flowmail_tests::Workspace;
 use flowmail_tests::postgres::Postgres;
@@ -351,6 +351,57 @@ fn a_workflow_lease_on_postgresql_is_renewed_while_held_and_free_once_given_up()
     assert_eq!(taken.epoch(), Some(epoch + 1));
     second.set_cursor("wf", "a", "1:2").unwrap();
     assert_eq!(first.cursor("wf", "a").unwrap().as_deref(), Some("1:2"));
+}
+
+/// The end of a trigger's run for `key`: its record, the message's and the cursor.
+fn finish(s: &Store, key: &str, cursor: &str) -> Result<(), StoreError> {
+    let run = RunRecord {
+        started_at: 1,
+        outcome: "ok".into(),
+        detail: format!("ran for {key}"),
+    };
+    s.finish_unit(
+        "wf",
+        "a",
+        &run,
+        &[row(key, Handling::Done, 1)],
+        Some(cursor),
+    )
+}
+
+#[test]
+fn the_end_of_a_run_is_written_whole_and_not_at_all_once_the_lease_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&dir.path().join("s.db")).unwrap();
+    let pg = Postgres::start().unwrap();
+    let url = pg.database("finish").unwrap();
+    let shared = Store::open_url(&url).unwrap();
+    for (s, what) in [(&sqlite, "sqlite"), (&shared, "postgres")] {
+        let _lock = s.lock_workflow("wf").unwrap();
+        finish(s, "m1", "1:1").unwrap();
+        assert_eq!(
+            s.cursor("wf", "a").unwrap().as_deref(),
+            Some("1:1"),
+            "{what}"
+        );
+        let done = s.handled("wf", "a", "m1").unwrap().unwrap();
+        assert_eq!(done.status, Handling::Done, "{what}");
+        assert_eq!(s.run_count("wf", "ok").unwrap(), 1, "{what}");
+    }
+    // Another node took the trigger over (a new epoch) while this one was running:
+    // none of the three may land, not even the run's record, which is not fenced alone.
+    let lock = shared.lock_workflow("wf").unwrap();
+    pg.psql(
+        "finish",
+        "UPDATE trigger_leases SET epoch = epoch + 1 WHERE workflow = 'wf'",
+    )
+    .unwrap();
+    let err = finish(&shared, "m2", "1:2").unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err:?}");
+    assert_eq!(shared.cursor("wf", "a").unwrap().as_deref(), Some("1:1"));
+    assert!(shared.handled("wf", "a", "m2").unwrap().is_none());
+    assert_eq!(shared.run_count("wf", "ok").unwrap(), 1);
+    drop(lock);
 }
 
 /// Runs `flowmail ARGS` in the workspace; it must succeed.

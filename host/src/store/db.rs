@@ -286,7 +286,7 @@ impl Conn {
         crate::blocking::off_async(|| rx.recv()).map_err(|_| StoreError::Closed)?
     }
 
-    fn sql_err(&self) -> impl Fn(sqlx::Error) -> StoreError + Send + Sync + 'static {
+    pub(super) fn sql_err(&self) -> impl Fn(sqlx::Error) -> StoreError + Send + Sync + 'static {
         let name = self.name.clone();
         move |source| StoreError::Sql {
             path: name.clone(),

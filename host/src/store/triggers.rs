@@ -124,27 +124,8 @@ impl Store {
     pub fn put_handled(&self, workflow: &str, account: &str, row: &HandledRow) -> Result<()> {
         self.fenced_write(
             workflow,
-            "INSERT INTO handled (workflow, account, key, message, status, attempts,
-                    first_seen, next_attempt, last_error, updated_at, post_pending)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (workflow, account, key) DO UPDATE SET
-                    message = excluded.message, post_pending = excluded.post_pending,
-                    status = excluded.status, attempts = excluded.attempts,
-                    next_attempt = excluded.next_attempt, last_error = excluded.last_error,
-                    updated_at = excluded.updated_at",
-            args![
-                workflow,
-                account,
-                &row.key,
-                &row.message,
-                row.status.as_str(),
-                row.attempts,
-                row.first_seen,
-                row.next_attempt,
-                &row.last_error,
-                crate::unix_now(),
-                row.post_pending
-            ],
+            HANDLED_WRITE,
+            handled_args(workflow, account, row),
         )
     }
 
@@ -319,4 +300,31 @@ fn handled_row(r: &AnyRow) -> std::result::Result<HandledRow, sqlx::Error> {
         last_error: get(r, 6)?,
         post_pending: get::<i64>(r, 7)? != 0,
     })
+}
+
+/// The write of one message's record, `$1` the workflow (fenced by the caller).
+pub(super) const HANDLED_WRITE: &str =
+    "INSERT INTO handled (workflow, account, key, message, status, attempts,
+        first_seen, next_attempt, last_error, updated_at, post_pending)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     ON CONFLICT (workflow, account, key) DO UPDATE SET
+        message = excluded.message, post_pending = excluded.post_pending,
+        status = excluded.status, attempts = excluded.attempts,
+        next_attempt = excluded.next_attempt, last_error = excluded.last_error,
+        updated_at = excluded.updated_at";
+
+pub(super) fn handled_args(workflow: &str, account: &str, row: &HandledRow) -> Vec<super::db::Arg> {
+    args![
+        workflow,
+        account,
+        &row.key,
+        &row.message,
+        row.status.as_str(),
+        row.attempts,
+        row.first_seen,
+        row.next_attempt,
+        &row.last_error,
+        crate::unix_now(),
+        row.post_pending
+    ]
 }

@@ -17,7 +17,7 @@ use crate::bindings::types::OutgoingMessage;
 use crate::bindings::{MailError, Recovery};
 use crate::caps::mailbox::Watch;
 use crate::runtime::{Runtime, StepError};
-use crate::store::Store;
+use crate::store::{RunRecord, Store};
 
 /// The plugin's actions, as the runner calls them: the sandbox, or a fake in tests.
 pub trait Actions: Send + Sync {
@@ -231,12 +231,29 @@ impl<'a> Runner<'a> {
         result: &Result<(), RunError>,
         report: &RunReport,
     ) {
+        let run = Self::run_record(started, result, report);
+        if let Err(e) = self
+            .store
+            .record_run(&wf.name, started, &run.outcome, &run.detail)
+        {
+            tracing::warn!("could not record the run: {e}");
+        }
+    }
+
+    /// How a run that started at `started` ended, as the store keeps it.
+    pub(super) fn run_record(
+        started: i64,
+        result: &Result<(), RunError>,
+        report: &RunReport,
+    ) -> RunRecord {
         let (outcome, detail) = match result {
             Ok(()) => ("ok", report.lines.join("\n")),
             Err(e) => ("failed", e.to_string()),
         };
-        if let Err(e) = self.store.record_run(&wf.name, started, outcome, &detail) {
-            tracing::warn!("could not record the run: {e}");
+        RunRecord {
+            started_at: started,
+            outcome: outcome.to_owned(),
+            detail,
         }
     }
 

@@ -235,11 +235,11 @@ impl<'a> CatchUp<'a> {
                     .last()
                     .and_then(|m| mailbox.as_ref()?.cursor_after(&m.id));
                 self.show(wf, report);
-                self.run_unit(wf, trigger, unit, options, report).await?;
+                // The cursor moves past the unit in the same commit as its outcome.
+                let to = past.map(|next| (&mut cursor, next));
+                self.run_unit(wf, trigger, unit, to, options, report)
+                    .await?;
                 self.show(wf, report);
-                if let Some(next) = past {
-                    self.advance(wf, account, &mut cursor, next)?;
-                }
                 // Paused: the unit waits in the store; later messages are read again
                 // once the credentials work, from the cursor just past it.
                 if stopping() || report.paused.is_some() {
@@ -341,7 +341,8 @@ impl<'a> CatchUp<'a> {
         }
         for unit in units(trigger.per, found) {
             self.show(wf, report);
-            self.run_unit(wf, trigger, unit, options, report).await?;
+            self.run_unit(wf, trigger, unit, None, options, report)
+                .await?;
             self.show(wf, report);
             if report.paused.is_some() {
                 break;
@@ -353,11 +354,15 @@ impl<'a> CatchUp<'a> {
     /// Runs the steps once for `unit`, unless its messages were handled already, and
     /// records the outcome for each message: done (then the post-action), waiting for a
     /// retry, or dead (then the dead-letter action).
+    /// Runs the workflow once for `unit`, unless its messages were handled before or wait
+    /// for a retry, and stores the outcome: the run's record, the messages' records and,
+    /// with `to`, the cursor moved past the unit, all in one commit.
     async fn run_unit(
         &self,
         wf: &Workflow,
         trigger: &MailboxTrigger,
         unit: Vec<ReceivedMessage>,
+        to: Option<(&mut Option<String>, String)>,
         options: RunOptions,
         report: &mut RunReport,
     ) -> Result<(), RunError> {
@@ -421,6 +426,9 @@ impl<'a> CatchUp<'a> {
             }
         }
         if todo.is_empty() {
+            if let Some((cursor, next)) = to {
+                self.advance(wf, account, cursor, next)?;
+            }
             return Ok(());
         }
         report
@@ -444,7 +452,19 @@ impl<'a> CatchUp<'a> {
         ctx.insert("trigger".into(), trigger_json);
         let started = crate::unix_now();
         let result = self.runner.steps(wf, ctx, report).await;
-        self.runner.record(wf, started, &result, report);
+        let run = Runner::run_record(started, &result, report);
+        let finish = |rows: &[HandledRow]| {
+            let next = to.and_then(|(cursor, next)| {
+                (cursor.as_deref() != Some(next.as_str())).then(|| {
+                    *cursor = Some(next.clone());
+                    next
+                })
+            });
+            self.runner
+                .store
+                .finish_unit(&wf.name, account, &run, rows, next.as_deref())
+                .map_err(store_failure)
+        };
         match result {
             Ok(()) => {
                 report.runs += 1;
@@ -456,11 +476,8 @@ impl<'a> CatchUp<'a> {
                     row.attempts += 1;
                     row.last_error = None;
                     row.post_pending = post;
-                    self.runner
-                        .store
-                        .put_handled(&wf.name, account, row)
-                        .map_err(store_failure)?;
                 }
+                finish(&rows)?;
                 if post && self.post_action(trigger, &ids, report).await {
                     for row in &mut rows {
                         row.post_pending = false;
@@ -478,11 +495,8 @@ impl<'a> CatchUp<'a> {
                     row.status = Handling::Pending;
                     row.last_error = Some(e.to_string());
                     row.next_attempt = now + PAUSE_PROBE;
-                    self.runner
-                        .store
-                        .put_handled(&wf.name, account, row)
-                        .map_err(store_failure)?;
                 }
+                finish(&rows)?;
                 let line = format!(
                     "run for message(s) {ids:?} of `{account}` failed on the account's credentials: {e}; the trigger is paused, the message(s) wait with their attempts untouched and run once the credentials work again"
                 );
@@ -507,11 +521,8 @@ impl<'a> CatchUp<'a> {
                         let wait = trigger.retry.delay(row.attempts);
                         row.next_attempt = now + wait.as_secs().max(1) as i64;
                     }
-                    self.runner
-                        .store
-                        .put_handled(&wf.name, account, row)
-                        .map_err(store_failure)?;
                 }
+                finish(&rows)?;
                 let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or_default();
                 let line = if dead.is_empty() {
                     format!(
