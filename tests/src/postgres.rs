@@ -139,14 +139,7 @@ impl Postgres {
 
     /// A new, empty database on this server, and its URL.
     pub fn database(&self, name: &str) -> anyhow::Result<String> {
-        let port = self.port.to_string();
-        run(
-            command(
-                &self.bin.join("createdb"),
-                &["-h", "127.0.0.1", "-p", &port, "-U", "flowmail", name],
-            ),
-            "createdb",
-        )?;
+        run(self.client("createdb", &[name]), "createdb")?;
         Ok(format!(
             "postgres://flowmail@127.0.0.1:{}/{name}",
             self.port
@@ -155,28 +148,16 @@ impl Postgres {
 
     /// Runs `sql` in database `name` with psql, as another client of the server would.
     pub fn psql(&self, name: &str, sql: &str) -> anyhow::Result<()> {
+        let args = ["-d", name, "-v", "ON_ERROR_STOP=1", "-qc", sql];
+        run(self.client("psql", &args), "psql")
+    }
+
+    /// `tool` of this server's binaries with `args`, as the test user over loopback.
+    fn client(&self, tool: &str, args: &[&str]) -> Command {
         let port = self.port.to_string();
-        run(
-            command(
-                &self.bin.join("psql"),
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    "flowmail",
-                    "-d",
-                    name,
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-qc",
-                    sql,
-                ],
-            ),
-            "psql",
-        )
-        .map(drop)
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "flowmail"];
+        all.extend_from_slice(args);
+        command(&self.bin.join(tool), &all)
     }
 }
 
@@ -222,23 +203,7 @@ impl Postgres {
         let Some(Ok(pg)) = SHARED.get() else {
             bail!("the suite's PostgreSQL has not started");
         };
-        let port = pg.port.to_string();
-        run(
-            command(
-                &pg.bin.join("dropdb"),
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    "flowmail",
-                    "--force",
-                    name,
-                ],
-            ),
-            "dropdb",
-        )?;
+        run(pg.client("dropdb", &["--force", name]), "dropdb")?;
         pg.database(name).map(drop)
     }
 
