@@ -363,7 +363,8 @@ async fn watch_one(
         }
         put(store, &row);
         // Wait for news, but not past the next retry that falls due.
-        let plan = plan_until_retry(store, wf, trigger);
+        let mut plan = plan_until_retry(store, wf, trigger);
+        plan.first = row.mode == "starting";
         let waited = tokio::select! {
             r = tokio::time::timeout(silence, mailbox.wait_for_change(plan)) => r,
             () = credentials_change(store, credentials.clone()), if row.paused.is_some() => {

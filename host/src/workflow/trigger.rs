@@ -175,6 +175,7 @@ impl MailboxTrigger {
         WaitPlan {
             idle_refresh: self.idle_refresh,
             poll_interval: self.poll_interval,
+            first: false,
         }
     }
 

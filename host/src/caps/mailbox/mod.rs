@@ -30,6 +30,9 @@ pub struct WaitPlan {
     pub idle_refresh: Duration,
     /// How often to look when the server has no IDLE (or for a Maildir).
     pub poll_interval: Duration,
+    /// The trigger's first wait: a backend that knows already how it waits (IDLE or
+    /// polling) may return at once, so that the trigger's status shows it.
+    pub first: bool,
 }
 
 /// Why a wait ended.

@@ -1,17 +1,18 @@
 //! The IMAP mailbox: async-imap over the host's own TCP and rustls (implicit TLS, or
-//! STARTTLS required unless `tls = "none"`), LOGIN or XOAUTH2, one session per account kept
-//! open and reopened when it breaks. UIDs and UIDVALIDITY are the server's.
+//! STARTTLS required unless `tls = "none"`), LOGIN or XOAUTH2, one connection per account
+//! kept open and reopened when it breaks: commands and IDLE take turns on it. UIDs and
+//! UIDVALIDITY are the server's.
 
 mod failure;
 mod fetch;
 mod idle;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use self::failure::{Failure, classify};
 use self::fetch::{
@@ -43,14 +44,20 @@ pub struct Imap {
     settings: Settings,
     auth: ImapAuth,
     folder: String,
+    /// The account's one connection: a command holds it for its duration, and the trigger
+    /// that leads the wait holds it while in IDLE until a command wants it.
     session: Mutex<Option<Session<Stream>>>,
-    /// The connection that waits in IDLE, apart from the one that fetches.
-    idle: Mutex<Option<Session<Stream>>>,
+    /// Commands waiting for the connection; IDLE is not entered while there are any.
+    wanted: AtomicUsize,
+    /// Tells the IDLE in progress that a command wants the connection.
+    interrupt: Notify,
+    /// Held by the one trigger that waits in IDLE; the account's other triggers follow it.
+    lead: Mutex<()>,
     /// What the one IDLE of this account saw, for the other triggers that wait on it.
     wakes: tokio::sync::broadcast::Sender<Wake>,
     /// Whether the server offers IDLE: unknown, yes or no.
     idle_offered: AtomicU8,
-    /// The UIDVALIDITY of the folder as the fetching session selected it.
+    /// The UIDVALIDITY of the folder as the session selected it.
     selected: Arc<AtomicU32>,
 }
 
@@ -80,7 +87,9 @@ impl Imap {
             auth,
             folder,
             session: Mutex::new(None),
-            idle: Mutex::new(None),
+            wanted: AtomicUsize::new(0),
+            interrupt: Notify::new(),
+            lead: Mutex::new(()),
             wakes: tokio::sync::broadcast::channel(16).0,
             idle_offered: AtomicU8::new(UNKNOWN),
             selected: Arc::new(AtomicU32::new(0)),
@@ -199,12 +208,16 @@ impl Imap {
     }
 
     /// Runs `op` on the account's session, opening one if needed; a session that broke is
-    /// reopened once.
+    /// reopened once. An IDLE in progress on the session ends (DONE) to let `op` run, and
+    /// is entered again after it.
     async fn with_session<T>(
         &self,
         op: impl for<'a> Fn(&'a mut Session<Stream>) -> BoxFuture<'a, Result<T, MailError>>,
     ) -> Result<T, MailError> {
+        let want = Wanted::new(&self.wanted);
+        self.interrupt.notify_waiters();
         let mut guard = self.session.lock().await;
+        drop(want);
         for attempt in 0..2 {
             if guard.is_none() {
                 *guard = Some(self.connect().await?);
@@ -239,6 +252,23 @@ impl Imap {
             }
         }
         Err(Failure::KeepsBreaking.classify(&self.server()))
+    }
+}
+
+/// Counts a command as waiting for the connection until it has it, also when the command
+/// is dropped while it waits.
+struct Wanted<'a>(&'a AtomicUsize);
+
+impl<'a> Wanted<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Wanted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
