@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod cache;
+mod epoch;
 mod returns;
 
+use self::epoch::{Running, TICK};
 use self::returns::{check_page, check_receipt};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -19,8 +21,6 @@ use crate::bindings::mailbox::{Cursor, SizeCap};
 use crate::bindings::types::OutgoingMessage;
 use crate::bindings::{MailError, MailPlugin, MailPluginPre};
 use crate::caps::{self, Audit, Capabilities, Live};
-
-const TICK: Duration = Duration::from_millis(10);
 
 /// Per-call limits.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +112,8 @@ pub struct StepState {
     /// The accounts this call named, the only ones it may reach.
     scope: caps::Scope,
     log: caps::log::Budget,
+    /// Keeps the epoch ticking while the step runs.
+    _running: Running,
 }
 
 impl WasiView for StepState {
@@ -145,8 +147,8 @@ pub fn engine() -> wasmtime::Result<Engine> {
 /// The engine flowmail runs plugins on: instances come from a pool of `limits.instances`
 /// slots sized for `limits.memory_bytes` (the pooling allocator, with copy-on-write
 /// memory images), which halves the cost of a fresh instance per step against
-/// allocating each on demand (`cargo bench -p flowmail --bench sandbox`). It ticks an
-/// epoch every 10 ms while it lives.
+/// allocating each on demand (`cargo bench -p flowmail --bench sandbox`). Its epoch ticks
+/// every 10 ms while a step runs ([`epoch`]).
 pub fn engine_for(limits: &Limits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling(
@@ -174,20 +176,11 @@ pub fn pooling(limits: &Limits) -> wasmtime::PoolingAllocationConfig {
 }
 
 /// An engine on `config` (the benchmarks compare allocation strategies with it), with
-/// the component model and the epoch that ticks every 10 ms while the engine lives.
+/// the component model and the epoch that ticks every 10 ms while a step runs.
 pub fn engine_from(mut config: Config) -> wasmtime::Result<Engine> {
     config.wasm_component_model(true).epoch_interruption(true);
     let engine = Engine::new(&config)?;
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("flowmail-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
-            }
-        })?;
+    epoch::spawn_ticker(engine.weak())?;
     Ok(engine)
 }
 
@@ -321,6 +314,7 @@ impl Runtime {
             step: step.to_owned(),
             scope,
             log: caps::log::Budget::default(),
+            _running: Running::start(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);

@@ -36,6 +36,30 @@ pub fn flowmail_bin() -> PathBuf {
     bin
 }
 
+/// Established TCP connections to `port` on this machine, counted on the clients' side
+/// (the server's ends have `port` as their local port and are not counted).
+pub fn connections_to(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    let remote = cols
+                        .get(2)
+                        .and_then(|r| r.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    // State 01 is ESTABLISHED.
+                    remote == Some(port) && cols.get(3) == Some(&"01")
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

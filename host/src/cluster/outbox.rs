@@ -20,6 +20,19 @@ use crate::workflow::events::{Alert, AlertKind};
 /// How long a claim lasts: longer than any one send may take.
 pub const LEASE: Duration = Duration::from_secs(300);
 
+/// The longest an idle worker waits before it looks again for due mail (retries falling
+/// due, mail queued by another process or node); mail queued in this process wakes the
+/// workers at once.
+const IDLE_MAX: Duration = Duration::from_secs(2);
+
+/// Rings when this process queues a message.
+static QUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Wakes this process's idle workers: a message was just queued.
+pub fn queued() {
+    QUEUED.notify_waiters();
+}
+
 /// Where the workers run.
 pub struct Workers<'a> {
     pub app: Arc<App>,
@@ -64,10 +77,15 @@ impl Workers<'_> {
 
     async fn worker(&self, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
         let owner = format!("{}:{}:{index}", self.node, std::process::id());
+        let mut backoff = super::IdleBackoff::new(IDLE_MAX);
         loop {
             if *stop.borrow() {
                 return;
             }
+            // Registered before the look, so that mail queued during it is not missed.
+            let queued = QUEUED.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
             let store = self.app.store().clone();
             let (dc, who, node) = (self.data_center.clone(), owner.clone(), self.node.clone());
             let until = crate::unix_now() + LEASE.as_secs() as i64;
@@ -75,10 +93,14 @@ impl Workers<'_> {
                 tokio::task::spawn_blocking(move || store.claim_outbox(&dc, (&who, &node), until))
                     .await;
             match claimed {
-                Ok(Ok(Some(job))) => self.deliver(&owner, job).await,
+                Ok(Ok(Some(job))) => {
+                    backoff.worked();
+                    self.deliver(&owner, job).await;
+                }
                 Ok(Ok(None)) => {
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        () = tokio::time::sleep(backoff.idle()) => {}
+                        () = &mut queued => backoff.worked(),
                         _ = stop.changed() => {}
                     }
                 }

@@ -127,6 +127,9 @@ pub async fn serve<F, Fut>(
     Fut: Future<Output = anyhow::Result<Report>>,
 {
     let mut pruned = Instant::now() - Duration::from_secs(3600);
+    // Requests come from other data centers' nodes, through the store; the asker waits,
+    // so an idle node looks at least once a second.
+    let mut backoff = super::IdleBackoff::new(Duration::from_secs(1));
     loop {
         if *stop.borrow() {
             return;
@@ -139,6 +142,7 @@ pub async fn serve<F, Fut>(
         }
         match store.claim_probe(data_center, node, CLAIM_WITHIN.as_secs() as i64) {
             Ok(Some(job)) => {
+                backoff.worked();
                 let (id, account) = (job.id, job.account.clone());
                 tracing::info!("sending a test mail of `{account}` for another data center");
                 let report = match send(job).await {
@@ -158,7 +162,7 @@ pub async fn serve<F, Fut>(
             }
             Ok(None) => {
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    () = tokio::time::sleep(backoff.idle()) => {}
                     _ = stop.changed() => {}
                 }
             }

@@ -59,6 +59,7 @@ impl Queued {
                     self.account
                 ))
             })?;
+        crate::cluster::outbox::queued();
         Ok(Delivery {
             transport: self.direct.kind().into(),
             status: DeliveryStatus::Queued,

@@ -450,6 +450,11 @@ impl<'a> CatchUp<'a> {
             obj.insert("message".into(), inputs::received_json(account, first));
         }
         ctx.insert("trigger".into(), trigger_json);
+        tracing::debug!(
+            "workflow `{}`: run starts for {} of `{account}`",
+            wf.name,
+            ids.join(", ")
+        );
         let started = crate::unix_now();
         let result = self.runner.steps(wf, ctx, report).await;
         let run = Runner::run_record(started, &result, report);

@@ -216,6 +216,12 @@ impl Imap {
                 .classify(&server)
             })?
             .map_err(|e| classify(&server, "DONE", e))?;
+        if matches!(outcome, Turn::Done(_)) {
+            // What came with the news or with DONE (dovecot follows EXISTS with RECENT)
+            // is covered by the look the caller makes next. After an interruption it
+            // stays, for the next turn to find.
+            news();
+        }
         *guard = Some(session);
         Ok(outcome)
     }

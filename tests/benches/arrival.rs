@@ -1,0 +1,340 @@
+//! Arrival to run with IDLE on dovecot, and what many mailboxes cost one `flowmail serve`.
+//!
+//! Two rounds, each a real `flowmail serve` (the release binary: `cargo build --release
+//! -p flowmail` first) against a private dovecot on 127.0.0.1, with the soft open-file limit
+//! at the usual default of 1,024 (serve raises it to the hard limit):
+//!
+//! 1. one mailbox: 200 messages delivered by LMTP one at a time, each after the run of the
+//!    one before;
+//! 2. 1,000 mailboxes (1,000 dovecot users, one trigger each): the time until every
+//!    trigger waits, resident memory after that, CPU while idle, then 200 messages to 200
+//!    different users delivered as fast as LMTP takes them.
+//!
+//! For each message: the delivery (LMTP's 250 after the data), the trigger's wake with news
+//! (the server's share ends there) and the start of the run (flowmail's share), both read
+//! from serve's debug log. Run with `cargo bench -p flowmail-tests --bench arrival`;
+//! `FLOWMAIL_BENCH_MAILBOXES` changes the 1,000 and
+//! `FLOWMAIL_BENCH_MESSAGES` the 200.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowmail_tests::stack::{MailStack, PASSWORD};
+
+fn main() {
+    let many: usize = std::env::var("FLOWMAIL_BENCH_MAILBOXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let messages: usize = std::env::var("FLOWMAIL_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    assert!(
+        messages <= many,
+        "{messages} messages need as many mailboxes, one each"
+    );
+    let limit = many + 200;
+    let stack = MailStack::start_with(
+        None,
+        &format!(
+            "service imap {{\n  process_limit = {limit}\n}}\nservice imap-login {{\n  process_limit = {limit}\n}}\n"
+        ),
+    )
+    .unwrap();
+    println!(
+        "cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let one = Serve::start(&stack, 1);
+    let mut lat = Vec::new();
+    for n in 0..messages {
+        let delivered = deliver(&stack, 1, 0, n);
+        lat.push(one.wait_run(0, delivered));
+        // Let the run end and the trigger go back to IDLE before the next message.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    report("1 mailbox, one message at a time", &lat);
+    one.stop();
+
+    let serve = Serve::start(&stack, many);
+    println!(
+        "{many} mailboxes: every trigger waiting {:.1} s after start; RSS {:.1} MB; {} IMAP connections",
+        serve.ready.as_secs_f64(),
+        serve.rss_mb("VmRSS"),
+        flowmail_tests::connections_to(stack.ports.imap),
+    );
+    let cpu = serve.cpu_share(Duration::from_secs(30));
+    println!(
+        "{many} mailboxes: idle CPU {:.2} % of one core over 30 s",
+        cpu * 100.0
+    );
+    // 200 different users, spread over all of them.
+    let users: Vec<usize> = (0..messages).map(|i| i * many / messages).collect();
+    let mut delivered = Vec::new();
+    for (n, user) in users.iter().enumerate() {
+        delivered.push((*user, deliver(&stack, many, *user, n)));
+    }
+    let lat: Vec<Latency> = delivered
+        .iter()
+        .map(|(user, at)| serve.wait_run(*user, *at))
+        .collect();
+    report(
+        &format!("{many} mailboxes, {messages} messages to {messages} users at once"),
+        &lat,
+    );
+    println!("{many} mailboxes: peak RSS {:.1} MB", serve.rss_mb("VmHWM"));
+    serve.stop();
+}
+
+/// The dovecot user of mailbox `n` of a serve of `count` mailboxes: each round has users
+/// of its own, so that no round finds the mail of another.
+fn user(count: usize, n: usize) -> String {
+    format!("user{n}-of-{count}@demo.example")
+}
+
+/// Delivers message `n` to user `u`; the time LMTP accepted it.
+fn deliver(stack: &MailStack, count: usize, u: usize, n: usize) -> SystemTime {
+    let to = user(count, u);
+    let message = format!(
+        "From: Grafana <alerts@grafana.demo.example>\r\nTo: {to}\r\nSubject: alert {n}\r\n\
+         Date: Mon, 23 Nov 2026 08:00:00 +0000\r\nMessage-ID: <arrival-{n}-{u}@demo.example>\r\n\r\nDisk usage at 91%.\r\n"
+    );
+    stack.deliver(&to, message.as_bytes()).unwrap();
+    SystemTime::now()
+}
+
+struct Latency {
+    /// Delivery to the wake with news, when the wake came after the delivery.
+    server: Option<Duration>,
+    /// The wake to the start of the run.
+    flowmail: Option<Duration>,
+    total: Duration,
+}
+
+fn report(what: &str, lat: &[Latency]) {
+    let pick = |f: &dyn Fn(&Latency) -> Option<Duration>| {
+        let mut v: Vec<Duration> = lat.iter().filter_map(f).collect();
+        v.sort();
+        v
+    };
+    let at = |v: &[Duration], p: f64| {
+        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    let total = pick(&|l| Some(l.total));
+    let server = pick(&|l| l.server);
+    let flowmail = pick(&|l| l.flowmail);
+    println!("{what}: {} messages", lat.len());
+    for (name, v) in [
+        ("end to end", &total),
+        ("server (delivery to IDLE news)", &server),
+        ("flowmail (news to run start)", &flowmail),
+    ] {
+        println!(
+            "  {name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} measured)",
+            at(v, 0.5),
+            at(v, 0.99),
+            at(v, 1.0),
+            v.len()
+        );
+    }
+}
+
+/// A `flowmail serve` of `count` mailboxes in a workspace of its own.
+struct Serve {
+    child: Child,
+    log: std::path::PathBuf,
+    ready: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(stack: &MailStack, count: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("workflows")).unwrap();
+        let password = root.join("imap-password");
+        std::fs::write(&password, PASSWORD).unwrap();
+        let mut config = format!(
+            "[store]\npath = \"var/flowmail.db\"\n[web]\nlisten = \"127.0.0.1:{}\"\n",
+            flowmail_tests::stack::free_port().unwrap()
+        );
+        for n in 0..count {
+            let u = user(count, n);
+            config.push_str(&format!(
+                "[accounts.b{n}]\nfrom = \"{u}\"\n[accounts.b{n}.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+                 [accounts.b{n}.mailbox]\nkind = \"imap\"\nhost = \"localhost\"\nport = {port}\nfolder = \"INBOX\"\n\
+                 ca_file = \"{ca}\"\n[accounts.b{n}.auth]\nkind = \"basic\"\nusername = \"{u}\"\n\
+                 password = {{ file = \"{pw}\" }}\n",
+                port = stack.ports.imap,
+                ca = stack.certs.ca.display(),
+                pw = password.display(),
+            ));
+            std::fs::write(
+                root.join(format!("workflows/w{n}.yaml")),
+                format!(
+                    "name: w{n}\ntrigger:\n  mailbox:\n    account: b{n}\nsteps:\n  - id: forward\n    action: send-mail\n\
+                     \x20   with:\n      account: b{n}\n      message:\n        to: ops@demo.example\n\
+                     \x20       subject: \"handled: ${{{{ trigger.message.subject }}}}\"\n        text: \"${{{{ trigger.message.text }}}}\"\n"
+                ),
+            )
+            .unwrap();
+        }
+        std::fs::write(root.join("flowmail.toml"), config).unwrap();
+        let log = root.join("serve.log");
+        let started = Instant::now();
+        let child = Command::new("prlimit")
+            .arg("--nofile=1024:")
+            .arg(flowmail_tests::flowmail_bin())
+            .args(["serve", "workflows"])
+            .current_dir(root)
+            .env("RUST_LOG", "flowmail::workflow=debug,flowmail=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut serve = Self {
+            child,
+            log,
+            ready: Duration::ZERO,
+            _dir: dir,
+        };
+        // Every trigger's first wait ends as soon as it knows it waits in IDLE.
+        loop {
+            let text = std::fs::read_to_string(&serve.log).unwrap_or_default();
+            let waiting = text
+                .lines()
+                .filter(|l| l.contains("` woke ("))
+                .filter_map(|l| l.split("workflow `").nth(1)?.split('`').next())
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            if waiting >= count {
+                break;
+            }
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("serve ended ({status}):\n{text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "{waiting} of {count} triggers waiting after 300 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serve.ready = started.elapsed();
+        // Let the first looks after the first waits end.
+        std::thread::sleep(Duration::from_secs(2));
+        serve
+    }
+
+    /// Waits for the run of `user`'s workflow that starts after `delivered`.
+    fn wait_run(&self, user: usize, delivered: SystemTime) -> Latency {
+        let started = Instant::now();
+        let woke = format!(
+            "workflow `w{user}`: `b{user}` woke (Wake {{ mode: \"idle\", changed: true }})"
+        );
+        let run = format!("workflow `w{user}`: run starts for ");
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let after = |needle: &str| {
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .filter_map(timestamp)
+                    .find(|t| *t >= delivered)
+            };
+            if let Some(ran) = after(&run) {
+                let wake = after(&woke).filter(|w| *w <= ran);
+                let since = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default();
+                return Latency {
+                    server: wake.map(|w| since(delivered, w)),
+                    flowmail: wake.map(|w| since(w, ran)),
+                    total: since(delivered, ran),
+                };
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                panic!(
+                    "no run for w{user} within 60 s of its delivery; the log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A line of `/proc/PID/status` in MB.
+    fn rss_mb(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb / 1024.0
+    }
+
+    /// The share of one core serve used over `span`.
+    fn cpu_share(&self, span: Duration) -> f64 {
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+            // After the command's name in parentheses: utime and stime are fields 14, 15.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            f[11] + f[12]
+        };
+        let before = ticks();
+        std::thread::sleep(span);
+        let used = ticks() - before;
+        // Linux counts these in USER_HZ, 100 per second.
+        used as f64 / 100.0 / span.as_secs_f64()
+    }
+
+    fn stop(self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        // Drop waits for it.
+    }
+}
+
+impl Drop for Serve {
+    /// A serve left behind by a failed round would hold its ports and connections.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The time at the start of a log line (`2026-12-04T21:50:01.123456Z ...`).
+fn timestamp(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?;
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|v| v.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|v| v.parse::<u64>().ok());
+    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(
+        UNIX_EPOCH
+            + Duration::from_secs(days * 86_400 + h * 3600 + min * 60 + s)
+            + Duration::from_nanos(nanos),
+    )
+}
