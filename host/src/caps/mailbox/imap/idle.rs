@@ -2,7 +2,7 @@
 //! account and given up for as long as a command needs the connection, or polling for a
 //! server without IDLE.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_imap::Session;
 use async_imap::extensions::idle::IdleResponse;
@@ -263,5 +263,22 @@ impl Imap {
             mode: "poll",
             changed: false,
         }
+    }
+}
+
+/// Counts a command as waiting for the connection until it has it, also when the command
+/// is dropped while it waits.
+pub(super) struct Wanted<'a>(&'a AtomicUsize);
+
+impl<'a> Wanted<'a> {
+    pub(super) fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Wanted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -18,6 +18,7 @@ use self::failure::{Failure, classify};
 use self::fetch::{
     fetch_raw, fetch_without_attachments, flag_name, require, search_query, sizes, status, uid_set,
 };
+use self::idle::Wanted;
 use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage, within_budget};
 use super::{WaitPlan, Wake};
 use crate::BoxFuture;
@@ -252,23 +253,6 @@ impl Imap {
             }
         }
         Err(Failure::KeepsBreaking.classify(&self.server()))
-    }
-}
-
-/// Counts a command as waiting for the connection until it has it, also when the command
-/// is dropped while it waits.
-struct Wanted<'a>(&'a AtomicUsize);
-
-impl<'a> Wanted<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
-}
-
-impl Drop for Wanted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
