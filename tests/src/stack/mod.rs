@@ -407,6 +407,88 @@ impl MailStack {
         }
     }
 
+    /// Message-ID → copies of everything in `user`'s Maildir, once every one of `ids` is
+    /// there, waiting up to `timeout`. A count of files is no proof that given messages
+    /// arrived: a copy sent twice (a reply lost to a broken connection) can make up for
+    /// one still in postfix's queue. Once no new file has come for 10 s, postfix is asked
+    /// to retry its deferred mail (`postqueue -f`): a delivery deferred while the servers
+    /// were loaded would otherwise wait for postfix's own backoff of 5 minutes.
+    pub fn wait_for_ids(
+        &self,
+        user: &str,
+        ids: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<std::collections::HashMap<String, usize>> {
+        use std::collections::HashMap;
+        let maildir = self.dir.path().join("mail").join(user).join("Maildir");
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        let start = Instant::now();
+        let mut last_new = Instant::now();
+        loop {
+            // Dovecot moves a file from new/ to cur/ when a client reads it: the base name,
+            // up to the ':' of its flags, stays the same.
+            for path in ["new", "cur"]
+                .iter()
+                .filter_map(|d| std::fs::read_dir(maildir.join(d)).ok())
+                .flat_map(|rd| rd.flatten().map(|e| e.path()))
+            {
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let base = name.split(':').next().unwrap_or(name).to_owned();
+                if seen.contains_key(&base) {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let id = mail_parser::MessageParser::default()
+                    .parse_headers(&bytes)
+                    .and_then(|m| m.message_id().map(str::to_owned));
+                seen.insert(base, id);
+                last_new = Instant::now();
+            }
+            let mut copies: HashMap<String, usize> = HashMap::new();
+            for id in seen.values().flatten() {
+                *copies.entry(id.clone()).or_default() += 1;
+            }
+            let missing: Vec<&String> = ids.iter().filter(|i| !copies.contains_key(*i)).collect();
+            if missing.is_empty() {
+                return Ok(copies);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{user} never got {} of the {} messages, among them {:?}; postfix's queue: {}",
+                    missing.len(),
+                    ids.len(),
+                    &missing[..missing.len().min(5)],
+                    self.postqueue("-p").unwrap_or_else(|e| format!("{e:#}")),
+                );
+            }
+            if last_new.elapsed() > Duration::from_secs(10) {
+                let _ = self.postqueue("-f");
+                last_new = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `postqueue -c <this instance> <flag>`: `-p` lists the queue, `-f` flushes it.
+    fn postqueue(&self, flag: &str) -> anyhow::Result<String> {
+        let out = Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.postfix_dir)
+            .arg(flag)
+            .stdin(Stdio::null())
+            .output()
+            .context("running postqueue")?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
     /// The files delivered to `user`'s Maildir, waiting up to `timeout` for `count` of them.
     pub fn wait_for_mail(
         &self,
