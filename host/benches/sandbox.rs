@@ -194,6 +194,15 @@ fn sandbox(c: &mut Criterion) {
     let limits = Limits::default();
     let mut resident_pool = flowmail::runtime::pooling(&limits);
     resident_pool.linear_memory_keep_resident(1 << 20);
+    // Linux 6.7+: PAGEMAP_SCAN finds the pages a step dirtied, and only those are reset
+    // (memset back to the image), with no madvise while they fit what is kept resident.
+    let scan_pool = |keep: usize| {
+        let mut pool = flowmail::runtime::pooling(&limits);
+        pool.linear_memory_keep_resident(keep)
+            .table_keep_resident(keep)
+            .pagemap_scan(wasmtime::Enabled::Yes);
+        pool
+    };
     let engines: Vec<(&str, wasmtime::Engine)> = vec![
         (
             "on demand, copy-on-write images",
@@ -207,6 +216,16 @@ fn sandbox(c: &mut Criterion) {
         ("pooling allocator, 1 MB of each slot kept resident", {
             let mut c = Config::new();
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(resident_pool));
+            engine_from(c).unwrap()
+        }),
+        ("pooling allocator, PAGEMAP_SCAN, 1 MB kept resident", {
+            let mut c = Config::new();
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(scan_pool(1 << 20)));
+            engine_from(c).unwrap()
+        }),
+        ("pooling allocator, PAGEMAP_SCAN, 16 MB kept resident", {
+            let mut c = Config::new();
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(scan_pool(16 << 20)));
             engine_from(c).unwrap()
         }),
         (

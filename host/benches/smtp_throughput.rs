@@ -3,6 +3,9 @@
 //! the plugin (sandboxed, a fresh instance per message), the same plugin logic compiled
 //! natively over a lettre connection with TCP_NODELAY, Python's smtplib, and postfix's
 //! `smtp-source`. Every client sends over one connection; every message is about 1 KB.
+//! Then the plugin and its native twin send over 8 connections at once to the Rust sink
+//! (8 senders, the account's `max_connections = 8`), against their own one-connection
+//! rates.
 //!
 //! `cargo bench -p flowmail --bench smtp_throughput` (FLOWMAIL_BENCH_MESSAGES=N to change
 //! the count from 10,000).
@@ -225,7 +228,162 @@ fn main() {
         "\n{n} messages of about 1 KB to a Rust sink that answers at once, on 127.0.0.1 ({} cores), one connection each client, median of 3 rounds",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    table(&clients(port, n));
+    let one = clients(port, n);
+    table(&one);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "\n{n} messages of about 1 KB to the Rust sink over 8 connections at once ({cores} cores), median of 3 rounds"
+    );
+    let eight = concurrent(port, n, 8);
+    println!("| client | msg/s, 8 connections | vs native | vs its 1 connection |");
+    println!("|---|---:|---:|---:|");
+    for (i, (name, r)) in eight.iter().enumerate() {
+        println!(
+            "| {name} | {r:.0} | {:.2} | {:.2} |",
+            r / eight[1].1,
+            r / one[i].1
+        );
+    }
+}
+
+/// The plugin and its native twin sending `n` messages over `conns` connections at once:
+/// `conns` senders, each with `n / conns` messages; the median of three rounds each.
+fn concurrent(port: u16, n: usize, conns: usize) -> Vec<(&'static str, f64)> {
+    let per = n / conns;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flowmail.toml"),
+        format!(
+            "[runtime]\ncache_dir = \"\"\n[accounts.sink]\nfrom = \"bench@example.com\"\n[accounts.sink.transport]\n\
+             kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nmax_connections = {conns}\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&dir.path().join("flowmail.toml")).unwrap();
+    let app = std::sync::Arc::new(App::open(&config, Plugin::Embedded).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let message = std::sync::Arc::new(outgoing(&body()));
+    rt.block_on(app.runtime().unwrap().send_mail("warm", "sink", &message))
+        .unwrap();
+    let plugin = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            rt.block_on(async {
+                let senders: Vec<_> = (0..conns)
+                    .map(|_| {
+                        let (app, message) = (app.clone(), message.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..per {
+                                app.runtime()
+                                    .unwrap()
+                                    .send_mail("bench", "sink", &message)
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for s in senders {
+                    s.await.unwrap();
+                }
+            });
+            rate(per * conns, t.elapsed())
+        })
+        .collect();
+
+    let native_message = native_outgoing(&body());
+    let mut hosts: Vec<NativeHost> = (0..conns).map(|_| native_host(port)).collect();
+    let native = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|scope| {
+                for host in &mut hosts {
+                    let native_message = &native_message;
+                    scope.spawn(move || {
+                        for _ in 0..per {
+                            native::actions::send_mail(&*host, "sink", native_message).unwrap();
+                        }
+                    });
+                }
+            });
+            rate(per * conns, t.elapsed())
+        })
+        .collect();
+    vec![
+        (
+            "flowmail plugin (sandboxed, fresh instance per message)",
+            median(plugin),
+        ),
+        (
+            "same logic natively, lettre with TCP_NODELAY",
+            median(native),
+        ),
+    ]
+}
+
+fn outgoing(body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        sender: None,
+        to: vec![Address {
+            name: None,
+            email: "sink@example.com".into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: "throughput".into(),
+        text: Some(body.to_owned()),
+        html: None,
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    }
+}
+
+fn native_outgoing(body: &str) -> native::types::OutgoingMessage {
+    native::types::OutgoingMessage {
+        sender: None,
+        to: vec![native::types::Address {
+            name: None,
+            email: "sink@example.com".into(),
+        }],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject: "throughput".into(),
+        text: Some(body.to_owned()),
+        html: None,
+        attachments: vec![],
+        forward_attachments: vec![],
+        extra_headers: vec![],
+    }
+}
+
+/// The native twin's host: one lettre connection to `port`, its own runtime.
+fn native_host(port: u16) -> NativeHost {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let conn = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        AsyncSmtpConnection::connect_with_transport(
+            Box::new(tcp),
+            &ClientId::Domain("localhost".into()),
+        )
+        .await
+        .unwrap()
+    });
+    NativeHost {
+        rt,
+        conn: RefCell::new(conn),
+    }
 }
 
 fn median(mut rounds: Vec<f64>) -> f64 {
@@ -270,22 +428,7 @@ fn clients(port: u16, n: usize) -> Vec<(&'static str, f64)> {
         .enable_all()
         .build()
         .unwrap();
-    let message = OutgoingMessage {
-        sender: None,
-        to: vec![Address {
-            name: None,
-            email: "sink@example.com".into(),
-        }],
-        cc: vec![],
-        bcc: vec![],
-        reply_to: vec![],
-        subject: "throughput".into(),
-        text: Some(body.clone()),
-        html: None,
-        attachments: vec![],
-        forward_attachments: vec![],
-        extra_headers: vec![],
-    };
+    let message = outgoing(&body);
     rt.block_on(runtime.send_mail("warm", "sink", &message))
         .unwrap();
     let rounds = (0..3)
@@ -304,44 +447,8 @@ fn clients(port: u16, n: usize) -> Vec<(&'static str, f64)> {
     ));
 
     // The same logic natively, with lettre over a nodelay socket.
-    let host = {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let conn = rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            tcp.set_nodelay(true).unwrap();
-            AsyncSmtpConnection::connect_with_transport(
-                Box::new(tcp),
-                &ClientId::Domain("localhost".into()),
-            )
-            .await
-            .unwrap()
-        });
-        NativeHost {
-            rt,
-            conn: RefCell::new(conn),
-        }
-    };
-    let native_message = native::types::OutgoingMessage {
-        sender: None,
-        to: vec![native::types::Address {
-            name: None,
-            email: "sink@example.com".into(),
-        }],
-        cc: vec![],
-        bcc: vec![],
-        reply_to: vec![],
-        subject: "throughput".into(),
-        text: Some(body.clone()),
-        html: None,
-        attachments: vec![],
-        forward_attachments: vec![],
-        extra_headers: vec![],
-    };
+    let host = native_host(port);
+    let native_message = native_outgoing(&body);
     let rounds = (0..3)
         .map(|_| {
             let t = Instant::now();

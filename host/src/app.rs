@@ -439,7 +439,11 @@ pub fn relay(config: &Config, account: &str, managers: &TokenManagers) -> anyhow
         },
         _ => Auth::None,
     };
-    Ok(Relay::new(settings, auth))
+    Ok(Relay::new(
+        settings,
+        auth,
+        config.smtp_max_connections(account)?,
+    ))
 }
 
 mod graph;

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     /// The name given in EHLO (SMTP only).
     #[serde(default)]
     pub hello_name: Option<String>,
+    /// SMTP only: the most sessions open to the server at once for this account (1 to
+    /// 100); a send that finds them all busy waits for one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// The folder to read (IMAP only).
     #[serde(default = "default_folder")]
     pub folder: String,
@@ -62,6 +66,9 @@ fn default_min_tls() -> String {
 fn default_smtp_timeout() -> u64 {
     30
 }
+fn default_max_connections() -> usize {
+    8
+}
 
 impl Config {
     /// The SMTP connection settings of `account`, checked.
@@ -74,6 +81,24 @@ impl Config {
             bail!("account `{account}` has no SMTP transport");
         };
         self.connection(&format!("accounts.{account}.transport"), smtp, (465, 587))
+    }
+
+    /// How many SMTP sessions `account` may hold open at once, checked.
+    pub fn smtp_max_connections(&self, account: &str) -> anyhow::Result<usize> {
+        let Some(TransportConfig::Smtp(smtp)) = self
+            .accounts
+            .get(account)
+            .and_then(|a| a.transport.as_ref())
+        else {
+            bail!("account `{account}` has no SMTP transport");
+        };
+        match smtp.max_connections {
+            1..=100 => Ok(smtp.max_connections),
+            n => bail!(
+                "accounts.{account}.transport.max_connections: {n} is out of range; use 1 to 100 \
+                 (servers limit the sessions of one client, postfix to 50 by default)"
+            ),
+        }
     }
 
     /// The IMAP connection settings of `account`, checked, and its folder.

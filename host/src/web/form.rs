@@ -391,6 +391,7 @@ pub fn account(
         ca_file: ca_file.map(std::path::Path::to_path_buf),
         timeout_secs: 30,
         hello_name: None,
+        max_connections: 8,
         folder: "INBOX".into(),
         username: None,
         password: None,

@@ -371,6 +371,68 @@ async fn a_pooled_connection_is_reused_and_replaced_once_when_broken() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_share_at_most_max_connections_sessions() {
+    let stack = MailStack::start(None).unwrap();
+    let account = |dir: &std::path::Path, limit: &str| {
+        stack
+            .account(
+                "ops",
+                "ops@demo.example",
+                stack.ports.submission,
+                false,
+                &basic(dir, "ops", "ops@demo.example", PASSWORD, None),
+            )
+            .replace(
+                "timeout_secs = 10\n",
+                &format!("timeout_secs = 10\nmax_connections = {limit}\n"),
+            )
+    };
+    // Out of range: refused naming the field and the range.
+    let ws = Workspace::with_config("").unwrap();
+    ws.write_config(format!("{HEAD}{}", account(ws.path(), "0")))
+        .unwrap();
+    let err = ws.app(None, Audit::default()).err().unwrap();
+    assert!(
+        format!("{err:#}")
+            .contains("accounts.ops.transport.max_connections: 0 is out of range; use 1 to 100"),
+        "{err:#}"
+    );
+
+    // Twelve sends at once over at most two sessions; each waits for a free one.
+    let (_ws, rt) = runtime(|dir| account(dir, "2"));
+    let sends: Vec<_> = (0..12)
+        .map(|i| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                rt.runtime()
+                    .unwrap()
+                    .send_mail(
+                        "send",
+                        "ops",
+                        &message("erin@demo.example", &format!("at once {i}")),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    let log = stack.log_with("sasl_method=PLAIN", 12);
+    assert_eq!(log.matches("sasl_method=PLAIN").count(), 12, "{log}");
+    let sessions = log
+        .matches("TLS connection established from localhost")
+        .count();
+    assert!(
+        (1..=2).contains(&sessions),
+        "twelve messages over at most two sessions, not {sessions}:\n{log}"
+    );
+    stack
+        .wait_for_mail("erin@demo.example", 12, Duration::from_secs(20))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_workflow_delivers_through_postfix() {
     let stack = MailStack::start(None).unwrap();
     let ws = Workspace::new("").unwrap();

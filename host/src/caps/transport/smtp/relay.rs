@@ -1,5 +1,7 @@
-//! The SMTP transport: sessions pooled per account and reused across steps. A pooled
-//! session that turns out broken is replaced once, transparently.
+//! The SMTP transport: sessions pooled per account and reused across steps. An account
+//! holds at most `max_connections` sessions open at once, busy or idle; a send that finds
+//! them all busy waits for one. A pooled session that turns out broken is replaced once,
+//! transparently.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,22 +18,26 @@ use crate::net::Settings;
 
 /// How long an idle session is kept.
 const IDLE: Duration = Duration::from_secs(60);
-/// How many idle sessions an account keeps.
-const MAX_IDLE: usize = 4;
 
 /// Sends through one account's SMTP server.
 pub struct Relay {
     settings: Settings,
     auth: Auth,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// One permit per session that may be open; a send holds one from before it takes
+    /// or opens a session until the session is back in `idle` or closed, so the idle
+    /// sessions and the busy ones together never exceed the limit.
+    sessions: tokio::sync::Semaphore,
 }
 
 impl Relay {
-    pub fn new(settings: Settings, auth: Auth) -> Self {
+    /// A relay holding at most `max_connections` sessions (at least one).
+    pub fn new(settings: Settings, auth: Auth, max_connections: usize) -> Self {
         Self {
             settings,
             auth,
             idle: Mutex::new(Vec::new()),
+            sessions: tokio::sync::Semaphore::new(max_connections.max(1)),
         }
     }
 
@@ -65,9 +71,8 @@ impl Relay {
     }
 
     fn put_idle(&self, conn: AsyncSmtpConnection) {
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
-        {
+        // The caller holds a permit for this session, so the pool cannot outgrow the limit.
+        if let Ok(mut idle) = self.idle.lock() {
             idle.push((conn, Instant::now()));
         }
     }
@@ -103,6 +108,8 @@ impl Relay {
 
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
         let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
+        // The semaphore is never closed; were it, sending without a permit is still safe.
+        let _permit = self.sessions.acquire().await.ok();
         let (mut conn, pooled) = match self.take_idle() {
             Some(conn) => (conn, true),
             None => (self.fresh().await?, false),
