@@ -192,16 +192,20 @@ fn sandbox(c: &mut Criterion) {
     });
 
     let limits = Limits::default();
-    let mut resident_pool = flowmail::runtime::pooling(&limits);
-    resident_pool.linear_memory_keep_resident(1 << 20);
-    // Linux 6.7+: PAGEMAP_SCAN finds the pages a step dirtied, and only those are reset
-    // (memset back to the image), with no madvise while they fit what is kept resident.
-    let scan_pool = |keep: usize| {
+    // The pool flowmail runs, with its reset changed: `keep` bytes of each memory and
+    // table kept resident, and whether PAGEMAP_SCAN (Linux 6.7+) says which pages a step
+    // dirtied, so that only those are set back.
+    let pool = |keep: usize, scan: wasmtime::Enabled| {
         let mut pool = flowmail::runtime::pooling(&limits);
         pool.linear_memory_keep_resident(keep)
             .table_keep_resident(keep)
-            .pagemap_scan(wasmtime::Enabled::Yes);
+            .pagemap_scan(scan);
         pool
+    };
+    let pooled = |keep: usize, scan: wasmtime::Enabled| {
+        let mut c = Config::new();
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(keep, scan)));
+        engine_from(c).unwrap()
     };
     let engines: Vec<(&str, wasmtime::Engine)> = vec![
         (
@@ -213,21 +217,18 @@ fn sandbox(c: &mut Criterion) {
             c.memory_init_cow(false);
             engine_from(c).unwrap()
         }),
-        ("pooling allocator, 1 MB of each slot kept resident", {
-            let mut c = Config::new();
-            c.allocation_strategy(InstanceAllocationStrategy::Pooling(resident_pool));
-            engine_from(c).unwrap()
-        }),
-        ("pooling allocator, PAGEMAP_SCAN, 1 MB kept resident", {
-            let mut c = Config::new();
-            c.allocation_strategy(InstanceAllocationStrategy::Pooling(scan_pool(1 << 20)));
-            engine_from(c).unwrap()
-        }),
-        ("pooling allocator, PAGEMAP_SCAN, 16 MB kept resident", {
-            let mut c = Config::new();
-            c.allocation_strategy(InstanceAllocationStrategy::Pooling(scan_pool(16 << 20)));
-            engine_from(c).unwrap()
-        }),
+        (
+            "pooling allocator, slots reset with madvise, no PAGEMAP_SCAN",
+            pooled(0, wasmtime::Enabled::No),
+        ),
+        (
+            "pooling allocator, 1 MB kept resident and zeroed, no PAGEMAP_SCAN",
+            pooled(1 << 20, wasmtime::Enabled::No),
+        ),
+        (
+            "pooling allocator, PAGEMAP_SCAN, 16 MB kept resident",
+            pooled(16 << 20, wasmtime::Enabled::Yes),
+        ),
         (
             "pooling allocator as flowmail runs it",
             engine_for(&limits).unwrap(),
