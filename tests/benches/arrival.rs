@@ -14,7 +14,7 @@
 //! (the server's share ends there) and the start of the run (flowmail's share), both read
 //! from serve's debug log. Run with `cargo bench -p flowmail-tests --bench arrival`;
 //! `FLOWMAIL_BENCH_MAILBOXES` changes the 1,000 and
-//! `FLOWMAIL_BENCH_MESSAGES` the 200.
+//! `FLOWMAIL_BENCH_MESSAGES` the 200, and `FLOWMAIL_BENCH_LOGS=DIR` keeps serve's logs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -40,7 +40,12 @@ fn main() {
     let stack = MailStack::start_with(
         None,
         &format!(
-            "service imap {{\n  process_limit = {limit}\n}}\nservice imap-login {{\n  process_limit = {limit}\n}}\n"
+            "service imap {{\n  process_limit = {limit}\n}}\nservice imap-login {{\n  process_limit = {limit}\n}}\n\
+             default_client_limit = {clients}\n",
+            // Every login process and every imap process holds a connection to the auth
+            // and anvil services, whose limit is default_client_limit (1,000): past 500
+            // mailboxes, logins stalled for 10 s at a time.
+            clients = limit * 3,
         ),
     )
     .unwrap();
@@ -48,6 +53,22 @@ fn main() {
         "cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // dovecot tells an IDLE client of new mail through inotify, one instance per imap
+    // process; all of the test's run as one user, and past the kernel's limit per user
+    // (128 by default) dovecot falls back to looking every 30 s, which is the server's
+    // share, not flowmail's.
+    let inotify: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if inotify < many + 100 {
+        println!(
+            "note: fs.inotify.max_user_instances is {inotify}: dovecot's IDLE beyond that many \
+             mailboxes waits for its 30 s check; raise it with \
+             `sysctl -w fs.inotify.max_user_instances={}` to measure arrival on all {many}",
+            many + 200
+        );
+    }
 
     let one = Serve::start(&stack, 1);
     let mut lat = Vec::new();
@@ -62,8 +83,9 @@ fn main() {
 
     let serve = Serve::start(&stack, many);
     println!(
-        "{many} mailboxes: every trigger waiting {:.1} s after start; RSS {:.1} MB; {} IMAP connections",
+        "{many} mailboxes: every trigger waiting {:.1} s after start, serve's CPU meanwhile {:.1} s; RSS {:.1} MB; {} IMAP connections",
         serve.ready.as_secs_f64(),
+        serve.ready_cpu,
         serve.rss_mb("VmRSS"),
         flowmail_tests::connections_to(stack.ports.imap),
     );
@@ -149,6 +171,9 @@ struct Serve {
     child: Child,
     log: std::path::PathBuf,
     ready: Duration,
+    /// serve's CPU time until every trigger waited.
+    ready_cpu: f64,
+    count: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -201,6 +226,8 @@ impl Serve {
             child,
             log,
             ready: Duration::ZERO,
+            ready_cpu: 0.0,
+            count,
             _dir: dir,
         };
         // Every trigger's first wait ends as soon as it knows it waits in IDLE.
@@ -225,6 +252,7 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(100));
         }
         serve.ready = started.elapsed();
+        serve.ready_cpu = serve.cpu_secs();
         // Let the first looks after the first waits end.
         std::thread::sleep(Duration::from_secs(2));
         serve
@@ -277,26 +305,32 @@ impl Serve {
         kb / 1024.0
     }
 
+    /// The CPU time serve has used so far, in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // After the command's name in parentheses: utime and stime are fields 14, 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // Linux counts these in USER_HZ, 100 per second.
+        (f[11] + f[12]) as f64 / 100.0
+    }
+
     /// The share of one core serve used over `span`.
     fn cpu_share(&self, span: Duration) -> f64 {
-        let ticks = || {
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-            // After the command's name in parentheses: utime and stime are fields 14, 15.
-            let rest = &stat[stat.rfind(')').unwrap() + 2..];
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .map(|v| v.parse().unwrap_or(0))
-                .collect();
-            f[11] + f[12]
-        };
-        let before = ticks();
+        let before = self.cpu_secs();
         std::thread::sleep(span);
-        let used = ticks() - before;
-        // Linux counts these in USER_HZ, 100 per second.
-        used as f64 / 100.0 / span.as_secs_f64()
+        (self.cpu_secs() - before) / span.as_secs_f64()
     }
 
     fn stop(self) {
+        // FLOWMAIL_BENCH_LOGS=DIR keeps serve's log of each round there, for a closer look.
+        if let Some(keep) = std::env::var_os("FLOWMAIL_BENCH_LOGS") {
+            let to = std::path::Path::new(&keep).join(format!("serve-{}.log", self.count));
+            let _ = std::fs::copy(&self.log, to);
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
