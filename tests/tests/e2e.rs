@@ -340,3 +340,29 @@ async fn more_steps_than_instance_slots_wait_for_a_slot_and_all_run() {
     }
     assert_eq!(ws.outbox().len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_one_step_reaches_the_next_through_a_reused_slot() {
+    // A pool of one: every step runs in the same slot, reset in between (by PAGEMAP_SCAN
+    // where the kernel has it, else by madvise).
+    let ws = Workspace::new("").unwrap();
+    let config = std::fs::read_to_string(ws.path().join("flowmail.toml"))
+        .unwrap()
+        .replace("[runtime]\n", "[runtime]\nmax_instances = 1\n");
+    assert!(config.contains("max_instances = 1"));
+    ws.write_config(config).unwrap();
+    let (app, _) = ws.app(Some(MISBEHAVE_PLUGIN), Audit::default()).unwrap();
+    for step in 0..20 {
+        let receipt = app
+            .runtime()
+            .unwrap()
+            .send_mail("remember", "demo", &message("remember"))
+            .await
+            .unwrap();
+        assert_eq!(
+            receipt.reference.as_deref(),
+            Some("calls 0, static bytes marked 0, heap bytes marked 0"),
+            "step {step} found what an earlier step left"
+        );
+    }
+}

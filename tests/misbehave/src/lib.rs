@@ -5,7 +5,9 @@
 //! `other:NAME` it sends through account NAME, which the step did not name, with `probe` it
 //! tries to escape the sandbox (read files, list the environment, open a socket to the
 //! port in the text, flood stdout) and reports what happened in the receipt's reference;
-//! any other subject sends a minimal message, so a test can see the host serve the next
+//! with `remember` it reports what an earlier call left in its memory (a counter and a
+//! 256 KB buffer among its statics, and a marked 256 KB heap allocation), then leaves
+//! its own marks there; any other subject sends a minimal message, so a test can see the host serve the next
 //! call. `read-mailbox` reads only each message's Subject and Message-ID.
 
 wit_bindgen::generate!({
@@ -19,6 +21,32 @@ use flowmail::mail::transport::{self, Envelope};
 use flowmail::mail::types::{MailError, OutgoingMessage, ReceivedMessage};
 
 struct Misbehave;
+
+/// What `remember` leaves behind in static memory.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static mut RESIDUE: [u8; 256 << 10] = [0; 256 << 10];
+
+/// What an earlier `remember` left: the calls counted, the static buffer's marked bytes,
+/// and whether a fresh heap allocation of the same size (not zeroed by the allocator's
+/// contract, `Vec::with_capacity`) still held the earlier call's mark; then marks all
+/// three.
+fn remember() -> String {
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the component runs one call at a time on one thread.
+    let statics = unsafe { &mut *std::ptr::addr_of_mut!(RESIDUE) };
+    let marked = statics.iter().filter(|b| **b != 0).count();
+    statics.fill(0xA5);
+    let mut heap: Vec<u8> = Vec::with_capacity(256 << 10);
+    // Volatile reads of whatever the fresh allocation's memory holds (a plugin peeking
+    // at it on purpose).
+    let heap_marked = (0..heap.capacity())
+        // SAFETY: within the allocation; any byte value is a valid u8.
+        .filter(|i| unsafe { heap.as_ptr().add(*i).read_volatile() } == 0x5A)
+        .count();
+    heap.resize(256 << 10, 0x5A);
+    std::hint::black_box(&heap);
+    format!("calls {calls}, static bytes marked {marked}, heap bytes marked {heap_marked}")
+}
 
 /// Recurses until the stack runs out.
 fn deep(n: u64) -> u64 {
@@ -84,6 +112,14 @@ impl Guest for Misbehave {
                     size: 0,
                 })
             }
+            "remember" => Ok(Receipt {
+                message_id: "remember@example.com".into(),
+                accepted: Vec::new(),
+                transport: "remember".into(),
+                status: transport::DeliveryStatus::Queued,
+                reference: Some(remember()),
+                size: 0,
+            }),
             "probe" => {
                 let report = probe(message.text.as_deref().unwrap_or_default());
                 Ok(Receipt {
