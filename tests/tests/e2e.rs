@@ -313,14 +313,20 @@ async fn a_plugin_reaches_only_the_accounts_its_step_names_and_runaway_plugins_a
     assert_eq!(receipt.accepted, ["ops@demo.example"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_steps_than_instance_slots_wait_for_a_slot_and_all_run() {
+/// The demo workspace with a pool of one plugin instance (`runtime.max_instances = 1`).
+fn pool_of_one() -> Workspace {
     let ws = Workspace::new("").unwrap();
     let config = std::fs::read_to_string(ws.path().join("flowmail.toml"))
         .unwrap()
         .replace("[runtime]\n", "[runtime]\nmax_instances = 1\n");
     assert!(config.contains("max_instances = 1"));
     ws.write_config(config).unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_steps_than_instance_slots_wait_for_a_slot_and_all_run() {
+    let ws = pool_of_one();
     let (app, _) = ws.app(None, Audit::default()).unwrap();
     // Twelve steps on two threads and a pool of one instance: a step that finds the slot
     // taken waits for it; without the wait, the pool refuses the second instance.
@@ -345,12 +351,7 @@ async fn more_steps_than_instance_slots_wait_for_a_slot_and_all_run() {
 async fn nothing_of_one_step_reaches_the_next_through_a_reused_slot() {
     // A pool of one: every step runs in the same slot, reset in between (by PAGEMAP_SCAN
     // where the kernel has it, else by madvise).
-    let ws = Workspace::new("").unwrap();
-    let config = std::fs::read_to_string(ws.path().join("flowmail.toml"))
-        .unwrap()
-        .replace("[runtime]\n", "[runtime]\nmax_instances = 1\n");
-    assert!(config.contains("max_instances = 1"));
-    ws.write_config(config).unwrap();
+    let ws = pool_of_one();
     let (app, _) = ws.app(Some(MISBEHAVE_PLUGIN), Audit::default()).unwrap();
     for step in 0..20 {
         let receipt = app
