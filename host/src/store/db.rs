@@ -86,14 +86,32 @@ macro_rules! args {
 }
 pub(crate) use args;
 
-/// The pool and its dialect.
+/// The pools and their dialect. On SQLite, writes go through one connection of their
+/// own: the process's writers queue for it in order instead of meeting on SQLite's write
+/// lock, whose busy handler sleeps for growing spans (up to 100 ms) and leaves the lock
+/// idle meanwhile; reads use the other connections and, in the write-ahead log, never
+/// wait for a writer. On PostgreSQL both are one pool.
 #[derive(Clone)]
 pub struct Db {
+    /// For reads.
     pub pool: AnyPool,
+    /// For writes and transactions.
+    pub writer: AnyPool,
     pub dialect: Dialect,
 }
 
 impl Db {
+    /// The pool for `sql`: the readers' for a plain `SELECT`, the writer's for anything
+    /// else (`UPDATE ... RETURNING` reads rows too, but writes).
+    pub fn pool_for(&self, sql: &str) -> &AnyPool {
+        let head = sql.trim_start().get(..6).unwrap_or_default();
+        if head.eq_ignore_ascii_case("select") {
+            &self.pool
+        } else {
+            &self.writer
+        }
+    }
+
     /// `sql` for this dialect: `$N` parameters become SQLite's `?N` (bound by number, so a
     /// parameter may come back out of order), and `{seq}` names the column that keeps
     /// insertion order (SQLite's `rowid`, a `seq` column on PostgreSQL). `{now}` is the
@@ -184,6 +202,23 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(
     Ok(())
 }
 
+/// A pool of at most `size` connections to `url`.
+async fn pool(url: &str, dialect: Dialect, size: u32) -> std::result::Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    sqlite_pragmas(conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .connect(url)
+        .await
+}
+
 /// How long a dropped store waits for its connections to close.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -193,10 +228,11 @@ impl Drop for Conn {
             // Closed connections checkpoint SQLite's log into the database file and
             // remove it. The wait is bounded: the store may be dropped inside another
             // runtime, where it must not hang.
-            let pool = self.db.pool.clone();
+            let (pool, writer) = (self.db.pool.clone(), self.db.writer.clone());
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             rt.spawn(async move {
                 pool.close().await;
+                writer.close().await;
                 let _ = tx.send(());
             });
             let _ = rx.recv_timeout(CLOSE_WAIT);
@@ -229,24 +265,25 @@ impl Conn {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         runtime.spawn(async move {
             let result = async {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(if dialect == Dialect::Sqlite { 4 } else { 8 })
-                    .after_connect(move |conn, _| {
-                        Box::pin(async move {
-                            if dialect == Dialect::Sqlite {
-                                sqlite_pragmas(conn).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .acquire_timeout(std::time::Duration::from_secs(30))
-                    .connect(&url)
-                    .await
-                    .map_err(|source| StoreError::Sql {
-                        path: connect_name.clone(),
-                        source,
-                    })?;
-                let db = Db { pool, dialect };
+                let sql = |source| StoreError::Sql {
+                    path: connect_name.clone(),
+                    source,
+                };
+                // The writer first: it creates a new SQLite file, and migrates.
+                let (writers, readers) = match dialect {
+                    Dialect::Sqlite => (1, 3),
+                    Dialect::Postgres => (8, 0),
+                };
+                let writer = pool(&url, dialect, writers).await.map_err(sql)?;
+                let pool = match readers {
+                    0 => writer.clone(),
+                    n => pool(&url, dialect, n).await.map_err(sql)?,
+                };
+                let db = Db {
+                    pool,
+                    writer,
+                    dialect,
+                };
                 migrations::migrate(&db, &connect_name).await?;
                 Ok(db)
             }
@@ -300,7 +337,7 @@ impl Conn {
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
             bind(sqlx::query(sql), args)
-                .execute(&db.pool)
+                .execute(&db.writer)
                 .await
                 .map(|r| r.rows_affected())
                 .map_err(err)
@@ -317,8 +354,9 @@ impl Conn {
         let err = self.sql_err();
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
+            let pool = db.pool_for(&sql.0).clone();
             let rows = bind(sqlx::query(sql), args)
-                .fetch_all(&db.pool)
+                .fetch_all(&pool)
                 .await
                 .map_err(&err)?;
             rows.iter().map(|r| map(r).map_err(&err)).collect()
@@ -335,8 +373,9 @@ impl Conn {
         let err = self.sql_err();
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
+            let pool = db.pool_for(&sql.0).clone();
             let row = bind(sqlx::query(sql), args)
-                .fetch_optional(&db.pool)
+                .fetch_optional(&pool)
                 .await
                 .map_err(&err)?;
             row.as_ref().map(|r| map(r).map_err(&err)).transpose()
@@ -354,7 +393,7 @@ impl Conn {
     {
         let err = self.sql_err();
         self.run(move |db| async move {
-            let tx = db.pool.begin().await.map_err(&err)?;
+            let tx = db.writer.begin().await.map_err(&err)?;
             let (value, tx) = f(db, tx).await?;
             tx.commit().await.map_err(&err)?;
             Ok(value)

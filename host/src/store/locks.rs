@@ -292,7 +292,7 @@ async fn renew(conn: Weak<Conn>, leases: Weak<Leases>) {
         let owner = leases.owner.clone();
         drop(conn);
         let renewed = db::bind(sqlx::query(sql), args![&owner, LEASE_TTL.as_secs() as i64])
-            .fetch_all(&db.pool)
+            .fetch_all(&db.writer)
             .await;
         let renewed: Vec<(String, i64)> = match renewed {
             Ok(rows) => rows
