@@ -4,7 +4,29 @@
 //! IDLE answers and runs of the others. Elsewhere (a current-thread runtime, a plain
 //! thread) the call simply runs.
 
+use std::time::Duration;
+
 use tokio::runtime::{Handle, RuntimeFlavor};
+
+/// At most this many threads take over a worker's tasks while it blocks, or run
+/// `spawn_blocking` work. tokio's default, 512, let a thousand triggers starting at once
+/// grow the process to 500 threads, each with its stack and allocator arena; their
+/// creation, and their exit ten seconds later, cost more CPU than the work they did. A
+/// blocked call beyond the bound still runs; only the hand-over of its worker's other
+/// tasks waits for a thread.
+const MAX_BLOCKING_THREADS: usize = 32;
+
+/// How long an idle blocking thread is kept for the next call.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+/// The multi-threaded runtime of the commands that talk to servers or run the plugin.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_keep_alive(KEEP_ALIVE)
+        .enable_all()
+        .build()
+}
 
 /// Runs `f`, keeping the async worker it is called on free for other tasks meanwhile.
 pub fn off_async<T>(f: impl FnOnce() -> T) -> T {

@@ -173,7 +173,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         None => Plugin::Embedded,
     };
     // Only the commands that talk to servers or run the plugin start the async runtime.
-    let runtime = || tokio::runtime::Runtime::new().context("starting the async runtime");
+    let runtime = || flowmail::blocking::runtime().context("starting the async runtime");
     match &cli.command {
         Command::Check { workflow } => cli::check(config, workflow),
         Command::Status { json } => cli::status(config, *json),
