@@ -45,9 +45,14 @@ pub struct Workers<'a> {
 impl Workers<'_> {
     /// Runs the workers until `stop` turns true; a send under way finishes first.
     pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        // Held by the one idle worker that looks again on a timer; the other idle
+        // workers wait until it finds mail or this process queues some, so an idle
+        // process wakes for one look at a time, not one per worker.
+        let lead = tokio::sync::Mutex::new(());
         let workers = (0..self.config.workers.max(1)).map(|i| {
             let stop = stop.clone();
-            async move { self.worker(i, stop).await }
+            let lead = &lead;
+            async move { self.worker(i, lead, stop).await }
         });
         tokio::join!(
             futures_util::future::join_all(workers),
@@ -75,7 +80,12 @@ impl Workers<'_> {
         }
     }
 
-    async fn worker(&self, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn worker(
+        &self,
+        index: usize,
+        lead: &tokio::sync::Mutex<()>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let owner = format!("{}:{}:{index}", self.node, std::process::id());
         let mut backoff = super::IdleBackoff::new(IDLE_MAX);
         loop {
@@ -83,9 +93,9 @@ impl Workers<'_> {
                 return;
             }
             // Registered before the look, so that mail queued during it is not missed.
-            let queued = QUEUED.notified();
-            tokio::pin!(queued);
-            queued.as_mut().enable();
+            let woken = QUEUED.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let store = self.app.store().clone();
             let (dc, who, node) = (self.data_center.clone(), owner.clone(), self.node.clone());
             let until = crate::unix_now() + LEASE.as_secs() as i64;
@@ -95,15 +105,25 @@ impl Workers<'_> {
             match claimed {
                 Ok(Ok(Some(job))) => {
                     backoff.worked();
+                    // More may be due: the idle workers look too.
+                    queued();
                     self.deliver(&owner, job).await;
                 }
-                Ok(Ok(None)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.idle()) => {}
-                        () = &mut queued => backoff.worked(),
-                        _ = stop.changed() => {}
+                Ok(Ok(None)) => match lead.try_lock() {
+                    Ok(_leading) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.idle()) => {}
+                            () = &mut woken => backoff.worked(),
+                            _ = stop.changed() => {}
+                        }
                     }
-                }
+                    Err(_) => {
+                        tokio::select! {
+                            () = &mut woken => backoff.worked(),
+                            _ = stop.changed() => {}
+                        }
+                    }
+                },
                 Ok(Err(e)) => {
                     tracing::warn!("outbox: claiming a message failed: {e}; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
