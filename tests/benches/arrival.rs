@@ -40,8 +40,13 @@ fn main() {
     let stack = MailStack::start_with(
         None,
         &format!(
-            "service imap {{\n  process_limit = {limit}\n}}\nservice imap-login {{\n  process_limit = {limit}\n}}\n\
+            "service imap {{\n  process_limit = {limit}\n}}\n\
+             service imap-login {{\n  process_limit = {limit}\n  service_count = 0\n  process_min_avail = 2\n  client_limit = {limit}\n}}\n\
              default_client_limit = {clients}\n",
+            // imap-login in dovecot's high-performance mode (`service_count = 0`): a few
+            // login processes each take many connections, instead of a process forked per
+            // login, whose cost on a 2-core machine shared with serve made dovecot, not
+            // flowmail, the limit of the start-up (14.7 s against 8.5 s for 1,000).
             // Every login process and every imap process holds a connection to the auth
             // and anvil services, whose limit is default_client_limit (1,000): past 500
             // mailboxes, logins stalled for 10 s at a time.
