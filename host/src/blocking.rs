@@ -10,8 +10,8 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// At most this many threads take over a worker's tasks while it blocks, or run
 /// `spawn_blocking` work. tokio's default, 512, let a thousand triggers starting at once
-/// grow the process to 500 threads, each with its stack and allocator arena; their
-/// creation, and their exit ten seconds later, cost more CPU than the work they did. A
+/// grow the process to 514 threads, each with its stack and allocator arena (147 MB
+/// resident against 113 MB bounded), all exiting ten seconds later at once. A
 /// blocked call beyond the bound still runs; only the hand-over of its worker's other
 /// tasks waits for a thread.
 const MAX_BLOCKING_THREADS: usize = 32;
