@@ -206,6 +206,9 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(
 async fn pool(url: &str, dialect: Dialect, size: u32) -> std::result::Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(size)
+        // A SQLite connection is a file, not a peer that may have gone away: pinging it
+        // before each query only cost two more thread hand-overs.
+        .test_before_acquire(dialect == Dialect::Postgres)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if dialect == Dialect::Sqlite {
@@ -305,7 +308,7 @@ impl Conn {
         }
     }
 
-    /// Runs `f` on the store's runtime and waits for it. Callers in async code on the
+    /// Runs `f` with the store's runtime and waits for it. Callers in async code on the
     /// multi-threaded runtime hand their worker's other tasks on while they wait.
     pub fn run<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T>
     where
@@ -316,11 +319,24 @@ impl Conn {
             return Err(StoreError::Closed);
         };
         let fut = f(self.db.clone());
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        crate::blocking::off_async(|| rx.recv()).map_err(|_| StoreError::Closed)?
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // Outside any runtime, or on a worker of the multi-threaded one (which hands
+            // its other tasks on meanwhile), the calling thread drives the query itself,
+            // with the store runtime's timers: no hand-over to the store's thread and back.
+            Err(_) => rt.handle().block_on(fut),
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| rt.handle().block_on(fut))
+            }
+            // A current-thread runtime cannot be left for `block_on`: the store's thread
+            // runs the query.
+            Ok(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                rt.spawn(async move {
+                    let _ = tx.send(fut.await);
+                });
+                rx.recv().map_err(|_| StoreError::Closed)?
+            }
+        }
     }
 
     pub(super) fn sql_err(&self) -> impl Fn(sqlx::Error) -> StoreError + Send + Sync + 'static {
