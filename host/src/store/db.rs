@@ -1,8 +1,9 @@
 //! The database under the store: SQLite (a file, the embedded default) or PostgreSQL (a
 //! URL, shared by several nodes), through sqlx's `Any` driver. Queries are written once,
 //! with `$1`-style parameters; the few places where the two dialects differ are spelled
-//! per dialect here. The store's calls stay synchronous for its callers: each runs on the
-//! store's own runtime thread, which owns the pool's connections.
+//! per dialect here. The store's calls stay synchronous for its callers: the calling
+//! thread drives each query with the store's own runtime, whose thread keeps the pools'
+//! timers and background work.
 
 use std::future::Future;
 
