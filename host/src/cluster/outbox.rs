@@ -109,21 +109,22 @@ impl Workers<'_> {
                     queued();
                     self.deliver(&owner, job).await;
                 }
-                Ok(Ok(None)) => match lead.try_lock() {
-                    Ok(_leading) => {
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff.idle()) => {}
-                            () = &mut woken => backoff.worked(),
-                            _ = stop.changed() => {}
+                Ok(Ok(None)) => {
+                    // Only the leading idle worker has a timer; the others are woken.
+                    let leading = lead.try_lock().ok();
+                    let wait = leading.as_ref().map(|_| backoff.idle());
+                    let timer = async {
+                        match wait {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => std::future::pending().await,
                         }
+                    };
+                    tokio::select! {
+                        () = timer => {}
+                        () = &mut woken => backoff.worked(),
+                        _ = stop.changed() => {}
                     }
-                    Err(_) => {
-                        tokio::select! {
-                            () = &mut woken => backoff.worked(),
-                            _ = stop.changed() => {}
-                        }
-                    }
-                },
+                }
                 Ok(Err(e)) => {
                     tracing::warn!("outbox: claiming a message failed: {e}; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
