@@ -36,6 +36,39 @@ pub fn flowmail_bin() -> PathBuf {
     bin
 }
 
+/// A process a test started, killed when the test ends, also when it fails: a `serve`
+/// left behind by a failed assertion would run on, taking CPU from the tests after it.
+pub struct Process(std::process::Child);
+
+impl From<std::process::Child> for Process {
+    fn from(child: std::process::Child) -> Self {
+        Self(child)
+    }
+}
+
+impl std::ops::Deref for Process {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Established TCP connections to `port` on this machine, counted on the clients' side
 /// (the server's ends have `port` as their local port and are not counted).
 pub fn connections_to(port: u16) -> usize {

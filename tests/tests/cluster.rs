@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ fn workspace(stack: &MailStack, url: &str, name: &str, dc: &str) -> Workspace {
 }
 
 /// `flowmail serve --web-only` (the settings page and the delivery workers) in `ws`.
-fn serve(ws: &Workspace) -> Child {
+fn serve(ws: &Workspace) -> flowmail_tests::Process {
     let log = |name: &str| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -59,6 +59,7 @@ fn serve(ws: &Workspace) -> Child {
         .stderr(log("serve.err"))
         .spawn()
         .unwrap()
+        .into()
 }
 
 fn wait_alive(store: &Store, names: &[&str]) {

@@ -45,11 +45,12 @@ fn serve_refuses_more_triggers_than_its_open_files_allow_and_raises_its_soft_lim
     // 100 triggers hold 100 descriptors (200 on SQLite, with their lock files); with the
     // reserve of 128, more than 200.
     let (ws, names) = triggers(100);
-    let mut refused = serve(&ws, &names, 200, 64)
+    let mut refused: flowmail_tests::Process = serve(&ws, &names, 200, 64)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(ws.path().join("refused.err")).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
     let started = Instant::now();
     let status = loop {
         if let Some(status) = refused.try_wait().unwrap() {
@@ -78,11 +79,12 @@ fn serve_refuses_more_triggers_than_its_open_files_allow_and_raises_its_soft_lim
     );
 
     // With a hard limit of 400 they fit: the soft limit of 64 is raised to it.
-    let mut child = serve(&ws, &names, 400, 64)
+    let mut child: flowmail_tests::Process = serve(&ws, &names, 400, 64)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(ws.path().join("serve.err")).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
     let limits = format!("/proc/{}/limits", child.id());
     let started = Instant::now();
     let soft = loop {

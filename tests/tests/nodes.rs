@@ -20,12 +20,12 @@ fn node_workspace(url: &str, name: &str, dc: &str) -> Workspace {
     .unwrap()
 }
 
-fn serve(ws: &Workspace) -> Child {
+fn serve(ws: &Workspace) -> flowmail_tests::Process {
     spawn(ws, &["serve", "--web-only"])
 }
 
 /// `flowmail ARGS` in the background, its output kept in the workspace.
-fn spawn(ws: &Workspace, args: &[&str]) -> Child {
+fn spawn(ws: &Workspace, args: &[&str]) -> flowmail_tests::Process {
     Command::new(flowmail_tests::flowmail_bin())
         .current_dir(ws.path())
         .args(args)
@@ -33,6 +33,7 @@ fn spawn(ws: &Workspace, args: &[&str]) -> Child {
         .stderr(std::fs::File::create(ws.path().join("serve.err")).unwrap())
         .spawn()
         .unwrap()
+        .into()
 }
 
 /// `flowmail nodes --json`, by name: (data center, state).
@@ -198,7 +199,7 @@ fn trigger_workspace(
     ws
 }
 
-fn serve_trigger(ws: &Workspace) -> Child {
+fn serve_trigger(ws: &Workspace) -> flowmail_tests::Process {
     spawn(ws, &["serve", "forward.yaml"])
 }
 

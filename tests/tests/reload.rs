@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use flowmail_tests::{MISBEHAVE_PLUGIN, Workspace};
+use flowmail_tests::{MISBEHAVE_PLUGIN, Process, Workspace};
 
 const CONFIG: &str = "[node]\nheartbeat_secs = 1\n[web]\nlisten = \"127.0.0.1:0\"\n\
     [runtime]\ncache_dir = \"var/cache\"\n\
@@ -109,7 +109,7 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
     let plugin = ws.path().join("plugin.wasm");
     std::fs::write(&plugin, flowmail::DEFAULT_PLUGIN).unwrap();
 
-    let mut serve = Command::new(flowmail_tests::flowmail_bin())
+    let mut serve: Process = Command::new(flowmail_tests::flowmail_bin())
         .current_dir(ws.path())
         .args([
             "--plugin",
@@ -120,7 +120,8 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
         .stdout(std::fs::File::create(ws.path().join("serve.out")).unwrap())
         .stderr(std::fs::File::create(ws.path().join("serve.err")).unwrap())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
 
     // The flowmail plugin composes a full message.
     deliver(&ws, 1);
@@ -130,7 +131,11 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
         "{first}"
     );
     let shown = status(&ws);
-    assert!(shown.contains("plugin.wasm (sha256 "), "{shown}");
+    assert!(
+        shown.contains("plugin.wasm (sha256 "),
+        "{shown}\nserve said:\n{}",
+        stderr(&ws)
+    );
 
     // A SIGHUP with the misbehaving plugin in place: the next run is its, and the trigger
     // never stopped watching.

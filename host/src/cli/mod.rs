@@ -262,6 +262,8 @@ pub async fn serve(
     };
     // The plugin compiles before anything is served: a broken one stops the start.
     app.runtime()?;
+    node.beat_now();
+    reload::serving(&app, &config.node.name());
     let serving = flowmail::workflow::serve::Serving {
         app: app.clone(),
         events: events.clone(),

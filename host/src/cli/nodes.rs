@@ -63,14 +63,27 @@ impl Registered {
             let beat =
                 tokio::task::spawn_blocking(move || store.heartbeat(&name, &host, pid)).await;
             match beat {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => tracing::error!(
-                    "node `{}`: another process took over the node's name; give each node its own [node] name",
-                    self.name
-                ),
-                Ok(Err(e)) => tracing::warn!("node `{}`: the heartbeat failed: {e}", self.name),
+                Ok(beat) => self.beaten(beat),
                 Err(e) => tracing::warn!("node `{}`: the heartbeat failed: {e}", self.name),
             }
+        }
+    }
+
+    /// One beat now, on this thread. `serve` beats once the plugin is compiled, which can
+    /// take longer than three beats, so that the node is not shown dead as its first
+    /// steps run.
+    pub fn beat_now(&self) {
+        self.beaten(self.store.heartbeat(&self.name, &self.host, self.pid));
+    }
+
+    fn beaten(&self, beat: Result<bool, flowmail::store::StoreError>) {
+        match beat {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                "node `{}`: another process took over the node's name; give each node its own [node] name",
+                self.name
+            ),
+            Err(e) => tracing::warn!("node `{}`: the heartbeat failed: {e}", self.name),
         }
     }
 

@@ -20,10 +20,9 @@ pub fn listen() -> Option<Signal> {
     }
 }
 
-/// Records the plugin in force on the node, then reloads it at every SIGHUP.
+/// Reloads the plugin at every SIGHUP, recording the outcome on the node.
 pub async fn on_hangup(hangup: Option<Signal>, app: Arc<App>, node: String) {
     let pid = std::process::id();
-    record(&app, &node, pid, None);
     let Some(mut hangup) = hangup else {
         return std::future::pending().await;
     };
@@ -50,6 +49,12 @@ pub async fn on_hangup(hangup: Option<Signal>, app: Arc<App>, node: String) {
         }
         record(&app, &node, pid, error.as_deref());
     }
+}
+
+/// Records the plugin in force on the node; `serve` calls it before the first step, so
+/// that `status` names the plugin of every run it shows.
+pub fn serving(app: &App, node: &str) {
+    record(app, node, std::process::id(), None);
 }
 
 fn record(app: &App, node: &str, pid: u32, error: Option<&str>) {

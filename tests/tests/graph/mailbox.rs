@@ -4,7 +4,7 @@
 //! `kill -9` of `flowmail serve` and an expired delta link.
 
 use std::collections::HashMap;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowmail::workflow::{RunOptions, Runner, Workflow};
@@ -177,7 +177,7 @@ async fn the_size_cap_and_an_unknown_folder_on_graph() {
 }
 
 /// `flowmail serve` of the workspace's workflow, as its own process.
-fn serve(ws: &Workspace) -> Child {
+fn serve(ws: &Workspace) -> flowmail_tests::Process {
     Command::new(flowmail_tests::flowmail_bin())
         .current_dir(ws.path())
         .args(["serve", "workflows/graph-mail.yaml"])
@@ -186,6 +186,7 @@ fn serve(ws: &Workspace) -> Child {
         .stderr(std::fs::File::create(ws.path().join("serve.err")).unwrap())
         .spawn()
         .unwrap()
+        .into()
 }
 
 async fn wait_for_runs(ws: &Workspace, n: usize, timeout: Duration) {

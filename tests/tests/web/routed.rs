@@ -2,10 +2,11 @@
 //! of that data center, as its mail does; with no node alive there, the page says so
 //! with the last heartbeat seen.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowmail::store::Store;
+use flowmail_tests::Process;
 use flowmail_tests::postgres::Postgres;
 use flowmail_tests::stack::{MailStack, PASSWORD as MAIL_PASSWORD};
 
@@ -39,7 +40,7 @@ fn wait_for_node(store: &Store, name: &str, state: &str) {
     }
 }
 
-fn serve_node(ws: &Workspace) -> Child {
+fn serve_node(ws: &Workspace) -> Process {
     Command::new(flowmail_tests::flowmail_bin())
         .current_dir(ws.path())
         .args(["serve", "--web-only"])
@@ -47,6 +48,7 @@ fn serve_node(ws: &Workspace) -> Child {
         .stderr(std::fs::File::create(ws.path().join("serve.err")).unwrap())
         .spawn()
         .unwrap()
+        .into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
