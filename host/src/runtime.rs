@@ -7,19 +7,21 @@ use std::time::Duration;
 
 pub mod cache;
 mod epoch;
+mod prepared;
 mod returns;
 
 use self::epoch::{Running, TICK};
+use self::prepared::Prepared;
 use self::returns::{check_page, check_receipt};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Instance, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::bindings::MailError;
 use crate::bindings::actions::{Filter, MailboxPage, Receipt};
 use crate::bindings::mailbox::{Cursor, SizeCap};
 use crate::bindings::types::OutgoingMessage;
-use crate::bindings::{MailError, MailPlugin, MailPluginPre};
 use crate::caps::{self, Audit, Capabilities, Live};
 
 /// Per-call limits.
@@ -130,7 +132,7 @@ pub struct Runtime {
     engine: Engine,
     /// The plugin steps start on; [`Runtime::swap`] replaces it between steps, and a step
     /// under way finishes on the one it started with.
-    pre: std::sync::RwLock<Arc<MailPluginPre<StepState>>>,
+    pre: std::sync::RwLock<Arc<Prepared>>,
     caps: Arc<Live>,
     limits: Limits,
     audit: Audit,
@@ -251,8 +253,8 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<StepState>> {
 }
 
 /// Links `component` against the host, checking that it implements the world.
-fn prepare(engine: &Engine, component: &Component) -> wasmtime::Result<MailPluginPre<StepState>> {
-    MailPluginPre::new(linker(engine)?.instantiate_pre(component)?)
+fn prepare(engine: &Engine, component: &Component) -> wasmtime::Result<Prepared> {
+    Prepared::new(&linker(engine)?, component)
 }
 
 impl Runtime {
@@ -293,7 +295,7 @@ impl Runtime {
             .map_err(|e| StepError::Trap(format!("no instance slot: {e}")))
     }
 
-    fn current(&self) -> Arc<MailPluginPre<StepState>> {
+    fn current(&self) -> Arc<Prepared> {
         match self.pre.read() {
             Ok(pre) => pre.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -339,12 +341,19 @@ impl Runtime {
         store
     }
 
-    async fn instantiate(&self, store: &mut Store<StepState>) -> Result<MailPlugin, StepError> {
-        let pre = self.current();
-        match pre.instantiate_async(&mut *store).await {
-            Ok(plugin) => Ok(plugin),
-            Err(e) => Err(self.classify(store, e)),
-        }
+    /// A fresh instance of the current plugin in `store`, and the action `pick` looks up
+    /// in it.
+    async fn instantiate<F>(
+        &self,
+        store: &mut Store<StepState>,
+        pick: impl FnOnce(&Prepared, &mut Store<StepState>, &Instance) -> wasmtime::Result<F>,
+    ) -> Result<F, StepError> {
+        let prepared = self.current();
+        let action = async {
+            let instance = prepared.instantiate(&mut *store).await?;
+            pick(&prepared, &mut *store, &instance)
+        };
+        action.await.map_err(|e| self.classify(store, e))
     }
 
     fn classify(&self, store: &Store<StepState>, e: wasmtime::Error) -> StepError {
@@ -377,14 +386,11 @@ impl Runtime {
         );
         let _slot = self.slot().await?;
         let mut store = self.store(step, caps::Scope::of(named));
-        let plugin = self.instantiate(&mut store).await?;
+        let send_mail = self.instantiate(&mut store, Prepared::send_mail).await?;
         self.audit
             .record(|| format!("export actions.send-mail account={account} message={message:?}"));
-        let result = plugin
-            .flowmail_mail_actions()
-            .call_send_mail(&mut store, account, message)
-            .await;
-        let result = result.map_err(|e| self.classify(&store, e))?;
+        let result = send_mail.call_async(&mut store, (account, message)).await;
+        let (result,) = result.map_err(|e| self.classify(&store, e))?;
         drop(store);
         if let Ok(receipt) = &result {
             check_receipt(receipt, message)?;
@@ -406,17 +412,16 @@ impl Runtime {
     ) -> Result<MailboxPage, StepError> {
         let _slot = self.slot().await?;
         let mut store = self.store(step, caps::Scope::of([account.to_owned()]));
-        let plugin = self.instantiate(&mut store).await?;
+        let read_mailbox = self.instantiate(&mut store, Prepared::read_mailbox).await?;
         self.audit.record(|| {
             format!(
                 "export actions.read-mailbox account={account} filter={filter:?} after={after:?}"
             )
         });
-        let result = plugin
-            .flowmail_mail_actions()
-            .call_read_mailbox(&mut store, account, filter, after.as_ref(), limit, cap)
+        let result = read_mailbox
+            .call_async(&mut store, (account, filter, after.as_ref(), limit, cap))
             .await;
-        let result = result.map_err(|e| self.classify(&store, e))?;
+        let (result,) = result.map_err(|e| self.classify(&store, e))?;
         drop(store);
         if let Ok(page) = &result {
             check_page(page, limit)?;
