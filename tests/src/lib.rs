@@ -60,6 +60,19 @@ impl std::ops::DerefMut for Process {
     }
 }
 
+impl Process {
+    /// `kill SIGNAL` of the process, `SIGNAL` as `kill` takes it (`-HUP`, `-TERM`).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "kill {signal}: {status:?}"
+        );
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -201,6 +214,43 @@ fn with_store_url(config: &str, url: &str) -> String {
 }
 
 impl Workspace {
+    /// A workspace for `serve`: account `box` reads the Maildir `Maildir/` and sends to the
+    /// file outbox, and `forward.yaml` sends each new message's subject on from it.
+    /// `runtime` is added to the `[runtime]` section.
+    pub fn forwarding(runtime: &str) -> anyhow::Result<Self> {
+        let ws = Self::with_config(&format!(
+            "[node]\nheartbeat_secs = 1\n[web]\nlisten = \"127.0.0.1:0\"\n\
+             [runtime]\ncache_dir = \"var/cache\"\n{runtime}\n\
+             [accounts.box]\nfrom = \"Flows <flows@demo.example>\"\n\
+             [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+             [accounts.box.mailbox]\nkind = \"maildir\"\npath = \"Maildir\"\n"
+        ))?;
+        for d in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(ws.path().join("Maildir").join(d))?;
+        }
+        std::fs::write(
+            ws.path().join("forward.yaml"),
+            "name: forward\ntrigger:\n  mailbox:\n    account: box\nsteps:\n\
+             \x20 - id: send\n    action: send-mail\n    with:\n      account: box\n      message:\n\
+             \x20       to: ops@demo.example\n        subject: \"${{ trigger.message.subject }}\"\n        text: forwarded\n",
+        )?;
+        Ok(ws)
+    }
+
+    /// What `flowmail status` prints in this workspace.
+    pub fn status(&self) -> String {
+        let out = std::process::Command::new(flowmail_bin())
+            .current_dir(self.path())
+            .arg("status")
+            .output();
+        assert!(
+            out.as_ref().is_ok_and(|o| o.status.success()),
+            "flowmail status failed: {out:?}"
+        );
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn new(extra_config: &str) -> anyhow::Result<Self> {
         let config = std::fs::read_to_string(repo().join("flowmail.toml"))?;
         Self::with_config(&format!("{config}\n{extra_config}"))

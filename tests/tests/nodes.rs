@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowmail_tests::Workspace;
@@ -113,11 +113,7 @@ fn nodes_register_beat_and_are_told_dead_or_stopped() {
     // kill -9: no more beats, so dead after three missed; SIGTERM: stopped at once.
     a1_proc.kill().unwrap();
     a1_proc.wait().unwrap();
-    let term = Command::new("kill")
-        .args(["-TERM", &b1_proc.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    b1_proc.signal("-TERM");
     b1_proc.wait().unwrap();
     wait_for(
         &a2,
@@ -335,15 +331,6 @@ fn a_trigger_runs_on_one_node_of_its_data_center_and_moves_when_that_node_dies()
     eprintln!("a2 took the trigger over {took:?} after a1 was killed");
 }
 
-/// `kill -SIGNAL` of `child`.
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn a_paused_node_loses_its_trigger_and_stands_down_when_it_wakes() {
     let pg = Postgres::start().unwrap();
@@ -361,7 +348,7 @@ fn a_paused_node_loses_its_trigger_and_stands_down_when_it_wakes() {
         &[("a1", "a", "alive"), ("a2", "a", "alive")],
     );
     // Paused, not dead: its connections stay open, but its lease runs out.
-    signal(&first, "-STOP");
+    first.signal("-STOP");
     wait_for_runs(
         shared.path(),
         100,
@@ -370,7 +357,7 @@ fn a_paused_node_loses_its_trigger_and_stands_down_when_it_wakes() {
     );
     deliver(shared.path(), 100, 150);
     wait_for_runs(shared.path(), 150, Duration::from_secs(60), "a2 ran them");
-    signal(&first, "-CONT");
+    first.signal("-CONT");
     let woke = Instant::now();
     let a1_err = a1.path().join("serve.err");
     while !std::fs::read_to_string(&a1_err)

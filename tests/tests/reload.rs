@@ -6,20 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowmail_tests::{MISBEHAVE_PLUGIN, Process, Workspace};
-
-const CONFIG: &str = "[node]\nheartbeat_secs = 1\n[web]\nlisten = \"127.0.0.1:0\"\n\
-    [runtime]\ncache_dir = \"var/cache\"\n\
-    [accounts.box]\nfrom = \"Flows <flows@demo.example>\"\n\
-    [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
-    [accounts.box.mailbox]\nkind = \"maildir\"\npath = \"Maildir\"\n";
-
-const WORKFLOW: &str = "name: forward\ntrigger:\n  mailbox:\n    account: box\nsteps:\n\
-    \x20 - id: send\n    action: send-mail\n    with:\n      account: box\n      message:\n\
-    \x20       to: ops@demo.example\n        subject: \"${{ trigger.message.subject }}\"\n        text: forwarded\n";
 
 fn deliver(ws: &Workspace, n: usize) {
     std::fs::write(
@@ -77,35 +67,9 @@ fn install(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn hangup(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn status(ws: &Workspace) -> String {
-    let out = Command::new(flowmail_tests::flowmail_bin())
-        .current_dir(ws.path())
-        .arg("status")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_serving() {
-    let ws = Workspace::with_config(CONFIG).unwrap();
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(ws.path().join("Maildir").join(d)).unwrap();
-    }
-    std::fs::write(ws.path().join("forward.yaml"), WORKFLOW).unwrap();
+    let ws = Workspace::forwarding("").unwrap();
     let plugin = ws.path().join("plugin.wasm");
     std::fs::write(&plugin, flowmail::DEFAULT_PLUGIN).unwrap();
 
@@ -130,7 +94,7 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
         first.contains("MIME-Version: 1.0") && first.contains("forwarded"),
         "{first}"
     );
-    let shown = status(&ws);
+    let shown = ws.status();
     assert!(
         shown.contains("plugin.wasm (sha256 "),
         "{shown}\nserve said:\n{}",
@@ -140,7 +104,7 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
     // A SIGHUP with the misbehaving plugin in place: the next run is its, and the trigger
     // never stopped watching.
     install(&plugin, &std::fs::read(MISBEHAVE_PLUGIN).unwrap());
-    hangup(&serve);
+    serve.signal("-HUP");
     wait_for_line(&ws, "plugin reloaded: steps that start from now on run", 1);
     deliver(&ws, 2);
     let second = nth_sent(&ws, 2, "the reloaded plugin's run");
@@ -148,7 +112,7 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
         second.starts_with("Subject: msg 2\r\n\r\nok"),
         "not the misbehaving plugin's message: {second}"
     );
-    let serving = status(&ws);
+    let serving = ws.status();
 
     // Not a component, then a component of no world: refused, logged, shown in status,
     // and the misbehaving plugin goes on serving.
@@ -165,10 +129,10 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
         ),
     ] {
         install(&plugin, bytes);
-        hangup(&serve);
+        serve.signal("-HUP");
         wait_for_line(&ws, says, 1);
         assert!(stderr(&ws).contains("keeps serving"), "{}", stderr(&ws));
-        let shown = status(&ws);
+        let shown = ws.status();
         assert!(
             shown.contains("RELOAD FAILED") && shown.contains(says),
             "{shown}"
@@ -186,16 +150,16 @@ fn sighup_swaps_the_plugin_between_steps_and_a_bad_file_leaves_the_old_one_servi
             .find(|l| l.contains("plugin.wasm (sha256 "))
             .map(str::to_owned)
     };
-    assert_eq!(line(&status(&ws)), line(&serving));
+    assert_eq!(line(&ws.status()), line(&serving));
 
     // Back to the flowmail plugin: reloaded, and the failure is no longer shown.
     install(&plugin, flowmail::DEFAULT_PLUGIN);
-    hangup(&serve);
+    serve.signal("-HUP");
     wait_for_line(&ws, "plugin reloaded: steps that start from now on run", 2);
     deliver(&ws, 5);
     let fifth = nth_sent(&ws, 5, "the flowmail plugin again");
     assert!(fifth.contains("MIME-Version: 1.0"), "{fifth}");
-    assert!(!status(&ws).contains("RELOAD FAILED"));
+    assert!(!ws.status().contains("RELOAD FAILED"));
 
     // Every message ran once, and the process is still up.
     assert_eq!(ws.outbox().len(), 5);

@@ -206,6 +206,21 @@ pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Resu
     Ok(())
 }
 
+/// How long a stopping `serve` waits for its runs and sends under way before it exits
+/// anyway: longer than a step may take. A forced exit is a crash as far as the store
+/// knows: a run cut short is retried at the next start, and queued mail stays queued.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The next SIGTERM, or never where it cannot be caught.
+async fn sigterm(term: &mut Option<tokio::signal::unix::Signal>) {
+    match term.as_mut() {
+        Some(t) => {
+            t.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// `flowmail serve`: every mailbox-triggered workflow in `paths`, and the settings page,
 /// until Ctrl-C or SIGTERM; with `web_only`, the settings page alone.
 pub async fn serve(
@@ -280,22 +295,26 @@ pub async fn serve(
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signals = async move {
-        let term = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            () = sigterm(&mut term) => {}
         }
-        eprintln!("stopping: runs in progress finish first (a second Ctrl-C stops at once)");
+        eprintln!(
+            "stopping: runs in progress finish first (a second Ctrl-C or SIGTERM stops at once; in {} s the stop is forced)",
+            STOP_GRACE.as_secs()
+        );
         let _ = tx.send(true);
-        let _ = tokio::signal::ctrl_c().await;
-        std::process::exit(130);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => std::process::exit(130),
+            () = sigterm(&mut term) => std::process::exit(143),
+            () = tokio::time::sleep(STOP_GRACE) => {
+                eprintln!(
+                    "the stop did not finish within {} s: exiting now; a run cut short is retried at the next start, and queued mail stays queued",
+                    STOP_GRACE.as_secs()
+                );
+                std::process::exit(1);
+            }
+        }
     };
     let page = tokio::spawn(flowmail::web::serve(web.clone(), listener, rx.clone()));
     let workers = flowmail::cluster::outbox::Workers {

@@ -110,11 +110,7 @@ async fn validate_and_save_of_another_data_centers_account_runs_on_a_node_of_it(
         .wait_for_mail("ops@demo.example", 1, Duration::from_secs(30))
         .unwrap();
     // b1 stops: nothing of b can be tested, and the page says since when.
-    let term = Command::new("kill")
-        .args(["-TERM", &far.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    far.signal("-TERM");
     far.wait().unwrap();
     wait_for_node(&store, "b1", "stopped");
     b.click("#test-button").await.unwrap();
