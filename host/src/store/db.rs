@@ -324,9 +324,9 @@ impl Conn {
             // Outside any runtime, or on a worker of the multi-threaded one (which hands
             // its other tasks on meanwhile), the calling thread drives the query itself,
             // with the store runtime's timers: no hand-over to the store's thread and back.
-            Err(_) => rt.handle().block_on(fut),
+            Err(_) => wait(rt, fut),
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| rt.handle().block_on(fut))
+                tokio::task::block_in_place(|| wait(rt, fut))
             }
             // A current-thread runtime cannot be left for `block_on`: the store's thread
             // runs the query.
@@ -415,5 +415,34 @@ impl Conn {
             tx.commit().await.map_err(&err)?;
             Ok(value)
         })
+    }
+}
+
+/// Drives `fut` to its end on this thread, with the store runtime's I/O and timers.
+///
+/// The thread waits with `std::thread::park`, not with tokio's `block_on`: a store call
+/// made inside `Runtime::block_on` (the main task of `serve` and of the other commands)
+/// would otherwise park on the same per-thread parker as the `block_on` around it, and
+/// take the wake-up meant for that outer task. The outer task then slept on with its
+/// timers already fired: `serve` stopped beating and delivering, and ignored SIGTERM.
+fn wait<T>(rt: &tokio::runtime::Runtime, fut: impl Future<Output = T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let _context = rt.enter();
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
     }
 }

@@ -95,3 +95,47 @@ fn refuses_a_newer_schema() {
         Err(StoreError::TooNew { found: 99, .. })
     ));
 }
+
+/// A store call made inside `Runtime::block_on` must not take the wake-up meant for the
+/// task around it: a timer that fires during a slow query still wakes that task. With
+/// tokio's own `block_on` for the query, both waits shared one parker, and this hung.
+#[test]
+fn a_query_inside_block_on_leaves_the_outer_tasks_wake_up_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("s.db")).unwrap());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(async {
+            let timer = tokio::time::sleep(std::time::Duration::from_millis(5));
+            tokio::pin!(timer);
+            let mut queried = false;
+            std::future::poll_fn(|cx| {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(queried);
+                }
+                if !queried {
+                    queried = true;
+                    // Longer than the timer: it fires while the query runs.
+                    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
+                                WHERE x < 3000000) SELECT count(*) FROM c";
+                    let n = store.conn.rows(slow, db::args![], |r| db::get::<i64>(r, 0));
+                    assert_eq!(n.unwrap(), vec![3_000_000]);
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        });
+        let _ = done_tx.send(outcome);
+    });
+    let outcome = done_rx.recv_timeout(std::time::Duration::from_secs(20));
+    assert_eq!(
+        outcome,
+        Ok(true),
+        "the task around the query was never woken for its timer"
+    );
+}
