@@ -203,6 +203,22 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(
     Ok(())
 }
 
+/// How long PostgreSQL lets a session sit inside a transaction waiting for its client
+/// before it ends the session. flowmail's transactions run their statements back to
+/// back, so only a frozen process (SIGSTOP, a VM paused, a swap storm) waits this long;
+/// ending its session frees the rows it locked, which would otherwise hold up the node
+/// taking over its triggers until it woke.
+const IDLE_IN_TRANSACTION: &str = "10s";
+
+async fn postgres_session(conn: &mut sqlx::AnyConnection) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// A pool of at most `size` connections to `url`.
 async fn pool(url: &str, dialect: Dialect, size: u32) -> std::result::Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
@@ -212,8 +228,9 @@ async fn pool(url: &str, dialect: Dialect, size: u32) -> std::result::Result<Any
         .test_before_acquire(dialect == Dialect::Postgres)
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                if dialect == Dialect::Sqlite {
-                    sqlite_pragmas(conn).await?;
+                match dialect {
+                    Dialect::Sqlite => sqlite_pragmas(conn).await?,
+                    Dialect::Postgres => postgres_session(conn).await?,
                 }
                 Ok(())
             })
