@@ -207,9 +207,13 @@ pub async fn run(config: &Path, plugin: Plugin, workflow: &Path) -> anyhow::Resu
 }
 
 /// How long a stopping `serve` waits for its runs and sends under way before it exits
-/// anyway: longer than a step may take. A forced exit is a crash as far as the store
-/// knows: a run cut short is retried at the next start, and queued mail stays queued.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+/// anyway: 120 s, or 30 s more than a step may take where `runtime.step_timeout_ms` is
+/// longer. A forced exit is a crash as far as the store knows: a run cut short is
+/// retried at the next start, and queued mail stays queued.
+fn stop_grace(config: &Config) -> std::time::Duration {
+    let step = std::time::Duration::from_millis(config.runtime.step_timeout_ms);
+    std::time::Duration::from_secs(120).max(step + std::time::Duration::from_secs(30))
+}
 
 /// The next SIGTERM, or never where it cannot be caught.
 async fn sigterm(term: &mut Option<tokio::signal::unix::Signal>) {
@@ -294,6 +298,7 @@ pub async fn serve(
         }
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let grace = stop_grace(&config);
     let signals = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -301,16 +306,16 @@ pub async fn serve(
         }
         eprintln!(
             "stopping: runs in progress finish first (a second Ctrl-C or SIGTERM stops at once; in {} s the stop is forced)",
-            STOP_GRACE.as_secs()
+            grace.as_secs()
         );
         let _ = tx.send(true);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => std::process::exit(130),
             () = sigterm(&mut term) => std::process::exit(143),
-            () = tokio::time::sleep(STOP_GRACE) => {
+            () = tokio::time::sleep(grace) => {
                 eprintln!(
                     "the stop did not finish within {} s: exiting now; a run cut short is retried at the next start, and queued mail stays queued",
-                    STOP_GRACE.as_secs()
+                    grace.as_secs()
                 );
                 std::process::exit(1);
             }
@@ -435,4 +440,23 @@ fn load_all(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Vec<Workflow>>
         );
     }
     Ok(workflows)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A forced stop never cuts short a step that is still within its time limit.
+    #[test]
+    fn the_stop_grace_outlasts_the_step_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flowmail.toml");
+        for (runtime, secs) in [("", 120), ("step_timeout_ms = 300000\n", 330)] {
+            std::fs::write(&path, format!("[runtime]\n{runtime}")).unwrap();
+            let config = Config::read(&path).unwrap();
+            assert_eq!(stop_grace(&config).as_secs(), secs, "{runtime}");
+        }
+    }
 }
