@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 
 pub use self::http::http_client;
-pub use self::stream::Stream;
+pub use self::stream::{Recording, Stream};
 pub use self::tcp::{connect, resolve};
 pub use self::tls::{MinTls, TlsInfo, explain as explain_tls, handshake, tls_config};
 

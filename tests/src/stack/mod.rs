@@ -15,6 +15,9 @@ mod operate;
 
 /// The password every dovecot user has.
 pub const PASSWORD: &str = "s3cret-testpass";
+/// The one address postfix refuses at RCPT (`550 5.7.1 ... no such mailbox here`) from an
+/// authenticated client, for the refusal of one recipient among several.
+pub const REFUSED: &str = "refused@demo.example";
 
 /// A free port on 127.0.0.1.
 /// A free port for a test server, below the kernel's ephemeral range (32768 and up), so
@@ -321,7 +324,7 @@ impl MailStack {
                  smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{auth}\n\
                  smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\nsmtpd_tls_security_level = may\n\
                  smtpd_tls_auth_only = yes\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\n\
-                 smtpd_recipient_restrictions = permit_sasl_authenticated, reject\nmessage_size_limit = 52428800\n\
+                 smtpd_recipient_restrictions = check_recipient_access inline:{{ {{ {REFUSED} = REJECT no such mailbox here }} }}, permit_sasl_authenticated, reject\nmessage_size_limit = 52428800\n\
                  smtpd_error_sleep_time = 0\nsmtpd_tls_loglevel = 1\nsmtputf8_enable = no\n",
                 lmtp = ports.lmtp,
                 auth = ports.auth,

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod pipelining;
 mod self_signed;
 mod test_mail_stages;
 

@@ -5,7 +5,9 @@ mod classify;
 mod relay;
 pub(crate) mod session;
 pub mod test_mail;
+mod transaction;
 mod wire;
 
 pub use self::relay::Relay;
 pub use self::session::Auth;
+pub use self::transaction::Session;

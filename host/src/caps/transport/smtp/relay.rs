@@ -6,10 +6,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-
 use super::classify::classify;
 use super::session::{self, Auth, Failure, Stage};
+use super::transaction::{Session, queue_id};
 use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::transport::{Delivery, DeliveryStatus, Envelope};
@@ -23,7 +22,7 @@ const IDLE: Duration = Duration::from_secs(60);
 pub struct Relay {
     settings: Settings,
     auth: Auth,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Session, Instant)>>,
     /// One permit per session that may be open; a send holds one from before it takes
     /// or opens a session until the session is back in `idle` or closed, so the idle
     /// sessions and the busy ones together never exceed the limit.
@@ -60,7 +59,7 @@ impl Relay {
         }
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    fn take_idle(&self) -> Option<Session> {
         let mut idle = self.idle.lock().ok()?;
         while let Some((conn, since)) = idle.pop() {
             if since.elapsed() < IDLE && !conn.has_broken() {
@@ -70,7 +69,7 @@ impl Relay {
         None
     }
 
-    fn put_idle(&self, conn: AsyncSmtpConnection) {
+    fn put_idle(&self, conn: Session) {
         // The caller holds a permit for this session, so the pool cannot outgrow the limit.
         if let Ok(mut idle) = self.idle.lock() {
             idle.push((conn, Instant::now()));
@@ -79,7 +78,7 @@ impl Relay {
 
     /// A new session. When the server refuses an OAuth2 token, the token is refreshed
     /// and the session opened once more.
-    async fn fresh(&self) -> Result<AsyncSmtpConnection, MailError> {
+    async fn fresh(&self) -> Result<Session, MailError> {
         let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
         let started = crate::unix_now();
         let failure = match session::open(&self.settings, &self.auth, &mut |_, _, _| {}).await {
@@ -114,8 +113,9 @@ impl Relay {
             Some(conn) => (conn, true),
             None => (self.fresh().await?, false),
         };
-        let mut result =
-            session::transaction(&mut conn, envelope, message, self.settings.timeout).await;
+        let mut result = conn
+            .transaction(envelope, message, self.settings.timeout)
+            .await;
         if pooled
             && let Err(f) = &result
             && broken_before_reply(f)
@@ -125,12 +125,13 @@ impl Relay {
                 self.server()
             );
             conn = self.fresh().await?;
-            result =
-                session::transaction(&mut conn, envelope, message, self.settings.timeout).await;
+            result = conn
+                .transaction(envelope, message, self.settings.timeout)
+                .await;
         }
         match result {
             Ok(reply) => {
-                let reference = session::queue_id(&reply);
+                let reference = queue_id(&reply);
                 self.put_idle(conn);
                 Ok(Delivery {
                     transport: "smtp".into(),

@@ -5,19 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use lettre::address::{Address as LettreAddress, Envelope as LettreEnvelope};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
+use super::transaction::{self, Session};
 use super::wire::{self, WireError};
 use crate::auth::TokenSource;
 use crate::bindings::MailError;
-use crate::bindings::transport::Envelope;
-use crate::net::{self, Security, Settings, Stream, TlsInfo};
+use crate::net::{self, Recording, Security, Settings, Stream, TlsInfo};
 use crate::secret::Secret;
 
 /// How the session authenticates.
@@ -82,7 +79,7 @@ pub enum Cause {
 }
 
 /// What the server offers, in a stable order (lettre's own text lists a hash set).
-fn capabilities(info: &lettre::transport::smtp::extension::ServerInfo) -> String {
+fn capabilities(info: &lettre::transport::smtp::extension::ServerInfo, pipelining: bool) -> String {
     use lettre::transport::smtp::extension::Extension;
     let mut offered: Vec<String> = [
         Extension::EightBitMime,
@@ -101,6 +98,9 @@ fn capabilities(info: &lettre::transport::smtp::extension::ServerInfo) -> String
     if !mechanisms.is_empty() {
         offered.push(format!("AUTH {}", mechanisms.join(" ")));
     }
+    if pipelining {
+        offered.push("PIPELINING".into());
+    }
     match offered.is_empty() {
         true => format!("{} with no extension flowmail uses", info.name()),
         false => format!("{} with {}", info.name(), offered.join(", ")),
@@ -110,7 +110,7 @@ fn capabilities(info: &lettre::transport::smtp::extension::ServerInfo) -> String
 /// Receives each finished stage: its duration and what it found.
 pub type Observer<'a> = &'a mut (dyn FnMut(Stage, Duration, String) + Send);
 
-async fn timed<T, E>(
+pub(super) async fn timed<T, E>(
     stage: Stage,
     limit: Duration,
     fut: impl Future<Output = Result<T, E>>,
@@ -139,11 +139,7 @@ impl std::fmt::Display for Line {
 }
 
 /// Opens a session up to and including AUTH.
-pub async fn open(
-    s: &Settings,
-    auth: &Auth,
-    observe: Observer<'_>,
-) -> Result<AsyncSmtpConnection, Failure> {
+pub async fn open(s: &Settings, auth: &Auth, observe: Observer<'_>) -> Result<Session, Failure> {
     let t = Instant::now();
     let addrs = timed(Stage::Dns, s.timeout, net::resolve(&s.host, s.port), |e| {
         Cause::Wire(e.into())
@@ -227,6 +223,10 @@ pub async fn open(
 
     let t = Instant::now();
     let hello = ClientId::Domain(s.hello.clone());
+    // lettre keeps only the extensions it uses from the EHLO reply; the rest (PIPELINING)
+    // is read from a copy of what the server sent.
+    let heard = Recording::new();
+    let stream = stream.recording(heard.clone());
     let mut conn = timed(
         Stage::Ehlo,
         s.timeout,
@@ -234,7 +234,12 @@ pub async fn open(
         Cause::Smtp,
     )
     .await?;
-    observe(Stage::Ehlo, t.elapsed(), capabilities(conn.server_info()));
+    let pipelining = transaction::offers(&String::from_utf8_lossy(&heard.take()), "PIPELINING");
+    observe(
+        Stage::Ehlo,
+        t.elapsed(),
+        capabilities(conn.server_info(), pipelining),
+    );
 
     let t = Instant::now();
     match auth {
@@ -288,7 +293,7 @@ pub async fn open(
             );
         }
     }
-    Ok(conn)
+    Ok(Session::new(conn, pipelining))
 }
 
 /// XOAUTH2 done by hand, so that a refusal ends in the server's own 535 reply: after the
@@ -316,66 +321,4 @@ pub fn reply_text(r: &Response) -> String {
         r.code(),
         r.message().collect::<Vec<_>>().join(" / ")
     )
-}
-
-/// Sends one message over an open session; returns the final reply.
-pub async fn transaction(
-    conn: &mut AsyncSmtpConnection,
-    envelope: &Envelope,
-    message: &[u8],
-    timeout: Duration,
-) -> Result<Response, Failure> {
-    let parse = |a: &str| {
-        a.parse::<LettreAddress>()
-            .map_err(|e| format!("`{a}`: {e}"))
-    };
-    let addresses = (|| -> Result<LettreEnvelope, String> {
-        let to = envelope
-            .recipients
-            .iter()
-            .map(|r| parse(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        LettreEnvelope::new(Some(parse(&envelope.sender)?), to).map_err(|e| e.to_string())
-    })()
-    .map_err(|e| Failure {
-        stage: Stage::Transaction,
-        cause: Cause::Address(e),
-    })?;
-    // MAIL, RCPT and DATA: if the session breaks here, nothing was delivered.
-    let mut options = Vec::new();
-    let non_ascii = |a: &str| !a.is_ascii();
-    if non_ascii(&envelope.sender) || envelope.recipients.iter().any(|r| non_ascii(r)) {
-        options.push(MailParameter::SmtpUtfEight);
-    }
-    if !message.is_ascii() {
-        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-    }
-    let prelude = async {
-        conn.command(Mail::new(addresses.from().cloned(), options))
-            .await?;
-        for to in addresses.to() {
-            conn.command(Rcpt::new(to.clone(), Vec::new())).await?;
-        }
-        conn.command(Data).await
-    };
-    timed(Stage::Transaction, timeout, prelude, Cause::Smtp).await?;
-    // The content and its final dot. From here a lost reply leaves the outcome unknown, so
-    // the failure says so and is never retried silently. A large message may take long;
-    // the limit scales with its size.
-    let limit = timeout + Duration::from_secs(message.len() as u64 / (256 * 1024));
-    timed(
-        Stage::Transaction,
-        limit,
-        conn.message(message),
-        Cause::AfterData,
-    )
-    .await
-}
-
-/// The queue id in a final `250` reply, such as postfix's `Ok: queued as 4dQ5Yk0Qvf`.
-pub fn queue_id(r: &Response) -> Option<String> {
-    r.message().find_map(|line| {
-        let at = line.find("queued as ")?;
-        line[at + 10..].split_whitespace().next().map(str::to_owned)
-    })
 }

@@ -152,7 +152,10 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
         recipients: vec![to.into()],
     };
     let t = Instant::now();
-    match session::transaction(&mut conn, &envelope, &message, settings.timeout).await {
+    match conn
+        .transaction(&envelope, &message, settings.timeout)
+        .await
+    {
         Ok(reply) => {
             report.stages.push(StageReport {
                 stage: Stage::Transaction,
@@ -161,7 +164,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
                 millis: millis(t.elapsed()),
                 detail: format!("{} accepted, {}", to, session::reply_text(&reply)),
             });
-            report.queue_id = session::queue_id(&reply);
+            report.queue_id = super::transaction::queue_id(&reply);
             report.stages.push(StageReport {
                 stage: Stage::Queue,
                 title: Stage::Queue.title().into(),
@@ -173,7 +176,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
                     .unwrap_or_else(|| "the server named no queue id".into()),
             });
             report.ok = true;
-            let _ = conn.quit().await;
+            conn.quit().await;
         }
         Err(f) => {
             fail(

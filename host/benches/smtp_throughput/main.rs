@@ -1,8 +1,9 @@
 //! Messages per second to postfix's `smtp-sink`, then to a Rust sink that answers at once
 //! (so that the server is not the bottleneck), on loopback, side by side in one run:
 //! the plugin (sandboxed, a fresh instance per message), the same plugin logic compiled
-//! natively over a lettre connection with TCP_NODELAY, Python's smtplib, and postfix's
-//! `smtp-source`. Every client sends over one connection; every message is about 1 KB.
+//! natively over a lettre connection with TCP_NODELAY (the reference), the same logic
+//! natively over flowmail's own SMTP transport (so that plugin against it is the sandbox's
+//! cost alone), Python's smtplib, and postfix's `smtp-source`. Every client sends over one connection; every message is about 1 KB.
 //! Then the plugin and its native twin send over 8 connections at once to the Rust sink
 //! (8 senders, the account's `max_connections = 8`), against their own one-connection
 //! rates.
@@ -12,16 +13,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::RefCell;
-use std::process::{Command, Stdio};
+mod native;
+mod sinks;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowmail::app::{App, Plugin};
 use flowmail::bindings::types::{Address, OutgoingMessage};
 use flowmail::config::Config;
-use flowmail_plugin as native;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::extension::ClientId;
+use flowmail_plugin as twin;
+
+use self::native::{NativeHost, native_host, over_flowmail};
+use self::sinks::{start_rust_sink, start_sink};
 
 const BODY_LINE: &str = "The quick brown fox jumps over the lazy dog, and flowmail measures it.\n";
 
@@ -35,174 +39,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct Sink(std::process::Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An SMTP server that answers every command at once and keeps no message: a sink that
-/// is not the bottleneck, unlike `smtp-sink`, which tops out near 2,900 msg/s here.
-fn start_rust_sink() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || serve_sink(stream));
-        }
-    });
-    port
-}
-
-fn serve_sink(stream: std::net::TcpStream) {
-    use std::io::{BufRead, Write};
-    stream.set_nodelay(true).unwrap();
-    let mut out = std::io::BufWriter::new(stream.try_clone().unwrap());
-    let mut lines = std::io::BufReader::new(stream);
-    let mut line = Vec::new();
-    let reply = |out: &mut std::io::BufWriter<std::net::TcpStream>, text: &[u8]| {
-        out.write_all(text).and_then(|()| out.flush()).is_ok()
-    };
-    if !reply(&mut out, b"220 sink ESMTP\r\n") {
-        return;
-    }
-    loop {
-        line.clear();
-        if lines.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let verb = line.get(..4).map(|v| v.to_ascii_uppercase());
-        let answer: &[u8] = match verb.as_deref() {
-            Some(b"EHLO") => b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
-            Some(b"DATA") => {
-                if !reply(&mut out, b"354 go ahead\r\n") {
-                    return;
-                }
-                loop {
-                    line.clear();
-                    if lines.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == b".\r\n" {
-                        break;
-                    }
-                }
-                b"250 2.0.0 queued\r\n"
-            }
-            Some(b"QUIT") => {
-                reply(&mut out, b"221 bye\r\n");
-                return;
-            }
-            _ => b"250 ok\r\n",
-        };
-        if !reply(&mut out, answer) {
-            return;
-        }
-    }
-}
-
-fn start_sink(port: u16) -> Sink {
-    let child = Command::new("smtp-sink")
-        .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "256"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("smtp-sink is missing; install it with: apt-get install -y postfix");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "smtp-sink did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Sink(child)
-}
-
-/// The plugin's own logic, natively, sending over one lettre connection.
-struct NativeHost {
-    rt: tokio::runtime::Runtime,
-    conn: RefCell<AsyncSmtpConnection>,
-}
-
-impl native::host::Host for NativeHost {
-    fn policy(
-        &self,
-        _: &str,
-    ) -> Result<native::transport::AccountPolicy, native::types::MailError> {
-        Ok(native::transport::AccountPolicy {
-            default_sender: Some(native::types::Address {
-                name: None,
-                email: "bench@example.com".into(),
-            }),
-            required_sender: None,
-            max_message_bytes: 1 << 20,
-            max_attachment_bytes: 1 << 20,
-        })
-    }
-    fn credential(
-        &self,
-        _: &str,
-    ) -> Result<native::host::CredentialInfo, native::types::MailError> {
-        Ok(native::host::CredentialInfo {
-            kind: native::tokens::AuthKind::None,
-            username: None,
-            state: native::tokens::CredentialState::Ready,
-        })
-    }
-    fn send(
-        &self,
-        _: &str,
-        envelope: &native::transport::Envelope,
-        message: &[u8],
-    ) -> Result<native::transport::Delivery, native::types::MailError> {
-        let env = lettre::address::Envelope::new(
-            Some(envelope.sender.parse().unwrap()),
-            envelope
-                .recipients
-                .iter()
-                .map(|r| r.parse().unwrap())
-                .collect(),
-        )
-        .unwrap();
-        self.rt
-            .block_on(self.conn.borrow_mut().send(&env, message))
-            .unwrap();
-        Ok(native::transport::Delivery {
-            transport: "smtp".into(),
-            status: native::transport::DeliveryStatus::Queued,
-            accepted: envelope.recipients.clone(),
-            reference: None,
-        })
-    }
-    fn fetch_after(
-        &self,
-        _: &str,
-        _: Option<&str>,
-        _: u32,
-        _: &native::mailbox::Search,
-        _: Option<native::mailbox::SizeCap>,
-    ) -> Result<native::mailbox::Batch, native::types::MailError> {
-        unreachable!()
-    }
-    fn fetch(
-        &self,
-        _: &str,
-        _: &str,
-    ) -> Result<native::mailbox::RawMessage, native::types::MailError> {
-        unreachable!()
-    }
-    fn warn(&self, _: &str) {}
-    fn now(&self) -> i64 {
-        1_800_000_000
-    }
-    fn random(&self) -> u128 {
-        7
-    }
 }
 
 fn rate(n: usize, took: Duration) -> f64 {
@@ -304,7 +140,7 @@ fn concurrent(port: u16, n: usize, conns: usize) -> Vec<(&'static str, f64)> {
                     let native_message = &native_message;
                     scope.spawn(move || {
                         for _ in 0..per {
-                            native::actions::send_mail(&*host, "sink", native_message).unwrap();
+                            twin::actions::send_mail(&*host, "sink", native_message).unwrap();
                         }
                     });
                 }
@@ -343,10 +179,10 @@ fn outgoing(body: &str) -> OutgoingMessage {
     }
 }
 
-fn native_outgoing(body: &str) -> native::types::OutgoingMessage {
-    native::types::OutgoingMessage {
+fn native_outgoing(body: &str) -> twin::types::OutgoingMessage {
+    twin::types::OutgoingMessage {
         sender: None,
-        to: vec![native::types::Address {
+        to: vec![twin::types::Address {
             name: None,
             email: "sink@example.com".into(),
         }],
@@ -359,30 +195,6 @@ fn native_outgoing(body: &str) -> native::types::OutgoingMessage {
         attachments: vec![],
         forward_attachments: vec![],
         extra_headers: vec![],
-    }
-}
-
-/// The native twin's host: one lettre connection to `port`, its own runtime.
-fn native_host(port: u16) -> NativeHost {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let conn = rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        tcp.set_nodelay(true).unwrap();
-        AsyncSmtpConnection::connect_with_transport(
-            Box::new(tcp),
-            &ClientId::Domain("localhost".into()),
-        )
-        .await
-        .unwrap()
-    });
-    NativeHost {
-        rt,
-        conn: RefCell::new(conn),
     }
 }
 
@@ -400,13 +212,14 @@ fn table(rows: &[(&str, f64)]) {
         println!("| {name} | {r:.0} | {:.2} |", r / native_rate);
     }
     println!(
-        "plugin/native ratio (the sandbox's cost): {:.2}",
-        plugin / native_rate
+        "plugin/native (lettre) ratio: {:.2}; plugin against the same logic natively over flowmail's transport (the sandbox's cost alone): {:.2}",
+        plugin / native_rate,
+        plugin / rows[2].1
     );
 }
 
-/// Each client's rate to the SMTP server on `port`: the median of three rounds of `n`
-/// messages for the plugin and its native twin, one round for the others.
+/// Each client's rate to the SMTP server on `port`: the median of three interleaved rounds
+/// of `n` messages for the plugin and its native twins, one round for the others.
 fn clients(port: u16, n: usize) -> Vec<(&'static str, f64)> {
     let body = body();
     let mut rows: Vec<(&'static str, f64)> = Vec::new();
@@ -431,36 +244,41 @@ fn clients(port: u16, n: usize) -> Vec<(&'static str, f64)> {
     let message = outgoing(&body);
     rt.block_on(runtime.send_mail("warm", "sink", &message))
         .unwrap();
-    let rounds = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..n {
-                rt.block_on(runtime.send_mail("bench", "sink", &message))
-                    .unwrap();
-            }
-            rate(n, t.elapsed())
-        })
-        .collect();
+    // The same logic natively, with lettre over a nodelay socket, and over flowmail's
+    // transport.
+    let lettre = native_host(port);
+    let own = over_flowmail(app.relay(&config, "sink").unwrap());
+    let native_message = native_outgoing(&body);
+    let twin = |host: &NativeHost| {
+        let t = Instant::now();
+        for _ in 0..n {
+            twin::actions::send_mail(host, "sink", &native_message).unwrap();
+        }
+        rate(n, t.elapsed())
+    };
+    // The rounds interleave, so that a change in the machine's speed meets all three.
+    let (mut plugin, mut native, mut flowmail) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..n {
+            rt.block_on(runtime.send_mail("bench", "sink", &message))
+                .unwrap();
+        }
+        plugin.push(rate(n, t.elapsed()));
+        native.push(twin(&lettre));
+        flowmail.push(twin(&own));
+    }
     rows.push((
         "flowmail plugin (sandboxed, fresh instance per message)",
-        median(rounds),
+        median(plugin),
     ));
-
-    // The same logic natively, with lettre over a nodelay socket.
-    let host = native_host(port);
-    let native_message = native_outgoing(&body);
-    let rounds = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..n {
-                native::actions::send_mail(&host, "sink", &native_message).unwrap();
-            }
-            rate(n, t.elapsed())
-        })
-        .collect();
     rows.push((
         "same logic natively, lettre with TCP_NODELAY",
-        median(rounds),
+        median(native),
+    ));
+    rows.push((
+        "same logic natively, over flowmail's SMTP transport",
+        median(flowmail),
     ));
 
     // Python's smtplib.
