@@ -145,4 +145,3 @@ pub fn over_flowmail(relay: Relay) -> NativeHost {
         via: Via::Flowmail(relay),
     }
 }
-

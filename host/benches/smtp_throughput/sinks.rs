@@ -89,4 +89,3 @@ pub fn start_sink(port: u16) -> Sink {
     }
     Sink(child)
 }
-

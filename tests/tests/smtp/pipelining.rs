@@ -155,6 +155,10 @@ async fn a_recipient_refused_among_accepted_ones_sends_nothing_and_the_next_mess
         text.contains(REFUSED) && text.contains("no such mailbox here"),
         "the refusal names the recipient: {text}"
     );
+    assert!(
+        !text.contains("auth section"),
+        "an authenticated account is not told to authenticate: {text}"
+    );
     // The next message goes out, on a session in step with the server.
     let envelope = Envelope {
         sender: "ops@demo.example".into(),

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use super::session::{Cause, Failure, Stage};
+use super::session::{Auth, Cause, Failure, Stage};
 use super::wire::WireError;
 use crate::bindings::MailError;
 
@@ -51,8 +51,14 @@ fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
-/// Turns `failure` into the `mail-error` the guest sees. `server` names the endpoint.
-pub fn classify(failure: &Failure, server: &str, secrets: &[&str]) -> MailError {
+/// Turns `failure` into the `mail-error` the guest sees. `server` names the endpoint;
+/// `auth` is how the session authenticates (its password is redacted from the text).
+pub fn classify(failure: &Failure, server: &str, auth: &Auth) -> MailError {
+    let secrets: Vec<&str> = match auth {
+        Auth::Basic { password, .. } => vec![password.expose()],
+        _ => Vec::new(),
+    };
+    let anonymous = matches!(auth, Auth::None);
     let stage = failure.stage.title();
     let (case, text): (fn(String) -> MailError, String) = match &failure.cause {
         Cause::TimedOut(limit) => (
@@ -148,7 +154,10 @@ pub fn classify(failure: &Failure, server: &str, secrets: &[&str]) -> MailError 
             } else if e.is_transient() {
                 (MailError::Transient, format!("{server} answered {text}"))
             } else if e.is_permanent() {
-                let hint = if failure.stage == Stage::Transaction && text.contains("5.7.1") {
+                let hint = if anonymous
+                    && failure.stage == Stage::Transaction
+                    && text.contains("5.7.1")
+                {
                     "; the server may require authentication for relaying: give the account an auth section"
                 } else {
                     ""
@@ -169,7 +178,7 @@ pub fn classify(failure: &Failure, server: &str, secrets: &[&str]) -> MailError 
         Some(fix) => format!("{text}. Fix: {fix}"),
         None => text,
     };
-    case(redact(text, secrets))
+    case(redact(text, &secrets))
 }
 
 #[cfg(test)]
@@ -182,7 +191,10 @@ mod tests {
             stage: Stage::Tcp,
             cause: Cause::TimedOut(std::time::Duration::from_secs(1)),
         };
-        assert!(matches!(classify(&f, "h:1", &[]), MailError::Transient(_)));
+        assert!(matches!(
+            classify(&f, "h:1", &Auth::None),
+            MailError::Transient(_)
+        ));
         assert_eq!(
             redact("token abcd1234 bad".into(), &["abcd1234"]),
             "token [redacted] bad"

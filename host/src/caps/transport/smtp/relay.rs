@@ -52,13 +52,6 @@ impl Relay {
         format!("{}:{}", self.settings.host, self.settings.port)
     }
 
-    fn secrets(&self) -> Vec<&str> {
-        match &self.auth {
-            Auth::Basic { password, .. } => vec![password.expose()],
-            _ => Vec::new(),
-        }
-    }
-
     fn take_idle(&self) -> Option<Session> {
         let mut idle = self.idle.lock().ok()?;
         while let Some((conn, since)) = idle.pop() {
@@ -79,7 +72,7 @@ impl Relay {
     /// A new session. When the server refuses an OAuth2 token, the token is refreshed
     /// and the session opened once more.
     async fn fresh(&self) -> Result<Session, MailError> {
-        let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
+        let classify = |f: &Failure| classify(f, &self.server(), &self.auth);
         let started = crate::unix_now();
         let failure = match session::open(&self.settings, &self.auth, &mut |_, _, _| {}).await {
             Ok(conn) => return Ok(conn),
@@ -106,7 +99,7 @@ impl Relay {
     }
 
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Result<Delivery, MailError> {
-        let classify = |f: &Failure| classify(f, &self.server(), &self.secrets());
+        let classify = |f: &Failure| classify(f, &self.server(), &self.auth);
         // The semaphore is never closed; were it, sending without a permit is still safe.
         let _permit = self.sessions.acquire().await.ok();
         let (mut conn, pooled) = match self.take_idle() {

@@ -61,10 +61,6 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
         node: None,
         data_center: None,
     };
-    let secrets: Vec<&str> = match relay.auth() {
-        session::Auth::Basic { password, .. } => vec![password.expose()],
-        _ => Vec::new(),
-    };
     let sink = stages.clone();
     let mut observe = move |stage: Stage, took: Duration, detail: String| {
         if let Ok(mut s) = sink.lock() {
@@ -97,7 +93,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
     // Test Mail behaves as a send does: a refused OAuth2 token is refreshed once.
     let mut refreshed = false;
     if let Err(f) = &opened {
-        let error = classify(f, &server, &secrets);
+        let error = classify(f, &server, relay.auth());
         if let Some(token) = super::relay::refused_token(f, &error, relay.auth()) {
             match token.refresh_after_rejection(obtained).await {
                 Ok(_) => {
@@ -136,7 +132,12 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
                     .iter()
                     .map(|s| Duration::from_secs_f64(s.millis / 1e3))
                     .sum::<Duration>();
-            fail(&mut report, f.stage, classify(&f, &server, &secrets), took);
+            fail(
+                &mut report,
+                f.stage,
+                classify(&f, &server, relay.auth()),
+                took,
+            );
             return report;
         }
     };
@@ -182,7 +183,7 @@ pub async fn run(account: &str, relay: &Relay, from: &str, to: &str) -> Report {
             fail(
                 &mut report,
                 f.stage,
-                classify(&f, &server, &secrets),
+                classify(&f, &server, relay.auth()),
                 t.elapsed(),
             );
             conn.abort().await;
