@@ -127,7 +127,7 @@ async fn mail_rcpt_and_data_go_in_one_write_only_to_a_server_that_offers_pipelin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recipient_refused_among_accepted_ones_sends_nothing_and_the_next_message_goes_out() {
+async fn refused_recipients_send_nothing_and_the_session_goes_on_where_it_can() {
     let stack = MailStack::start(None).unwrap();
     let (ws, _rt) = ops_runtime(&stack, stack.ports.submission, false, PASSWORD, None);
     let relay = flowmail::app::relay(&ws.config().unwrap(), "ops", &Default::default()).unwrap();
@@ -139,8 +139,23 @@ async fn a_recipient_refused_among_accepted_ones_sends_nothing_and_the_next_mess
         "{}",
         report.render()
     );
+    // Every recipient refused: postfix refuses DATA too, the session stays in step and is
+    // kept (RSET) for the next message.
+    let nobody = Envelope {
+        sender: "ops@demo.example".into(),
+        recipients: vec![REFUSED.into()],
+    };
+    let e = relay
+        .send(&nobody, b"Subject: none\r\n\r\nnone\r\n")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, MailError::Permanent(t) if t.contains(REFUSED)),
+        "{e:?}"
+    );
     // postfix accepts dave, refuses the other, and still answers DATA with 354: the
     // content must not follow, or dave would get a message its sender was told failed.
+    // That session can only be closed.
     let envelope = Envelope {
         sender: "ops@demo.example".into(),
         recipients: vec!["dave@demo.example".into(), REFUSED.into()],
@@ -176,6 +191,20 @@ async fn a_recipient_refused_among_accepted_ones_sends_nothing_and_the_next_mess
         .wait_for_mail("dave@demo.example", 2, std::time::Duration::ZERO)
         .unwrap();
     assert_eq!(got.len(), 2);
+    // Three sessions: Test Mail's; the one reset after the refusal and closed after the
+    // 354; and the last message's. The reset session's closing line counts its RSET.
+    let log = stack.log_with("rset=1", 1);
+    assert_eq!(
+        log.matches("TLS connection established from localhost")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disconnect from") && l.contains("mail=2") && l.contains("rset=1")),
+        "{log}"
+    );
     assert_eq!(
         got_now.len(),
         2,

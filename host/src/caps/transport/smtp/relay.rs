@@ -134,7 +134,11 @@ impl Relay {
                 })
             }
             Err(f) => {
-                conn.abort().await;
+                if conn.reset_after(&f).await {
+                    self.put_idle(conn);
+                } else {
+                    conn.abort().await;
+                }
                 Err(classify(&f))
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lettre::address::{Address as LettreAddress, Envelope as LettreEnvelope};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter, ServerInfo};
 use lettre::transport::smtp::response::Response;
 
@@ -51,6 +51,28 @@ impl Session {
     /// Whether the session may not carry another transaction.
     pub fn has_broken(&self) -> bool {
         self.unsettled || self.conn.has_broken()
+    }
+
+    /// Readies the session for another transaction after `failure`, with RSET, where the
+    /// server refused the transaction and still waits for commands: a refused recipient
+    /// costs no new connection, TLS handshake and login. False where the session cannot
+    /// go on (it broke, waits for content, or the server is closing it with 421).
+    pub async fn reset_after(&mut self, failure: &Failure) -> bool {
+        let refused = match &failure.cause {
+            Cause::Smtp(e) | Cause::AfterData(e) => {
+                failure.stage == Stage::Transaction
+                    && is_reply(e)
+                    && e.status().is_some_and(|c| c.to_string() != "421")
+            }
+            _ => false,
+        };
+        if !refused || self.has_broken() {
+            return false;
+        }
+        let reset = tokio::time::timeout(QUIT_LIMIT, self.conn.command(Rset)).await;
+        // A reset that failed leaves the server's state unknown.
+        self.unsettled = !matches!(reset, Ok(Ok(_)));
+        !self.unsettled
     }
 
     /// Ends the session politely: QUIT, and its reply, within a few seconds.
