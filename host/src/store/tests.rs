@@ -139,3 +139,41 @@ fn a_query_inside_block_on_leaves_the_outer_tasks_wake_up_to_it() {
         "the task around the query was never woken for its timer"
     );
 }
+
+#[test]
+fn waiting_names_the_oldest_unhandled_message_and_the_next_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db")).unwrap();
+    assert_eq!(s.waiting("wf", "a").unwrap(), Waiting::default());
+    let row = |key: &str, status, first_seen, next_attempt| HandledRow {
+        key: key.into(),
+        message: key.into(),
+        status,
+        attempts: 1,
+        first_seen,
+        next_attempt,
+        last_error: None,
+        post_pending: false,
+    };
+    s.put_handled("wf", "a", &row("done", Handling::Done, 10, 0))
+        .unwrap();
+    s.put_handled("wf", "a", &row("dead", Handling::Dead, 11, 0))
+        .unwrap();
+    // Another trigger's messages are not this one's.
+    s.put_handled("wf", "b", &row("other", Handling::Pending, 5, 50))
+        .unwrap();
+    assert_eq!(s.waiting("wf", "a").unwrap(), Waiting::default());
+    s.put_handled("wf", "a", &row("late", Handling::Pending, 30, 300))
+        .unwrap();
+    s.put_handled("wf", "a", &row("soon", Handling::Pending, 40, 200))
+        .unwrap();
+    s.put_handled("wf", "a", &row("now", Handling::Running, 20, 999))
+        .unwrap();
+    assert_eq!(
+        s.waiting("wf", "a").unwrap(),
+        Waiting {
+            oldest: Some(20),
+            next_retry: Some(200),
+        }
+    );
+}

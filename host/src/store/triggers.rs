@@ -90,6 +90,15 @@ pub struct HandledCounts {
     pub dead: u64,
 }
 
+/// What of a trigger's messages still waits for a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// When the oldest message still waiting for a (re)try, or running, was first seen.
+    pub oldest: Option<i64>,
+    /// When the next retry falls due.
+    pub next_retry: Option<i64>,
+}
+
 /// The columns [`handled_row`] reads, in its order.
 const HANDLED_COLUMNS: &str =
     "key, message, status, attempts, first_seen, next_attempt, last_error, post_pending";
@@ -204,6 +213,24 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// What of `workflow`'s messages in `account` waits for a run, in one query: the
+    /// trigger asks after every look.
+    pub fn waiting(&self, workflow: &str, account: &str) -> Result<Waiting> {
+        let row = self.conn.row(
+            "SELECT MIN(first_seen), MIN(CASE WHEN status = 'pending' THEN next_attempt END)
+               FROM handled WHERE workflow = $1 AND account = $2
+               AND status IN ('pending', 'running')",
+            args![workflow, account],
+            |r| {
+                Ok(Waiting {
+                    oldest: get::<Option<i64>>(r, 0)?,
+                    next_retry: get::<Option<i64>>(r, 1)?,
+                })
+            },
+        )?;
+        Ok(row.unwrap_or_default())
     }
 
     /// Writes a trigger's watchdog state.

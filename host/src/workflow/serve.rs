@@ -310,11 +310,12 @@ async fn watch_one(
         let result = catch_up
             .catch_up(wf, trigger, options, &mut report, Some(&stop))
             .await;
-        match result {
+        let waiting = match result {
             Ok(()) => {
                 failures = 0;
                 row.last_ok = Some(crate::unix_now());
-                row.unhandled_since = oldest_unhandled(store, name, account);
+                let waiting = store.waiting(name, account).unwrap_or_default();
+                row.unhandled_since = waiting.oldest;
                 // A pause lasts until a run succeeds: a catch-up with nothing due proves
                 // nothing about the credentials.
                 if paused_reading {
@@ -336,6 +337,7 @@ async fn watch_one(
                 } else if report.runs > 0 {
                     row.paused = None;
                 }
+                waiting
             }
             Err(e) => {
                 failures += 1;
@@ -360,10 +362,10 @@ async fn watch_one(
                     () = stopped(&mut stop) => break,
                 }
             }
-        }
+        };
         put(store, &row);
         // Wait for news, but not past the next retry that falls due.
-        let mut plan = plan_until_retry(store, wf, trigger);
+        let mut plan = plan_until(trigger, waiting.next_retry);
         plan.first = row.mode == "starting";
         let waited = tokio::select! {
             r = tokio::time::timeout(silence, mailbox.wait_for_change(plan)) => r,
@@ -511,27 +513,14 @@ fn alert_if_silent(
     }
 }
 
-/// The trigger's wait plan, shortened so that the wait ends when the next retry is due.
-fn plan_until_retry(store: &Store, wf: &Workflow, trigger: &MailboxTrigger) -> WaitPlan {
+/// The trigger's wait plan, shortened so that the wait ends when the next retry, due at
+/// `next_retry`, falls due.
+fn plan_until(trigger: &MailboxTrigger, next_retry: Option<i64>) -> WaitPlan {
     let mut plan = trigger.wait_plan();
-    let next = store
-        .handled_in(&wf.name, &trigger.account, Handling::Pending, None)
-        .ok()
-        .and_then(|rows| rows.iter().map(|r| r.next_attempt).min());
-    if let Some(at) = next {
+    if let Some(at) = next_retry {
         let until = Duration::from_secs((at - crate::unix_now()).max(1) as u64);
         plan.idle_refresh = plan.idle_refresh.min(until);
         plan.poll_interval = plan.poll_interval.min(until);
     }
     plan
-}
-
-/// When the oldest message still waiting for a (re)try was first seen.
-fn oldest_unhandled(store: &Store, workflow: &str, account: &str) -> Option<i64> {
-    [Handling::Pending, Handling::Running]
-        .into_iter()
-        .filter_map(|h| store.handled_in(workflow, account, h, None).ok())
-        .flatten()
-        .map(|r| r.first_seen)
-        .min()
 }
