@@ -8,13 +8,13 @@ use std::time::Duration;
 use lettre::address::{Address as LettreAddress, Envelope as LettreEnvelope};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter, ServerInfo};
+use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 
 use super::session::{Cause, Failure, Stage, timed};
+use crate::bindings::transport::Envelope;
 
 type SmtpError = lettre::transport::smtp::Error;
-use crate::bindings::transport::Envelope;
 
 /// How long a session that failed may take to say goodbye (QUIT) before it is closed.
 const QUIT_LIMIT: Duration = Duration::from_secs(5);
@@ -37,15 +37,6 @@ impl Session {
             pipelining,
             unsettled: false,
         }
-    }
-
-    pub fn server_info(&self) -> &ServerInfo {
-        self.conn.server_info()
-    }
-
-    /// Whether the server offered PIPELINING, so that transactions are pipelined.
-    pub fn pipelining(&self) -> bool {
-        self.pipelining
     }
 
     /// Whether the session may not carry another transaction.
