@@ -410,14 +410,6 @@ impl MailStack {
         }
     }
 
-    /// How many IMAP logins of `user` dovecot has logged so far, across its restarts (the
-    /// log is appended to).
-    pub fn imap_logins(&self, user: &str) -> usize {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("log/dovecot.log")).unwrap_or_default();
-        log.matches(&format!("Login: user=<{user}>")).count()
-    }
-
     /// Message-ID → copies of everything in `user`'s Maildir, once every one of `ids` is
     /// there, waiting up to `timeout`. A count of files is no proof that given messages
     /// arrived: a copy sent twice (a reply lost to a broken connection) can make up for

@@ -53,6 +53,14 @@ impl MailStack {
         wait_for_port(self.ports.lmtp, "dovecot", &log)
     }
 
+    /// How many IMAP logins of `user` dovecot has logged so far, across its restarts (the
+    /// log is appended to).
+    pub fn imap_logins(&self, user: &str) -> usize {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("log/dovecot.log")).unwrap_or_default();
+        log.matches(&format!("Login: user=<{user}>")).count()
+    }
+
     /// Delivers `message` to `user` over LMTP, as postfix would.
     pub fn deliver(&self, user: &str, message: &[u8]) -> anyhow::Result<()> {
         use std::io::{BufRead, BufReader, Write};
