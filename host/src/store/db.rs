@@ -10,6 +10,7 @@ use std::future::Future;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
+use super::batch::{self, Drive, GroupCommit, Write, Written};
 use super::{Result, StoreError, migrations};
 
 /// Which database a store is.
@@ -185,6 +186,8 @@ pub struct Conn {
     /// Where the store is, for messages (a path, or the URL without its password).
     pub name: String,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The writers waiting for SQLite's writer connection.
+    pub(super) group: GroupCommit,
 }
 
 /// SQLite's write-ahead log: a commit is one flush of the log to disk instead of the
@@ -316,6 +319,7 @@ impl Conn {
             db,
             name,
             runtime: Some(runtime),
+            group: GroupCommit::default(),
         })
     }
 
@@ -333,26 +337,57 @@ impl Conn {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        blocking(|| self.drive(f))
+    }
+
+    /// Runs `f` like [`Conn::run`], on a thread that may block.
+    fn drive<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
         let Some(rt) = &self.runtime else {
             return Err(StoreError::Closed);
         };
         let fut = f(self.db.clone());
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            // Outside any runtime, or on a worker of the multi-threaded one (which hands
-            // its other tasks on meanwhile), the calling thread drives the query itself,
-            // with the store runtime's timers: no hand-over to the store's thread and back.
-            Err(_) => wait(rt, fut),
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| wait(rt, fut))
-            }
             // A current-thread runtime cannot be left for `block_on`: the store's thread
             // runs the query.
-            Ok(_) => {
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 rt.spawn(async move {
                     let _ = tx.send(fut.await);
                 });
                 rx.recv().map_err(|_| StoreError::Closed)?
+            }
+            // Outside any runtime, or on a worker of the multi-threaded one (which hands
+            // its other tasks on meanwhile), the calling thread drives the query itself,
+            // with the store runtime's timers: no hand-over to the store's thread and back.
+            _ => wait(rt, fut),
+        }
+    }
+
+    /// Writes `writes` (statement, arguments, whether it must change a row) in one
+    /// transaction. On SQLite, writers that meet share a commit ([`batch`]).
+    pub fn write(&self, writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>) -> Result<Written> {
+        let writes: Vec<Write> = writes
+            .into_iter()
+            .map(|(sql, args, required)| Write {
+                sql: self.db.sql(sql.as_ref()),
+                args,
+                required,
+            })
+            .collect();
+        match self.db.dialect {
+            Dialect::Sqlite => blocking(|| self.group.write(writes, self)),
+            // PostgreSQL's writers have connections of their own, and its log flushes
+            // already serve the commits that meet.
+            Dialect::Postgres => {
+                let err = self.sql_err();
+                self.run(move |db| async move {
+                    let mut results = batch::run_batch(db, vec![writes], err).await;
+                    results.pop().unwrap_or(Err(StoreError::Closed))
+                })
             }
         }
     }
@@ -367,15 +402,10 @@ impl Conn {
 
     /// Runs a statement; returns the rows it changed.
     pub fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64> {
-        let err = self.sql_err();
-        let sql = self.db.sql(sql);
-        self.run(move |db| async move {
-            bind(sqlx::query(sql), args)
-                .execute(&db.writer)
-                .await
-                .map(|r| r.rows_affected())
-                .map_err(err)
-        })
+        match self.write(vec![(sql, args, false)])? {
+            Written::Rows(rows) => Ok(rows.first().copied().unwrap_or_default()),
+            Written::Unchanged(_) => Ok(0),
+        }
     }
 
     /// The rows of a query, each turned into `T` by `map`.
@@ -432,6 +462,24 @@ impl Conn {
             tx.commit().await.map_err(&err)?;
             Ok(value)
         })
+    }
+}
+
+/// Runs `f`, which blocks, from any thread: a worker of the multi-threaded runtime
+/// hands its other tasks on meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+impl Drive for Conn {
+    fn drive_batch(&self, jobs: Vec<Vec<Write>>) -> Vec<Result<Written>> {
+        let count = jobs.len();
+        let err = self.sql_err();
+        self.drive(move |db| async move { Ok(batch::run_batch(db, jobs, err).await) })
+            .unwrap_or_else(|_| (0..count).map(|_| Err(StoreError::Closed)).collect())
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod batch;
 mod db;
 mod locks;
 mod migrations;
@@ -159,22 +160,7 @@ impl Store {
         if let Some(cursor) = cursor {
             writes.push(fence(CURSOR_WRITE, cursor_args(workflow, account, cursor)));
         }
-        let err = self.conn.sql_err();
-        let workflow = workflow.to_owned();
-        self.conn.transaction(move |db, mut tx| async move {
-            for (sql, args, fenced) in writes {
-                let changed = db::bind(sqlx::query(db.sql(&sql)), args)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&err)?
-                    .rows_affected();
-                if fenced && changed == 0 {
-                    // Dropping the transaction rolls back what it wrote so far.
-                    return Err(StoreError::Fenced { workflow });
-                }
-            }
-            Ok(((), tx))
-        })
+        fenced(workflow, self.conn.write(writes)?)
     }
 
     /// Runs `insert` (whose `$1` is `workflow`): as it is when this process holds no lease
@@ -186,12 +172,7 @@ impl Store {
         };
         args.push(db::Arg::from(epoch));
         let sql = locks::fenced(insert, args.len());
-        match self.conn.exec(&sql, args)? {
-            0 => Err(StoreError::Fenced {
-                workflow: workflow.to_owned(),
-            }),
-            _ => Ok(()),
-        }
+        fenced(workflow, self.conn.write(vec![(sql, args, true)])?)
     }
 
     /// The UIDVALIDITY of the Maildir at `path` and the UIDs of `keys`, assigning new UIDs,
@@ -326,6 +307,17 @@ pub struct RunRecord {
 }
 
 const RUN_WRITE: &str = "INSERT INTO runs (workflow, started_at, finished_at, outcome, detail) VALUES ($1, $2, $3, $4, $5)";
+
+/// A fenced write's outcome: a required statement that changed nothing met a lease that
+/// is no longer this process's.
+fn fenced(workflow: &str, written: batch::Written) -> Result<()> {
+    match written {
+        batch::Written::Rows(_) => Ok(()),
+        batch::Written::Unchanged(_) => Err(StoreError::Fenced {
+            workflow: workflow.to_owned(),
+        }),
+    }
+}
 
 fn run_args(workflow: &str, run: &RunRecord) -> Vec<db::Arg> {
     db::args![

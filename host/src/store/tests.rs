@@ -177,3 +177,75 @@ fn waiting_names_the_oldest_unhandled_message_and_the_next_retry() {
         }
     );
 }
+
+#[test]
+fn writers_that_meet_share_a_commit_and_each_write_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(Store::open(&dir.path().join("s.db")).unwrap());
+    let writers = 40;
+    let start = Arc::new(std::sync::Barrier::new(writers));
+    let threads: Vec<_> = (0..writers)
+        .map(|i| {
+            let (s, start) = (s.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                s.set_cursor(&format!("wf{i}"), "a", &format!("1:{i}"))
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    for i in 0..writers {
+        let want = format!("1:{i}");
+        assert_eq!(s.cursor(&format!("wf{i}"), "a").unwrap(), Some(want));
+    }
+    let (batches, writes) = s.conn.group.counts();
+    assert_eq!(writes, writers as u64);
+    // Forty writers released at once, against commits that each flush to disk: they
+    // queue behind the first commit and share the next ones.
+    assert!(batches < writes, "{batches} commits for {writes} writes");
+}
+
+#[test]
+fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
+    use batch::{Write, Written};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db")).unwrap();
+    let db = s.conn.db.clone();
+    let write = |sql: &str, args: Vec<db::Arg>, required: bool| Write {
+        sql: db.sql(sql),
+        args,
+        required,
+    };
+    let jobs = vec![
+        vec![write(CURSOR_WRITE, cursor_args("before", "a", "1:1"), false)],
+        vec![write("INSERT INTO nowhere VALUES (1)", Vec::new(), false)],
+        // Its first statement is undone with it when the second, required, changes nothing.
+        vec![
+            write(CURSOR_WRITE, cursor_args("undone", "a", "1:2"), false),
+            write(
+                "DELETE FROM cursors WHERE workflow = $1",
+                db::args!["nobody"],
+                true,
+            ),
+        ],
+        vec![write(CURSOR_WRITE, cursor_args("after", "a", "1:3"), false)],
+    ];
+    let err = s.conn.sql_err();
+    let results = s
+        .conn
+        .run(move |db| async move { Ok(batch::run_batch(db, jobs, err).await) })
+        .unwrap();
+    assert!(matches!(results[0], Ok(Written::Rows(ref r)) if r == &[1]));
+    assert!(
+        matches!(&results[1], Err(StoreError::Sql { source, .. }) if source.to_string().contains("nowhere")),
+        "{:?}",
+        results[1]
+    );
+    assert!(matches!(results[2], Ok(Written::Unchanged(1))));
+    assert!(matches!(results[3], Ok(Written::Rows(ref r)) if r == &[1]));
+    assert_eq!(s.cursor("before", "a").unwrap().as_deref(), Some("1:1"));
+    assert_eq!(s.cursor("undone", "a").unwrap(), None);
+    assert_eq!(s.cursor("after", "a").unwrap().as_deref(), Some("1:3"));
+}
