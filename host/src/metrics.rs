@@ -121,6 +121,12 @@ pub fn render(store: &Store, data_centers: &[String]) -> String {
         }
         Err(e) => tracing::warn!("metrics: reading the outbox failed: {e}"),
     }
+    // SQLite's writers share commits (group commit): the commits against the writes show
+    // how much they share.
+    if let Some((commits, writes)) = store.shared_commits() {
+        metrics::counter!("flowmail_store_commits_total", "database" => "sqlite").absolute(commits);
+        metrics::counter!("flowmail_store_writes_total", "database" => "sqlite").absolute(writes);
+    }
     match store.nodes() {
         Ok(nodes) => {
             let mut centers: Vec<String> = data_centers.to_vec();

@@ -110,6 +110,12 @@ impl Store {
         &self.conn.name
     }
 
+    /// On SQLite, how many commits its writer made so far, and how many callers' writes
+    /// they held: writers that meet share a commit.
+    pub fn shared_commits(&self) -> Option<(u64, u64)> {
+        (!self.is_shared()).then(|| self.conn.group.counts())
+    }
+
     /// Where `workflow` stopped reading `account`: the mailbox backend's cursor.
     pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<String>> {
         self.conn.row(

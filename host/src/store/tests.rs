@@ -219,7 +219,11 @@ fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
         required,
     };
     let jobs = vec![
-        vec![write(CURSOR_WRITE, cursor_args("before", "a", "1:1"), false)],
+        vec![write(
+            CURSOR_WRITE,
+            cursor_args("before", "a", "1:1"),
+            false,
+        )],
         vec![write("INSERT INTO nowhere VALUES (1)", Vec::new(), false)],
         // Its first statement is undone with it when the second, required, changes nothing.
         vec![

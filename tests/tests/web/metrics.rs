@@ -65,5 +65,15 @@ fn metrics_count_sends_and_read_triggers_and_nodes_from_the_store() {
         Some(1.0),
         "{text}"
     );
+    let sqlite = ["database=\"sqlite\""];
+    let commits = sample(&text, "flowmail_store_commits_total", &sqlite);
+    let writes = sample(&text, "flowmail_store_writes_total", &sqlite);
+    if flowmail_tests::postgres::suite_on_postgres() {
+        // PostgreSQL's writers have connections of their own; nothing is shared here.
+        assert_eq!((commits, writes), (None, None), "{text}");
+    } else {
+        let (commits, writes) = (commits.unwrap(), writes.unwrap());
+        assert!(commits > 0.0 && commits <= writes, "{text}");
+    }
     assert!(!text.to_lowercase().contains("password") && !text.contains("secret"));
 }
