@@ -6,6 +6,13 @@
 //! still returns only once its own writes are on disk. A caller's statement that fails
 //! rolls back that caller's savepoint alone; the others' writes are kept.
 //!
+//! A write may also be deferred: it is kept on a process crash but reaches the disk with
+//! the next durable commit, or SQLite's next checkpoint, instead of flushing the log
+//! itself (`synchronous = NORMAL` for that commit, in the write-ahead log). The log is
+//! written in order and a flush covers everything before it, so a deferred write never
+//! outlives a durable write that came after it. Only what no promise rests on may be
+//! deferred: a trigger's state for `status`, and the mark that a run has started.
+//!
 //! There is no thread of its own: the caller that finds no commit under way leads the
 //! next one, and hands the lead to the first caller still queued when it is done.
 
@@ -14,9 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use sqlx::Acquire as _;
-
-use super::db::{Arg, Db, bind};
+use super::db::{Arg, Db, Dialect, bind};
 use super::{Result, StoreError};
 
 /// One statement of a write.
@@ -41,6 +46,7 @@ pub enum Written {
 
 struct Job {
     writes: Vec<Write>,
+    durable: bool,
     reply: SyncSender<Reply>,
 }
 
@@ -67,17 +73,22 @@ pub struct GroupCommit {
 
 /// How a leader runs one batch on the writer connection, on its own thread.
 pub trait Drive {
-    fn drive_batch(&self, jobs: Vec<Vec<Write>>) -> Vec<Result<Written>>;
+    fn drive_batch(&self, jobs: Vec<Vec<Write>>, durable: bool) -> Vec<Result<Written>>;
 }
 
 impl GroupCommit {
     /// Queues `writes` and returns once they are committed (or failed), leading a commit
-    /// when none is under way. Blocks the calling thread.
-    pub fn write(&self, writes: Vec<Write>, drive: &dyn Drive) -> Result<Written> {
+    /// when none is under way; `durable` ones are on disk by then. Blocks the calling
+    /// thread.
+    pub fn write(&self, writes: Vec<Write>, durable: bool, drive: &dyn Drive) -> Result<Written> {
         let (reply, done) = sync_channel(1);
         let lead = {
             let mut queue = self.queue.lock().map_err(|_| StoreError::Closed)?;
-            queue.jobs.push_back(Job { writes, reply });
+            queue.jobs.push_back(Job {
+                writes,
+                durable,
+                reply,
+            });
             !std::mem::replace(&mut queue.leading, true)
         };
         self.wait(lead, &done, drive)
@@ -113,9 +124,11 @@ impl GroupCommit {
         };
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        // One durable write makes the whole commit durable.
+        let durable = jobs.iter().any(|j| j.durable);
         let (writes, replies): (Vec<_>, Vec<_>) =
             jobs.into_iter().map(|j| (j.writes, j.reply)).unzip();
-        let results = drive.drive_batch(writes);
+        let results = drive.drive_batch(writes, durable);
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(Reply::Done(result));
         }
@@ -147,10 +160,12 @@ impl GroupCommit {
 
 /// Runs `jobs` on the writer. A single statement alone runs as it would without
 /// batching, in its own commit; a single job of several statements is one transaction;
-/// several jobs share one transaction, each in a savepoint of its own.
+/// several jobs share one transaction, each in a savepoint of its own. Not `durable`,
+/// the commit does not flush SQLite's log to disk.
 pub async fn run_batch(
     db: Db,
-    mut jobs: Vec<Vec<Write>>,
+    jobs: Vec<Vec<Write>>,
+    durable: bool,
     err: impl Fn(sqlx::Error) -> StoreError,
 ) -> Vec<Result<Written>> {
     let count = jobs.len();
@@ -160,13 +175,48 @@ pub async fn run_batch(
         out.extend((1..count).map(|_| Err(err(shared_failure(&text)))));
         out
     };
+    let mut conn = match db.writer.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return all_failed(e),
+    };
+    let deferred = !durable && db.dialect == Dialect::Sqlite;
+    if deferred && let Err(e) = synchronous(&mut conn, "NORMAL").await {
+        return all_failed(e);
+    }
+    let results = match commit(&mut conn, jobs).await {
+        Ok(results) => results.into_iter().map(|r| r.map_err(&err)).collect(),
+        Err(e) => all_failed(e),
+    };
+    if deferred && let Err(e) = synchronous(&mut conn, "FULL").await {
+        // A connection left without its flushes must not serve a durable write.
+        tracing::warn!(
+            "store: the writer's connection is closed: restoring its flushes failed: {e}"
+        );
+        conn.close_on_drop();
+    }
+    results
+}
+
+async fn synchronous(conn: &mut sqlx::AnyConnection, level: &str) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {level}")))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Commits `jobs` on `conn`; the error is one that ended the commit as a whole.
+async fn commit(
+    conn: &mut sqlx::AnyConnection,
+    mut jobs: Vec<Vec<Write>>,
+) -> sqlx::Result<Vec<sqlx::Result<Written>>> {
+    let count = jobs.len();
     if count == 1 && jobs.first().is_some_and(|j| j.len() == 1) {
         let Some(write) = jobs.pop().and_then(|mut j| j.pop()) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let single = async {
             let changed = bind(sqlx::query(write.sql), write.args)
-                .execute(&db.writer)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
             Ok(match (write.required, changed) {
@@ -174,12 +224,9 @@ pub async fn run_batch(
                 _ => Written::Rows(vec![changed]),
             })
         };
-        return vec![single.await.map_err(&err)];
+        return Ok(vec![single.await]);
     }
-    let mut tx = match db.writer.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return all_failed(e),
-    };
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let mut results = Vec::with_capacity(count);
     for writes in jobs {
         if count == 1 {
@@ -187,32 +234,24 @@ pub async fn run_batch(
                 Ok(Written::Rows(rows)) => results.push(Ok(Written::Rows(rows))),
                 // Alone, a job that fails rolls the whole transaction back.
                 other => {
-                    let _ = tx.rollback().await;
-                    return vec![other.map_err(&err)];
+                    tx.rollback().await?;
+                    return Ok(vec![other]);
                 }
             }
             continue;
         }
-        let mut savepoint = match (&mut tx).begin().await {
-            Ok(savepoint) => savepoint,
-            Err(e) => return all_failed(e),
-        };
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
         let outcome = run_job(&mut savepoint, writes).await;
-        let ended = match &outcome {
-            Ok(Written::Rows(_)) => savepoint.commit().await,
+        match &outcome {
+            Ok(Written::Rows(_)) => savepoint.commit().await?,
             // Undoing this caller's writes must work, or the transaction would hold
             // writes that no caller is told of: then nothing commits.
-            _ => savepoint.rollback().await,
-        };
-        if let Err(e) = ended {
-            return all_failed(e);
+            _ => savepoint.rollback().await?,
         }
-        results.push(outcome.map_err(&err));
+        results.push(outcome);
     }
-    match tx.commit().await {
-        Ok(()) => results,
-        Err(e) => all_failed(e),
-    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 async fn run_job(

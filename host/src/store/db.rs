@@ -368,8 +368,19 @@ impl Conn {
     }
 
     /// Writes `writes` (statement, arguments, whether it must change a row) in one
-    /// transaction. On SQLite, writers that meet share a commit ([`batch`]).
+    /// transaction, on disk when this returns. On SQLite, writers that meet share a
+    /// commit ([`batch`]).
     pub fn write(&self, writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>) -> Result<Written> {
+        self.write_as(writes, true)
+    }
+
+    /// Like [`Conn::write`]; not `durable`, a SQLite commit does not wait for the disk
+    /// (see [`batch`] for what may be written so).
+    pub fn write_as(
+        &self,
+        writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>,
+        durable: bool,
+    ) -> Result<Written> {
         let writes: Vec<Write> = writes
             .into_iter()
             .map(|(sql, args, required)| Write {
@@ -379,13 +390,13 @@ impl Conn {
             })
             .collect();
         match self.db.dialect {
-            Dialect::Sqlite => blocking(|| self.group.write(writes, self)),
+            Dialect::Sqlite => blocking(|| self.group.write(writes, durable, self)),
             // PostgreSQL's writers have connections of their own, and its log flushes
             // already serve the commits that meet.
             Dialect::Postgres => {
                 let err = self.sql_err();
                 self.run(move |db| async move {
-                    let mut results = batch::run_batch(db, vec![writes], err).await;
+                    let mut results = batch::run_batch(db, vec![writes], true, err).await;
                     results.pop().unwrap_or(Err(StoreError::Closed))
                 })
             }
@@ -475,10 +486,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl Drive for Conn {
-    fn drive_batch(&self, jobs: Vec<Vec<Write>>) -> Vec<Result<Written>> {
+    fn drive_batch(&self, jobs: Vec<Vec<Write>>, durable: bool) -> Vec<Result<Written>> {
         let count = jobs.len();
         let err = self.sql_err();
-        self.drive(move |db| async move { Ok(batch::run_batch(db, jobs, err).await) })
+        self.drive(move |db| async move { Ok(batch::run_batch(db, jobs, durable, err).await) })
             .unwrap_or_else(|_| (0..count).map(|_| Err(StoreError::Closed)).collect())
     }
 }

@@ -149,13 +149,7 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<()> {
         let epoch = self.leases.epoch(workflow);
-        let fence = |insert: &str, mut args: Vec<db::Arg>| match epoch {
-            Some(epoch) => {
-                args.push(db::Arg::from(epoch));
-                (locks::fenced(insert, args.len()), args, true)
-            }
-            None => (insert.to_owned(), args, false),
-        };
+        let fence = |insert: &str, args| fenced_statement(epoch, insert, args);
         let mut writes = vec![(RUN_WRITE.to_owned(), run_args(workflow, run), false)];
         writes.extend(rows.iter().map(|row| {
             fence(
@@ -172,13 +166,21 @@ impl Store {
     /// Runs `insert` (whose `$1` is `workflow`): as it is when this process holds no lease
     /// of `workflow`; with a lease, only while that lease is still this process's, and
     /// [`StoreError::Fenced`] when it no longer is.
-    fn fenced_write(&self, workflow: &str, insert: &str, mut args: Vec<db::Arg>) -> Result<()> {
-        let Some(epoch) = self.leases.epoch(workflow) else {
-            return self.conn.exec(insert, args).map(drop);
-        };
-        args.push(db::Arg::from(epoch));
-        let sql = locks::fenced(insert, args.len());
-        fenced(workflow, self.conn.write(vec![(sql, args, true)])?)
+    fn fenced_write(&self, workflow: &str, insert: &str, args: Vec<db::Arg>) -> Result<()> {
+        self.fenced_write_as(workflow, insert, args, true)
+    }
+
+    /// Like [`Store::fenced_write`]; not `durable`, the write is kept on a crash of the
+    /// process but may be lost on one of the machine (see `batch`).
+    fn fenced_write_as(
+        &self,
+        workflow: &str,
+        insert: &str,
+        args: Vec<db::Arg>,
+        durable: bool,
+    ) -> Result<()> {
+        let write = fenced_statement(self.leases.epoch(workflow), insert, args);
+        fenced(workflow, self.conn.write_as(vec![write], durable)?)
     }
 
     /// The UIDVALIDITY of the Maildir at `path` and the UIDs of `keys`, assigning new UIDs,
@@ -313,6 +315,23 @@ pub struct RunRecord {
 }
 
 const RUN_WRITE: &str = "INSERT INTO runs (workflow, started_at, finished_at, outcome, detail) VALUES ($1, $2, $3, $4, $5)";
+
+/// `insert` (whose `$1` is the workflow) for a write in one transaction, and whether it
+/// must change a row: with the `epoch` of this process's lease, it writes only while
+/// the lease is still this process's.
+fn fenced_statement(
+    epoch: Option<i64>,
+    insert: &str,
+    mut args: Vec<db::Arg>,
+) -> (String, Vec<db::Arg>, bool) {
+    match epoch {
+        Some(epoch) => {
+            args.push(db::Arg::from(epoch));
+            (locks::fenced(insert, args.len()), args, true)
+        }
+        None => (insert.to_owned(), args, false),
+    }
+}
 
 /// A fenced write's outcome: a required statement that changed nothing met a lease that
 /// is no longer this process's.

@@ -239,7 +239,7 @@ fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
     let err = s.conn.sql_err();
     let results = s
         .conn
-        .run(move |db| async move { Ok(batch::run_batch(db, jobs, err).await) })
+        .run(move |db| async move { Ok(batch::run_batch(db, jobs, true, err).await) })
         .unwrap();
     assert!(matches!(results[0], Ok(Written::Rows(ref r)) if r == &[1]));
     assert!(
@@ -252,4 +252,47 @@ fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
     assert_eq!(s.cursor("before", "a").unwrap().as_deref(), Some("1:1"));
     assert_eq!(s.cursor("undone", "a").unwrap(), None);
     assert_eq!(s.cursor("after", "a").unwrap().as_deref(), Some("1:3"));
+}
+
+#[test]
+fn a_deferred_write_lands_and_leaves_the_writer_flushing_durable_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let synchronous = |s: &Store| -> i64 {
+        s.conn
+            .run(|db| async move {
+                let row = sqlx::query("PRAGMA synchronous")
+                    .fetch_one(&db.writer)
+                    .await
+                    .map_err(|e| StoreError::Sql {
+                        path: String::new(),
+                        source: e,
+                    })?;
+                Ok(db::get::<i64>(&row, 0).unwrap())
+            })
+            .unwrap()
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        // FULL is 2: every commit waits for the disk.
+        assert_eq!(synchronous(&s), 2);
+        let row = WatchRow {
+            workflow: "wf".into(),
+            account: "a".into(),
+            mode: "idle".into(),
+            ..WatchRow::default()
+        };
+        s.put_watch(&row).unwrap();
+        assert_eq!(
+            synchronous(&s),
+            2,
+            "a deferred write restores FULL after it"
+        );
+        s.set_cursor("wf", "a", "1:1").unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let watches = s.watches().unwrap();
+    assert_eq!(watches.len(), 1);
+    assert_eq!(watches[0].mode, "idle");
+    assert_eq!(s.cursor("wf", "a").unwrap().as_deref(), Some("1:1"));
 }

@@ -138,6 +138,27 @@ impl Store {
         )
     }
 
+    /// Marks the records of a unit's messages as running, before its run starts, in one
+    /// write, fenced like [`Store::put_handled`]. The mark makes a run cut short by a
+    /// crash of the process count as an attempt, so that a message that crashes it
+    /// each time ends in the dead letters. It does not wait for the disk: after a crash
+    /// of the machine, a mark lost with it only means that the message runs again as if
+    /// for the first time, as it would have run again anyway; the run's outcome is
+    /// written durably ([`Store::finish_unit`]).
+    pub fn start_unit(&self, workflow: &str, account: &str, rows: &[HandledRow]) -> Result<()> {
+        let epoch = self.leases.epoch(workflow);
+        let writes: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                super::fenced_statement(epoch, HANDLED_WRITE, handled_args(workflow, account, row))
+            })
+            .collect();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        super::fenced(workflow, self.conn.write_as(writes, false)?)
+    }
+
     /// Messages of `workflow` in `status`, oldest first; with `due_by`, only those whose
     /// next attempt is due by then.
     pub fn handled_in(
@@ -233,9 +254,10 @@ impl Store {
         Ok(row.unwrap_or_default())
     }
 
-    /// Writes a trigger's watchdog state.
+    /// Writes a trigger's watchdog state. It is what `status` shows, not a promise: it
+    /// does not wait for the disk (a crash of the machine may lose the last states).
     pub fn put_watch(&self, row: &WatchRow) -> Result<()> {
-        let written = self.fenced_write(
+        let written = self.fenced_write_as(
             &row.workflow,
             "INSERT INTO watch (workflow, account, mode, pid, started_at, last_ok,
                     last_error, last_error_at, unhandled_since, alerts, last_alert, silence_after,
@@ -264,6 +286,7 @@ impl Store {
                 crate::unix_now(),
                 &row.paused
             ],
+            false,
         );
         // A node that lost the trigger leaves its row to the node that took it.
         match written {

@@ -436,11 +436,11 @@ impl<'a> CatchUp<'a> {
             .extend(rows.iter().map(|row| row.key.clone()));
         for row in &mut rows {
             row.status = Handling::Running;
-            self.runner
-                .store
-                .put_handled(&wf.name, account, row)
-                .map_err(store_failure)?;
         }
+        self.runner
+            .store
+            .start_unit(&wf.name, account, &rows)
+            .map_err(store_failure)?;
         let ids: Vec<String> = todo.iter().map(|m| m.id.clone()).collect();
         let mut ctx = Map::new();
         let mut trigger_json = inputs::unit_json(account, &todo);
