@@ -242,3 +242,115 @@ async fn a_mailbox_triggered_workflow_runs_once_per_new_mail() {
     assert!(second.sent.is_empty(), "nothing new, nothing sent");
     assert_eq!(ws.outbox().len(), 1);
 }
+
+/// A server that answers nothing of NOOP until STATUS and UID SEARCH arrived too (or 3 s
+/// passed), and records which it was. It holds one message, UID 1, in a folder of
+/// UIDVALIDITY 7.
+fn holding_peer() -> (u16, std::sync::mpsc::Receiver<bool>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (told, together) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut out = sock.try_clone().unwrap();
+        let mut lines = BufReader::new(sock);
+        let mut read = |lines: &mut BufReader<std::net::TcpStream>| {
+            let mut line = String::new();
+            match lines.read_line(&mut line) {
+                Ok(n) if n > 0 => Some(line.trim_end().to_owned()),
+                _ => None,
+            }
+        };
+        out.write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] ready\r\n")
+            .unwrap();
+        let body = mail("held");
+        while let Some(line) = read(&mut lines) {
+            let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
+            let verb = command.to_ascii_uppercase();
+            let reply = if verb.starts_with("SELECT") {
+                format!(
+                    "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 2] n\r\n{tag} OK [READ-WRITE] selected\r\n"
+                )
+            } else if verb == "NOOP" {
+                // Wait for the two commands that follow, without answering.
+                lines
+                    .get_ref()
+                    .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                    .unwrap();
+                let status = read(&mut lines);
+                let search = status.as_ref().and_then(|_| read(&mut lines));
+                lines.get_ref().set_read_timeout(None).unwrap();
+                let arrived = status.is_some() && search.is_some();
+                told.send(arrived).unwrap();
+                let mut reply = format!("{tag} OK noop\r\n");
+                for later in [status, search].into_iter().flatten() {
+                    let (t, c) = later.split_once(' ').unwrap();
+                    if c.to_ascii_uppercase().starts_with("STATUS") {
+                        reply.push_str(&format!(
+                            "* STATUS INBOX (UIDVALIDITY 7 UIDNEXT 2)\r\n{t} OK status\r\n"
+                        ));
+                    } else {
+                        reply.push_str(&format!("* SEARCH 1\r\n{t} OK search\r\n"));
+                    }
+                }
+                if !arrived {
+                    // A client that waits for each answer: serve it one by one.
+                    out.write_all(reply.as_bytes()).unwrap();
+                    continue;
+                }
+                reply
+            } else if verb.starts_with("STATUS") {
+                format!("* STATUS INBOX (UIDVALIDITY 7 UIDNEXT 2)\r\n{tag} OK status\r\n")
+            } else if verb.starts_with("UID SEARCH") {
+                format!("* SEARCH 1\r\n{tag} OK search\r\n")
+            } else if verb.starts_with("UID FETCH") {
+                let head = format!(
+                    "* 1 FETCH (UID 1 FLAGS () RFC822.SIZE {n} BODY[] {{{n}}}\r\n",
+                    n = body.len()
+                );
+                let mut reply = head.into_bytes();
+                reply.extend_from_slice(&body);
+                reply.extend_from_slice(format!(")\r\n{tag} OK fetch\r\n").as_bytes());
+                out.write_all(&reply).unwrap();
+                continue;
+            } else if verb.starts_with("LOGOUT") {
+                format!("* BYE\r\n{tag} OK bye\r\n")
+            } else {
+                format!("{tag} OK done\r\n")
+            };
+            out.write_all(reply.as_bytes()).unwrap();
+        }
+    });
+    (port, together)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_asks_for_the_folder_and_searches_it_in_one_round_trip() {
+    let (port, together) = holding_peer();
+    let ws = Workspace::with_config("").unwrap();
+    let password = ws.path().join("imap-password");
+    std::fs::write(&password, "pw").unwrap();
+    ws.write_config(format!(
+        "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{USER}\"\n\
+         [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+         [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfolder = \"INBOX\"\ntimeout_secs = 10\n\
+         [accounts.box.auth]\nkind = \"basic\"\nusername = \"{USER}\"\npassword = {{ file = \"{}\" }}\n",
+        password.display()
+    ))
+    .unwrap();
+    let (rt, _) = ws.app(None, Audit::default()).unwrap();
+    let page = rt
+        .runtime()
+        .unwrap()
+        .read_mailbox("read", "box", &all(), None, 10, None)
+        .await
+        .unwrap();
+    assert!(
+        together.recv().unwrap(),
+        "STATUS and UID SEARCH were sent only after NOOP's answer"
+    );
+    let subjects: Vec<&str> = page.messages.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["held"]);
+    assert_eq!(page.next_cursor, "7:1");
+}

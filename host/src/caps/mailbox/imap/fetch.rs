@@ -1,10 +1,12 @@
 //! The IMAP commands behind reading: flags, UID sets, the folder's state, searches,
 //! fetching whole messages, and fetching big ones without their attachments.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use async_imap::Session;
-use async_imap::imap_proto::{BodyStructure, MessageSection, SectionPath};
+use async_imap::imap_proto::{
+    BodyStructure, MailboxDatum, MessageSection, Response, SectionPath, Status, StatusAttribute,
+};
 use async_imap::types::Flag as ImapFlag;
 use futures_util::TryStreamExt;
 
@@ -111,6 +113,141 @@ pub(super) async fn status(
         return Ok(fresh);
     }
     Ok(mailbox)
+}
+
+/// The folder's state and the UIDs `query` finds, as [`status`] then a UID SEARCH would
+/// give them, in one round trip instead of three: NOOP, STATUS and UID SEARCH go out
+/// together (RFC 3501 5.5 lets a client send commands without waiting, and UID
+/// commands cannot be misread by an expunge in between) and the server answers them
+/// in order. The NOOP still brings the selected folder up to date before the STATUS
+/// and the search read it. `query` gives the search for a UIDVALIDITY: first the one the
+/// session knows; when the folder's changed, it is selected anew and searched again
+/// with the query for the new one. News of messages among the answers (EXISTS,
+/// RECENT), which async-imap's own commands leave in the session's unsolicited queue, is
+/// told through `heard`, for the next IDLE to look again.
+pub(super) async fn status_and_search(
+    session: &mut Session<Stream>,
+    server: &str,
+    folder: &str,
+    (selected, heard): (&AtomicU32, &AtomicBool),
+    query: impl Fn(u32) -> String,
+) -> Result<(async_imap::types::Mailbox, Vec<u32>), MailError> {
+    let quoted = quote(folder).map_err(|c| {
+        classify(
+            server,
+            "STATUS",
+            async_imap::error::Error::Validate(async_imap::error::ValidateError(c)),
+        )
+    })?;
+    let sent = [
+        ("NOOP", "NOOP".to_owned()),
+        ("STATUS", format!("STATUS {quoted} (UIDVALIDITY UIDNEXT)")),
+        (
+            "UID SEARCH",
+            format!("UID SEARCH {}", query(selected.load(Ordering::SeqCst))),
+        ),
+    ];
+    let mut tags = Vec::with_capacity(sent.len());
+    for (what, command) in &sent {
+        tags.push(
+            session
+                .run_command(command)
+                .await
+                .map_err(|e| classify(server, what, e))?,
+        );
+    }
+    let mut mailbox = async_imap::types::Mailbox::default();
+    let mut uids = Vec::new();
+    let mut answered = 0;
+    while answered < tags.len() {
+        let what = sent.get(answered).map_or("UID SEARCH", |(what, _)| *what);
+        let response = session
+            .read_response()
+            .await
+            .map_err(|e| classify(server, what, async_imap::error::Error::Io(e)))?
+            .ok_or_else(|| classify(server, what, async_imap::error::Error::ConnectionLost))?;
+        match response.parsed() {
+            Response::Done {
+                tag,
+                status,
+                outcome,
+                ..
+            } => {
+                let Some(index) = tags.iter().position(|t| t == tag) else {
+                    continue;
+                };
+                let what = sent.get(index).map_or(what, |(what, _)| *what);
+                let text = || {
+                    outcome
+                        .information
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                match status {
+                    Status::Ok => answered += 1,
+                    Status::No => {
+                        return Err(classify(server, what, async_imap::error::Error::No(text())));
+                    }
+                    _ => {
+                        return Err(classify(
+                            server,
+                            what,
+                            async_imap::error::Error::Bad(text()),
+                        ));
+                    }
+                }
+            }
+            Response::MailboxData(MailboxDatum::Status { status, .. }) => {
+                for item in status {
+                    match item {
+                        StatusAttribute::UidValidity(v) => mailbox.uid_validity = Some(*v),
+                        StatusAttribute::UidNext(n) => mailbox.uid_next = Some(*n),
+                        _ => {}
+                    }
+                }
+            }
+            Response::MailboxData(MailboxDatum::Search(found)) => uids.extend(found.iter()),
+            Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) => {
+                heard.store(true, Ordering::SeqCst);
+            }
+            // Other news of the folder (EXPUNGE, FLAGS) needs nothing: the search read
+            // the folder as it is.
+            _ => {}
+        }
+    }
+    let missing = || {
+        Failure::NoValidity {
+            folder: folder.to_owned(),
+        }
+        .classify(server)
+    };
+    let validity = mailbox.uid_validity.ok_or_else(missing)?;
+    if validity != selected.load(Ordering::SeqCst) {
+        let fresh = session
+            .select(folder)
+            .await
+            .map_err(|e| classify(server, "SELECT", e))?;
+        let validity = fresh.uid_validity.ok_or_else(missing)?;
+        selected.store(validity, Ordering::SeqCst);
+        let found = session
+            .uid_search(query(validity))
+            .await
+            .map_err(|e| classify(server, "UID SEARCH", e))?;
+        return Ok((fresh, found.into_iter().collect()));
+    }
+    Ok((mailbox, uids))
+}
+
+/// `text` as an IMAP quoted string, or the line break that no quoted string may hold.
+fn quote(text: &str) -> Result<String, char> {
+    match text.chars().find(|c| matches!(c, '\r' | '\n')) {
+        Some(c) => Err(c),
+        None => Ok(format!(
+            "\"{}\"",
+            text.replace('\\', "\\\\").replace('"', "\\\"")
+        )),
+    }
 }
 
 /// An IMAP string for a search key, if the text can be searched for exactly: printable

@@ -133,7 +133,7 @@ impl Imap {
         let unsolicited = session.unsolicited_responses.clone();
         // Empties the unsolicited queue; whether it held news of messages.
         let news = || {
-            let mut found = false;
+            let mut found = self.heard.swap(false, Ordering::SeqCst);
             while let Ok(r) = unsolicited.try_recv() {
                 found |= matches!(
                     r,

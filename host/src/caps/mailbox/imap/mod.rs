@@ -8,7 +8,7 @@ mod fetch;
 mod idle;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
@@ -16,7 +16,8 @@ use tokio::sync::{Mutex, Notify};
 
 use self::failure::{Failure, classify};
 use self::fetch::{
-    fetch_raw, fetch_without_attachments, flag_name, require, search_query, sizes, status, uid_set,
+    fetch_raw, fetch_without_attachments, flag_name, require, search_query, sizes, status,
+    status_and_search, uid_set,
 };
 use self::idle::Wanted;
 use super::uid::{UidBatch, UidCursor, UidFolder, UidMessage, within_budget};
@@ -60,6 +61,8 @@ pub struct Imap {
     idle_offered: AtomicU8,
     /// The UIDVALIDITY of the folder as the session selected it.
     selected: Arc<AtomicU32>,
+    /// News of messages that reached a look outside async-imap's unsolicited queue.
+    heard: Arc<AtomicBool>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -94,6 +97,7 @@ impl Imap {
             wakes: tokio::sync::broadcast::channel(16).0,
             idle_offered: AtomicU8::new(UNKNOWN),
             selected: Arc::new(AtomicU32::new(0)),
+            heard: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -266,29 +270,30 @@ impl UidFolder for Imap {
     ) -> BoxFuture<'_, Result<UidBatch, MailError>> {
         let server = self.server();
         let folder = self.folder.clone();
-        let selected = self.selected.clone();
+        let (selected, heard) = (self.selected.clone(), self.heard.clone());
         Box::pin(self.with_session(move |session| {
-            let (server, folder, search, selected) = (
+            let (server, folder, search, selected, heard) = (
                 server.clone(),
                 folder.clone(),
                 search.clone(),
                 selected.clone(),
+                heard.clone(),
             );
             Box::pin(async move {
-                // Selecting again reports the folder's current UIDVALIDITY and size.
-                let mailbox = status(session, &server, &folder, &selected).await?;
-                let validity = mailbox.uid_validity.unwrap_or_default();
-                let start = match after {
+                // Past the cursor when it holds for the folder's UIDVALIDITY; from the
+                // start when the folder changed.
+                let start_for = |validity: u32| match after {
                     Some(c) if c.uid_validity == validity => c.last_uid,
                     _ => 0,
                 };
-                let mut uids: Vec<u32> = session
-                    .uid_search(search_query(start, &search))
-                    .await
-                    .map_err(|e| classify(&server, "UID SEARCH", e))?
-                    .into_iter()
-                    .filter(|u| *u > start)
-                    .collect();
+                let (mailbox, found) =
+                    status_and_search(session, &server, &folder, (&selected, &heard), |v| {
+                        search_query(start_for(v), &search)
+                    })
+                    .await?;
+                let validity = mailbox.uid_validity.unwrap_or_default();
+                let start = start_for(validity);
+                let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > start).collect();
                 uids.sort_unstable();
                 let mut more = uids.len() > limit as usize;
                 uids.truncate(limit as usize);
