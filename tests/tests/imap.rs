@@ -255,7 +255,7 @@ fn holding_peer() -> (u16, std::sync::mpsc::Receiver<bool>) {
         let (sock, _) = listener.accept().unwrap();
         let mut out = sock.try_clone().unwrap();
         let mut lines = BufReader::new(sock);
-        let mut read = |lines: &mut BufReader<std::net::TcpStream>| {
+        let read = |lines: &mut BufReader<std::net::TcpStream>| {
             let mut line = String::new();
             match lines.read_line(&mut line) {
                 Ok(n) if n > 0 => Some(line.trim_end().to_owned()),
