@@ -40,6 +40,23 @@ fn all() -> Filter {
     }
 }
 
+/// The app of `ws`, and the first page of its account `box`, from the start.
+async fn first_page(
+    ws: &Workspace,
+) -> (
+    std::sync::Arc<flowmail::app::App>,
+    flowmail::bindings::actions::MailboxPage,
+) {
+    let (rt, _) = ws.app(None, Audit::default()).unwrap();
+    let page = rt
+        .runtime()
+        .unwrap()
+        .read_mailbox("read", "box", &all(), None, 10, None)
+        .await
+        .unwrap();
+    (rt, page)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed() {
     let stack = MailStack::start(None).unwrap();
@@ -58,13 +75,7 @@ async fn login_over_starttls_and_implicit_tls_reads_parses_and_reports_malformed
         let ws = Workspace::with_config("").unwrap();
         ws.write_config(imap_account(&stack, ws.path(), port, ssl, ""))
             .unwrap();
-        let (rt, _) = ws.app(None, Audit::default()).unwrap();
-        let page = rt
-            .runtime()
-            .unwrap()
-            .read_mailbox("read", "box", &all(), None, 10, None)
-            .await
-            .unwrap();
+        let (rt, page) = first_page(&ws).await;
         let subjects: Vec<&str> = page.messages.iter().map(|m| m.subject.as_str()).collect();
         assert_eq!(subjects, ["[ALERT] one", "weekly report"], "ssl = {ssl}");
         assert_eq!(page.skipped.len(), 1);
@@ -339,13 +350,7 @@ async fn a_read_asks_for_the_folder_and_searches_it_in_one_round_trip() {
         password.display()
     ))
     .unwrap();
-    let (rt, _) = ws.app(None, Audit::default()).unwrap();
-    let page = rt
-        .runtime()
-        .unwrap()
-        .read_mailbox("read", "box", &all(), None, 10, None)
-        .await
-        .unwrap();
+    let (_rt, page) = first_page(&ws).await;
     assert!(
         together.recv().unwrap(),
         "STATUS and UID SEARCH were sent only after NOOP's answer"

@@ -97,22 +97,9 @@ pub(super) async fn status(
         .status(folder, "(UIDVALIDITY UIDNEXT)")
         .await
         .map_err(|e| classify(server, "STATUS", e))?;
-    let missing = || {
-        Failure::NoValidity {
-            folder: folder.to_owned(),
-        }
-        .classify(server)
-    };
-    let validity = mailbox.uid_validity.ok_or_else(missing)?;
-    if validity != selected.load(Ordering::SeqCst) {
-        let fresh = session
-            .select(folder)
-            .await
-            .map_err(|e| classify(server, "SELECT", e))?;
-        selected.store(fresh.uid_validity.ok_or_else(missing)?, Ordering::SeqCst);
-        return Ok(fresh);
-    }
-    Ok(mailbox)
+    Ok(reselected(session, server, folder, selected, &mailbox)
+        .await?
+        .unwrap_or(mailbox))
 }
 
 /// The folder's state and the UIDs `query` finds, as [`status`] then a UID SEARCH would
@@ -216,27 +203,42 @@ pub(super) async fn status_and_search(
             _ => {}
         }
     }
+    match reselected(session, server, folder, selected, &mailbox).await? {
+        Some(fresh) => {
+            let found = session
+                .uid_search(query(fresh.uid_validity.unwrap_or_default()))
+                .await
+                .map_err(|e| classify(server, "UID SEARCH", e))?;
+            Ok((fresh, found.into_iter().collect()))
+        }
+        None => Ok((mailbox, uids)),
+    }
+}
+
+/// The folder selected anew when `status` names a UIDVALIDITY other than the session's,
+/// so that UIDs mean the same; `None` when it is the same.
+async fn reselected(
+    session: &mut Session<Stream>,
+    server: &str,
+    folder: &str,
+    selected: &AtomicU32,
+    status: &async_imap::types::Mailbox,
+) -> Result<Option<async_imap::types::Mailbox>, MailError> {
     let missing = || {
         Failure::NoValidity {
             folder: folder.to_owned(),
         }
         .classify(server)
     };
-    let validity = mailbox.uid_validity.ok_or_else(missing)?;
-    if validity != selected.load(Ordering::SeqCst) {
-        let fresh = session
-            .select(folder)
-            .await
-            .map_err(|e| classify(server, "SELECT", e))?;
-        let validity = fresh.uid_validity.ok_or_else(missing)?;
-        selected.store(validity, Ordering::SeqCst);
-        let found = session
-            .uid_search(query(validity))
-            .await
-            .map_err(|e| classify(server, "UID SEARCH", e))?;
-        return Ok((fresh, found.into_iter().collect()));
+    if status.uid_validity.ok_or_else(missing)? == selected.load(Ordering::SeqCst) {
+        return Ok(None);
     }
-    Ok((mailbox, uids))
+    let fresh = session
+        .select(folder)
+        .await
+        .map_err(|e| classify(server, "SELECT", e))?;
+    selected.store(fresh.uid_validity.ok_or_else(missing)?, Ordering::SeqCst);
+    Ok(Some(fresh))
 }
 
 /// `text` as an IMAP quoted string, or the line break that no quoted string may hold.
