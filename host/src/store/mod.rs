@@ -23,7 +23,7 @@ pub use self::nodes::{NodePlugin, NodeRow};
 pub use self::outbox::{OutboxCount, OutboxFailure, OutboxJob, OutboxState};
 pub use self::probes::ProbeJob;
 pub use self::tokens::TokenRow;
-pub use self::triggers::{HandledCounts, HandledRow, Handling, Waiting, WatchRow};
+pub use self::triggers::{HandledCounts, HandledRow, Handling, Owed, Waiting, WatchRow};
 pub use self::web::{PageAccountRow, SessionRow, UserRow};
 
 /// Errors of the store.

@@ -296,3 +296,38 @@ fn a_deferred_write_lands_and_leaves_the_writer_flushing_durable_commits() {
     assert_eq!(watches[0].mode, "idle");
     assert_eq!(s.cursor("wf", "a").unwrap().as_deref(), Some("1:1"));
 }
+
+#[test]
+fn owed_names_the_runs_cut_short_and_the_post_actions_not_taken_in_one_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("s.db")).unwrap();
+    let row = |key: &str, status: Handling, post_pending: bool, first_seen: i64| HandledRow {
+        key: key.into(),
+        message: format!("7:{first_seen}"),
+        post_pending,
+        status,
+        attempts: 1,
+        first_seen,
+        next_attempt: first_seen,
+        last_error: None,
+    };
+    for r in [
+        row("id:running", Handling::Running, false, 3),
+        row("id:done-owed", Handling::Done, true, 2),
+        row("id:dead-owed", Handling::Dead, true, 1),
+        row("id:done", Handling::Done, false, 4),
+        row("id:pending", Handling::Pending, false, 5),
+    ] {
+        s.put_handled("wf", "a", &r).unwrap();
+    }
+    s.put_handled(
+        "other",
+        "a",
+        &row("id:elsewhere", Handling::Running, false, 1),
+    )
+    .unwrap();
+    let owed = s.owed("wf", "a").unwrap();
+    let keys = |rows: &[HandledRow]| rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&owed.interrupted), ["id:running"]);
+    assert_eq!(keys(&owed.post_actions), ["id:dead-owed", "id:done-owed"]);
+}

@@ -90,6 +90,15 @@ pub struct HandledCounts {
     pub dead: u64,
 }
 
+/// What a catch-up owes before it reads on ([`Store::owed`]).
+#[derive(Debug, Default)]
+pub struct Owed {
+    /// Records left `running` by a run that was cut short.
+    pub interrupted: Vec<HandledRow>,
+    /// Records whose post-action or dead-letter action has not taken effect yet.
+    pub post_actions: Vec<HandledRow>,
+}
+
 /// What of a trigger's messages still waits for a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Waiting {
@@ -118,15 +127,30 @@ impl Store {
     /// Messages of `workflow` whose run succeeded but whose post-action has not yet taken
     /// effect (it failed, or the process died before it).
     pub fn post_actions_pending(&self, workflow: &str, account: &str) -> Result<Vec<HandledRow>> {
-        self.conn.rows(
+        Ok(self.owed(workflow, account)?.post_actions)
+    }
+
+    /// What a catch-up owes before it reads on, in one query: the runs that were cut
+    /// short (records still `running`), and the post-actions and dead-letter actions not
+    /// yet taken, each oldest first.
+    pub fn owed(&self, workflow: &str, account: &str) -> Result<Owed> {
+        let rows = self.conn.rows(
             &format!(
                 "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
-                   AND status IN ('done', 'dead') AND post_pending != 0
+                   AND (status = 'running'
+                        OR (status IN ('done', 'dead') AND post_pending != 0))
                  ORDER BY first_seen, {{seq}}"
             ),
             args![workflow, account],
             handled_row,
-        )
+        )?;
+        let (interrupted, post_actions) = rows
+            .into_iter()
+            .partition(|row| row.status == Handling::Running);
+        Ok(Owed {
+            interrupted,
+            post_actions,
+        })
     }
 
     /// Writes the record of one message.

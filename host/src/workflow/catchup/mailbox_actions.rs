@@ -88,20 +88,17 @@ impl CatchUp<'_> {
     }
 
     /// Does the post-action of messages whose run succeeded but whose post-action did not
-    /// take effect yet (it failed, or the process died first). A message gone from the
-    /// mailbox needs none any more.
+    /// take effect yet (it failed, or the process died first), `pending` as the store
+    /// owes them ([`crate::store::Store::owed`]). A message gone from the mailbox needs
+    /// none any more.
     pub(super) async fn finish_post_actions(
         &self,
         wf: &Workflow,
         trigger: &MailboxTrigger,
+        pending: Vec<HandledRow>,
         report: &mut RunReport,
     ) -> Result<(), RunError> {
         let account = trigger.account.as_str();
-        let pending = self
-            .runner
-            .store
-            .post_actions_pending(&wf.name, account)
-            .map_err(store_failure)?;
         for mut row in pending {
             let done = if row.status == Handling::Dead {
                 self.dead_letter(trigger, std::slice::from_ref(&row.message), report)

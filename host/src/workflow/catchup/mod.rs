@@ -131,13 +131,13 @@ impl<'a> CatchUp<'a> {
             .map_err(|(f, r)| RunError::new("trigger", Some(&format!("filter.{f}")), r))?;
         let account = trigger.account.as_str();
         let now = crate::unix_now();
-        // A run that was cut short (the process died) counts as a failed attempt.
-        for mut row in self
+        let owed = self
             .runner
             .store
-            .handled_in(&wf.name, account, Handling::Running, None)
-            .map_err(store_failure)?
-        {
+            .owed(&wf.name, account)
+            .map_err(store_failure)?;
+        // A run that was cut short (the process died) counts as a failed attempt.
+        for mut row in owed.interrupted {
             row.status = Handling::Pending;
             row.attempts += 1;
             row.next_attempt = now;
@@ -147,7 +147,8 @@ impl<'a> CatchUp<'a> {
                 .put_handled(&wf.name, account, &row)
                 .map_err(store_failure)?;
         }
-        self.finish_post_actions(wf, trigger, report).await?;
+        self.finish_post_actions(wf, trigger, owed.post_actions, report)
+            .await?;
         let mut progress = false;
         // This process holds the workflow's lock, so the cursor is only written here.
         let mut cursor = self
