@@ -142,13 +142,7 @@ async fn xoauth2_reads_the_mailbox() {
         &auth,
     ))
     .unwrap();
-    let (rt, _) = ws.app(None, Audit::default()).unwrap();
-    let page = rt
-        .runtime()
-        .unwrap()
-        .read_mailbox("read", "box", &all(), None, 10, None)
-        .await
-        .unwrap();
+    let (_rt, page) = first_page(&ws).await;
     assert_eq!(page.messages[0].subject, "via xoauth2");
 }
 

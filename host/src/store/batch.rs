@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::db::{Arg, Db, Dialect, bind};
+use super::db::{Arg, Conn, Db, Dialect, bind, blocking};
 use super::{Result, StoreError};
 
 /// One statement of a write.
@@ -155,6 +155,53 @@ impl GroupCommit {
             queue.jobs.pop_front();
         }
         queue.leading = false;
+    }
+}
+
+impl Conn {
+    /// Writes `writes` (statement, arguments, whether it must change a row) in one
+    /// transaction, on disk when this returns. On SQLite, writers that meet share a
+    /// commit ([`GroupCommit`]).
+    pub fn write(&self, writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>) -> Result<Written> {
+        self.write_as(writes, true)
+    }
+
+    /// Like [`Conn::write`]; not `durable`, a SQLite commit does not wait for the disk
+    /// (see the module's comment for what may be written so).
+    pub fn write_as(
+        &self,
+        writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>,
+        durable: bool,
+    ) -> Result<Written> {
+        let writes: Vec<Write> = writes
+            .into_iter()
+            .map(|(sql, args, required)| Write {
+                sql: self.db.sql(sql.as_ref()),
+                args,
+                required,
+            })
+            .collect();
+        match self.db.dialect {
+            Dialect::Sqlite => blocking(|| self.group.write(writes, durable, self)),
+            // PostgreSQL's writers have connections of their own, and its log flushes
+            // already serve the commits that meet.
+            Dialect::Postgres => {
+                let err = self.sql_err();
+                self.run(move |db| async move {
+                    let mut results = run_batch(db, vec![writes], true, err).await;
+                    results.pop().unwrap_or(Err(StoreError::Closed))
+                })
+            }
+        }
+    }
+}
+
+impl Drive for Conn {
+    fn drive_batch(&self, jobs: Vec<Vec<Write>>, durable: bool) -> Vec<Result<Written>> {
+        let count = jobs.len();
+        let err = self.sql_err();
+        self.drive(move |db| async move { Ok(run_batch(db, jobs, durable, err).await) })
+            .unwrap_or_else(|_| (0..count).map(|_| Err(StoreError::Closed)).collect())
     }
 }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
-use super::batch::{self, Drive, GroupCommit, Write, Written};
+use super::batch::{GroupCommit, Written};
 use super::{Result, StoreError, migrations};
 
 /// Which database a store is.
@@ -341,7 +341,7 @@ impl Conn {
     }
 
     /// Runs `f` like [`Conn::run`], on a thread that may block.
-    fn drive<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T>
+    pub(super) fn drive<T, F>(&self, f: impl FnOnce(Db) -> F) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
@@ -364,42 +364,6 @@ impl Conn {
             // its other tasks on meanwhile), the calling thread drives the query itself,
             // with the store runtime's timers: no hand-over to the store's thread and back.
             _ => wait(rt, fut),
-        }
-    }
-
-    /// Writes `writes` (statement, arguments, whether it must change a row) in one
-    /// transaction, on disk when this returns. On SQLite, writers that meet share a
-    /// commit ([`batch`]).
-    pub fn write(&self, writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>) -> Result<Written> {
-        self.write_as(writes, true)
-    }
-
-    /// Like [`Conn::write`]; not `durable`, a SQLite commit does not wait for the disk
-    /// (see [`batch`] for what may be written so).
-    pub fn write_as(
-        &self,
-        writes: Vec<(impl AsRef<str>, Vec<Arg>, bool)>,
-        durable: bool,
-    ) -> Result<Written> {
-        let writes: Vec<Write> = writes
-            .into_iter()
-            .map(|(sql, args, required)| Write {
-                sql: self.db.sql(sql.as_ref()),
-                args,
-                required,
-            })
-            .collect();
-        match self.db.dialect {
-            Dialect::Sqlite => blocking(|| self.group.write(writes, durable, self)),
-            // PostgreSQL's writers have connections of their own, and its log flushes
-            // already serve the commits that meet.
-            Dialect::Postgres => {
-                let err = self.sql_err();
-                self.run(move |db| async move {
-                    let mut results = batch::run_batch(db, vec![writes], true, err).await;
-                    results.pop().unwrap_or(Err(StoreError::Closed))
-                })
-            }
         }
     }
 
@@ -478,19 +442,10 @@ impl Conn {
 
 /// Runs `f`, which blocks, from any thread: a worker of the multi-threaded runtime
 /// hands its other tasks on meanwhile.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
-    }
-}
-
-impl Drive for Conn {
-    fn drive_batch(&self, jobs: Vec<Vec<Write>>, durable: bool) -> Vec<Result<Written>> {
-        let count = jobs.len();
-        let err = self.sql_err();
-        self.drive(move |db| async move { Ok(batch::run_batch(db, jobs, durable, err).await) })
-            .unwrap_or_else(|_| (0..count).map(|_| Err(StoreError::Closed)).collect())
     }
 }
 
