@@ -14,7 +14,10 @@
 //! (the server's share ends there) and the start of the run (flowmail's share), both read
 //! from serve's debug log. Run with `cargo bench -p flowmail-tests --bench arrival`;
 //! `FLOWMAIL_BENCH_MAILBOXES` changes the 1,000 and
-//! `FLOWMAIL_BENCH_MESSAGES` the 200, and `FLOWMAIL_BENCH_LOGS=DIR` keeps serve's logs.
+//! `FLOWMAIL_BENCH_MESSAGES` the 200, and `FLOWMAIL_BENCH_LOGS=DIR` keeps serve's logs;
+//! `FLOWMAIL_BENCH_RUST_LOG` sets serve's log filter (it must keep
+//! `flowmail::workflow=debug`, which the figures are read from; add `sqlx::query=debug`
+//! to see each query).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -252,7 +255,11 @@ impl Serve {
             .arg(flowmail_tests::flowmail_bin())
             .args(["serve", "workflows"])
             .current_dir(root)
-            .env("RUST_LOG", "flowmail::workflow=debug,flowmail=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FLOWMAIL_BENCH_RUST_LOG")
+                    .unwrap_or_else(|_| "flowmail::workflow=debug,flowmail=info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
