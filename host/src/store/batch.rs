@@ -8,7 +8,8 @@
 //!
 //! A write may also be deferred: it is kept on a process crash but reaches the disk with
 //! the next durable commit, or SQLite's next checkpoint, instead of flushing the log
-//! itself (`synchronous = NORMAL` for that commit, in the write-ahead log). The log is
+//! itself (`synchronous = NORMAL` in the write-ahead log, which stays until the next
+//! durable commit sets `FULL` again before it runs: [`Db::writer_for`]). The log is
 //! written in order and a flush covers everything before it, so a deferred write never
 //! outlives a durable write that came after it. Only what no promise rests on may be
 //! deferred: a trigger's state for `status`, and the mark that a run has started.
@@ -222,33 +223,14 @@ pub async fn run_batch(
         out.extend((1..count).map(|_| Err(err(shared_failure(&text)))));
         out
     };
-    let mut conn = match db.writer.acquire().await {
+    let mut conn = match db.writer_for(durable).await {
         Ok(conn) => conn,
         Err(e) => return all_failed(e),
     };
-    let deferred = !durable && db.dialect == Dialect::Sqlite;
-    if deferred && let Err(e) = synchronous(&mut conn, "NORMAL").await {
-        return all_failed(e);
-    }
-    let results = match commit(&mut conn, jobs).await {
+    match commit(&mut conn, jobs).await {
         Ok(results) => results.into_iter().map(|r| r.map_err(&err)).collect(),
         Err(e) => all_failed(e),
-    };
-    if deferred && let Err(e) = synchronous(&mut conn, "FULL").await {
-        // A connection left without its flushes must not serve a durable write.
-        tracing::warn!(
-            "store: the writer's connection is closed: restoring its flushes failed: {e}"
-        );
-        conn.close_on_drop();
     }
-    results
-}
-
-async fn synchronous(conn: &mut sqlx::AnyConnection, level: &str) -> sqlx::Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {level}")))
-        .execute(conn)
-        .await
-        .map(drop)
 }
 
 /// Commits `jobs` on `conn`; the error is one that ended the commit as a whole.

@@ -6,8 +6,11 @@
 //! timers and background work.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolConnection;
 use sqlx::{AnyPool, Row as _};
 
 use super::batch::{GroupCommit, Written};
@@ -97,21 +100,60 @@ pub(crate) use args;
 pub struct Db {
     /// For reads.
     pub pool: AnyPool,
-    /// For writes and transactions.
-    pub writer: AnyPool,
+    /// For writes and transactions: taken with [`Db::writer`] or [`Db::writer_for`], which
+    /// set how its commits reach the disk.
+    writer: AnyPool,
     pub dialect: Dialect,
+    /// Whether SQLite's writer connection may run with `synchronous = NORMAL`, as a
+    /// deferred write left it. Set before the mode is relaxed and cleared only once
+    /// `FULL` is back, and changed only by the holder of the one writer connection, so
+    /// that when it reads `false` every commit is flushed.
+    relaxed: Arc<AtomicBool>,
 }
 
 impl Db {
-    /// The pool for `sql`: the readers' for a plain `SELECT`, the writer's for anything
-    /// else (`UPDATE ... RETURNING` reads rows too, but writes).
-    pub fn pool_for(&self, sql: &str) -> &AnyPool {
+    /// Whether `sql` is a plain `SELECT`, for the readers' pool; anything else
+    /// (`UPDATE ... RETURNING` reads rows too, but writes) goes to the writer.
+    pub fn reads_only(sql: &str) -> bool {
         let head = sql.trim_start().get(..6).unwrap_or_default();
-        if head.eq_ignore_ascii_case("select") {
-            &self.pool
-        } else {
-            &self.writer
+        head.eq_ignore_ascii_case("select")
+    }
+
+    /// The writer's connection, set so that each commit is on disk before it returns.
+    pub async fn writer(&self) -> sqlx::Result<PoolConnection<sqlx::Any>> {
+        self.writer_for(true).await
+    }
+
+    /// The writer's connection; not `durable`, on SQLite its commits do not wait for the
+    /// disk (`synchronous = NORMAL` in the write-ahead log: see `batch.rs` for what may
+    /// be written so). The mode stays as the last writer left it, so that deferred
+    /// writes one after another cost no statement more, and a durable writer sets `FULL`
+    /// again before its first statement. If that fails, the connection is closed and
+    /// the write fails: it never runs unflushed.
+    pub async fn writer_for(&self, durable: bool) -> sqlx::Result<PoolConnection<sqlx::Any>> {
+        let mut conn = self.writer.acquire().await?;
+        if self.dialect != Dialect::Sqlite {
+            return Ok(conn);
         }
+        let relaxed = self.relaxed.load(Ordering::SeqCst);
+        if durable && relaxed {
+            if let Err(e) = synchronous(&mut conn, "FULL").await {
+                conn.close_on_drop();
+                return Err(e);
+            }
+            self.relaxed.store(false, Ordering::SeqCst);
+        } else if !durable && !relaxed {
+            // Marked first: whatever the outcome, the next durable writer sets FULL.
+            self.relaxed.store(true, Ordering::SeqCst);
+            synchronous(&mut conn, "NORMAL").await?;
+        }
+        Ok(conn)
+    }
+
+    /// The writer's pool as it is, for tests that look at the connection's mode.
+    #[cfg(test)]
+    pub(super) fn writer_pool(&self) -> &AnyPool {
+        &self.writer
     }
 
     /// `sql` for this dialect: `$N` parameters become SQLite's `?N` (bound by number, so a
@@ -243,6 +285,13 @@ async fn pool(url: &str, dialect: Dialect, size: u32) -> std::result::Result<Any
         .await
 }
 
+async fn synchronous(conn: &mut sqlx::AnyConnection, level: &str) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = {level}")))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
 /// How long a dropped store waits for its connections to close.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -307,6 +356,7 @@ impl Conn {
                     pool,
                     writer,
                     dialect,
+                    relaxed: Arc::default(),
                 };
                 migrations::migrate(&db, &connect_name).await?;
                 Ok(db)
@@ -393,11 +443,17 @@ impl Conn {
         let err = self.sql_err();
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
-            let pool = db.pool_for(&sql.0).clone();
-            let rows = bind(sqlx::query(sql), args)
-                .fetch_all(&pool)
-                .await
-                .map_err(&err)?;
+            let reads = Db::reads_only(&sql.0);
+            let query = bind(sqlx::query(sql), args);
+            let rows = if reads {
+                query.fetch_all(&db.pool).await
+            } else {
+                match db.writer().await {
+                    Ok(mut conn) => query.fetch_all(&mut *conn).await,
+                    Err(e) => Err(e),
+                }
+            }
+            .map_err(&err)?;
             rows.iter().map(|r| map(r).map_err(&err)).collect()
         })
     }
@@ -412,12 +468,42 @@ impl Conn {
         let err = self.sql_err();
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
-            let pool = db.pool_for(&sql.0).clone();
-            let row = bind(sqlx::query(sql), args)
-                .fetch_optional(&pool)
-                .await
-                .map_err(&err)?;
+            let reads = Db::reads_only(&sql.0);
+            let query = bind(sqlx::query(sql), args);
+            let row = if reads {
+                query.fetch_optional(&db.pool).await
+            } else {
+                match db.writer().await {
+                    Ok(mut conn) => query.fetch_optional(&mut *conn).await,
+                    Err(e) => Err(e),
+                }
+            }
+            .map_err(&err)?;
             row.as_ref().map(|r| map(r).map_err(&err)).transpose()
+        })
+    }
+
+    /// The rows of several queries (plain `SELECT`s), read one after another on one
+    /// reader connection in one visit to the store: one wait of the calling thread
+    /// and one connection taken from the pool, instead of one of each per query.
+    pub fn reads(&self, queries: Vec<(&str, Vec<Arg>)>) -> Result<Vec<Vec<AnyRow>>> {
+        let err = self.sql_err();
+        let queries: Vec<_> = queries
+            .into_iter()
+            .map(|(sql, args)| (self.db.sql(sql), args))
+            .collect();
+        self.run(move |db| async move {
+            let mut conn = db.pool.acquire().await.map_err(&err)?;
+            let mut out = Vec::with_capacity(queries.len());
+            for (sql, args) in queries {
+                out.push(
+                    bind(sqlx::query(sql), args)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(&err)?,
+                );
+            }
+            Ok(out)
         })
     }
 
@@ -432,7 +518,8 @@ impl Conn {
     {
         let err = self.sql_err();
         self.run(move |db| async move {
-            let tx = db.writer.begin().await.map_err(&err)?;
+            let conn = db.writer().await.map_err(&err)?;
+            let tx = sqlx::Transaction::begin(conn, None).await.map_err(&err)?;
             let (value, tx) = f(db, tx).await?;
             tx.commit().await.map_err(&err)?;
             Ok(value)

@@ -291,9 +291,14 @@ async fn renew(conn: Weak<Conn>, leases: Weak<Leases>) {
         );
         let owner = leases.owner.clone();
         drop(conn);
-        let renewed = db::bind(sqlx::query(sql), args![&owner, LEASE_TTL.as_secs() as i64])
-            .fetch_all(&db.writer)
-            .await;
+        let renewed = match db.writer().await {
+            Ok(mut writer) => {
+                db::bind(sqlx::query(sql), args![&owner, LEASE_TTL.as_secs() as i64])
+                    .fetch_all(&mut *writer)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let renewed: Vec<(String, i64)> = match renewed {
             Ok(rows) => rows
                 .iter()

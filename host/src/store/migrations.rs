@@ -401,7 +401,7 @@ pub async fn migrate(db: &Db, name: &str) -> Result<()> {
         Dialect::Sqlite => (SQLITE, "BEGIN IMMEDIATE"),
         Dialect::Postgres => (POSTGRES, "BEGIN"),
     };
-    let mut conn = db.writer.acquire().await.map_err(err)?;
+    let mut conn = db.writer().await.map_err(err)?;
     sqlx::raw_sql(begin)
         .execute(&mut *conn)
         .await

@@ -23,7 +23,7 @@ pub use self::nodes::{NodePlugin, NodeRow};
 pub use self::outbox::{OutboxCount, OutboxFailure, OutboxJob, OutboxState};
 pub use self::probes::ProbeJob;
 pub use self::tokens::TokenRow;
-pub use self::triggers::{HandledCounts, HandledRow, Handling, Owed, Waiting, WatchRow};
+pub use self::triggers::{HandledCounts, HandledRow, Handling, Outset, Owed, Waiting, WatchRow};
 pub use self::web::{PageAccountRow, SessionRow, UserRow};
 
 /// Errors of the store.
@@ -118,11 +118,8 @@ impl Store {
 
     /// Where `workflow` stopped reading `account`: the mailbox backend's cursor.
     pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<String>> {
-        self.conn.row(
-            "SELECT cursor FROM cursors WHERE workflow = $1 AND account = $2",
-            db::args![workflow, account],
-            |r| db::get(r, 0),
-        )
+        self.conn
+            .row(CURSOR_READ, db::args![workflow, account], |r| db::get(r, 0))
     }
 
     /// Moves `workflow`'s cursor for `account`, after its run succeeded.
@@ -353,6 +350,8 @@ fn run_args(workflow: &str, run: &RunRecord) -> Vec<db::Arg> {
         &run.detail
     ]
 }
+
+const CURSOR_READ: &str = "SELECT cursor FROM cursors WHERE workflow = $1 AND account = $2";
 
 const CURSOR_WRITE: &str = "INSERT INTO cursors (workflow, account, cursor, updated_at)
      VALUES ($1, $2, $3, $4)

@@ -255,14 +255,15 @@ fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
 }
 
 #[test]
-fn a_deferred_write_lands_and_leaves_the_writer_flushing_durable_commits() {
+fn a_deferred_write_lands_and_every_durable_write_after_it_is_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
+    // The writer connection's mode, read without taking the writer as a write would.
     let synchronous = |s: &Store| -> i64 {
         s.conn
             .run(|db| async move {
                 let row = sqlx::query("PRAGMA synchronous")
-                    .fetch_one(&db.writer)
+                    .fetch_one(db.writer_pool())
                     .await
                     .map_err(|e| StoreError::Sql {
                         path: String::new(),
@@ -272,29 +273,60 @@ fn a_deferred_write_lands_and_leaves_the_writer_flushing_durable_commits() {
             })
             .unwrap()
     };
+    let watch = |mode: &str| WatchRow {
+        workflow: "wf".into(),
+        account: "a".into(),
+        mode: mode.into(),
+        ..WatchRow::default()
+    };
+    // FULL is 2: every commit waits for the disk; NORMAL is 1.
+    const FULL: i64 = 2;
+    const NORMAL: i64 = 1;
     {
         let s = Store::open(&path).unwrap();
-        // FULL is 2: every commit waits for the disk.
-        assert_eq!(synchronous(&s), 2);
-        let row = WatchRow {
-            workflow: "wf".into(),
-            account: "a".into(),
-            mode: "idle".into(),
-            ..WatchRow::default()
-        };
-        s.put_watch(&row).unwrap();
+        assert_eq!(synchronous(&s), FULL);
+        s.put_watch(&watch("starting")).unwrap();
         assert_eq!(
             synchronous(&s),
-            2,
-            "a deferred write restores FULL after it"
+            NORMAL,
+            "a deferred write leaves the mode for the next deferred one"
         );
+        s.put_watch(&watch("idle")).unwrap();
+        assert_eq!(synchronous(&s), NORMAL);
+        // Each way of writing durably sets FULL again before it writes: a group-committed
+        // write, a statement that returns rows, a transaction.
         s.set_cursor("wf", "a", "1:1").unwrap();
+        assert_eq!(synchronous(&s), FULL, "a durable write runs with FULL");
+        s.put_watch(&watch("idle")).unwrap();
+        assert_eq!(synchronous(&s), NORMAL);
+        let id = s
+            .enqueue("a", "default", "s@x.test", &["r@x.test".into()], b"m", None)
+            .unwrap();
+        assert!(id > 0);
+        assert_eq!(synchronous(&s), FULL, "an enqueue runs with FULL");
+        s.put_watch(&watch("idle")).unwrap();
+        assert_eq!(synchronous(&s), NORMAL);
+        s.conn
+            .transaction(|_, mut tx| async move {
+                sqlx::query("INSERT INTO cursors (workflow, account, cursor, updated_at) VALUES ('t', 'a', '1:2', 0)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::Sql {
+                        path: String::new(),
+                        source: e,
+                    })?;
+                Ok(((), tx))
+            })
+            .unwrap();
+        assert_eq!(synchronous(&s), FULL, "a transaction runs with FULL");
+        s.put_watch(&watch("last")).unwrap();
     }
     let s = Store::open(&path).unwrap();
     let watches = s.watches().unwrap();
     assert_eq!(watches.len(), 1);
-    assert_eq!(watches[0].mode, "idle");
+    assert_eq!(watches[0].mode, "last");
     assert_eq!(s.cursor("wf", "a").unwrap().as_deref(), Some("1:1"));
+    assert_eq!(s.cursor("t", "a").unwrap().as_deref(), Some("1:2"));
 }
 
 #[test]
@@ -330,4 +362,42 @@ fn owed_names_the_runs_cut_short_and_the_post_actions_not_taken_in_one_read() {
     let keys = |rows: &[HandledRow]| rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
     assert_eq!(keys(&owed.interrupted), ["id:running"]);
     assert_eq!(keys(&owed.post_actions), ["id:dead-owed", "id:done-owed"]);
+
+    // The catch-up's first visit to the store reads the same, with the cursor and the
+    // credentials' fingerprint beside it.
+    let outset = s.outset("wf", "a").unwrap();
+    assert_eq!(outset.cursor, None);
+    assert_eq!(outset.credentials, s.credentials_fingerprint().unwrap());
+    assert_eq!(keys(&outset.owed.interrupted), ["id:running"]);
+    assert_eq!(
+        keys(&outset.owed.post_actions),
+        ["id:dead-owed", "id:done-owed"]
+    );
+    s.set_cursor("wf", "a", "7:5").unwrap();
+    s.set_cursor("other", "a", "7:9").unwrap();
+    assert_eq!(s.outset("wf", "a").unwrap().cursor.as_deref(), Some("7:5"));
+
+    // Its last visit: the retries due, and what waits, as the two reads of their own.
+    s.put_handled("wf", "a", &row("id:later", Handling::Pending, false, 50))
+        .unwrap();
+    let (due, waiting) = s.due_and_waiting("wf", "a", Some(10)).unwrap();
+    assert_eq!(keys(&due), ["id:pending"]);
+    assert_eq!(
+        due,
+        s.handled_in("wf", "a", Handling::Pending, Some(10))
+            .unwrap()
+    );
+    assert_eq!(waiting, s.waiting("wf", "a").unwrap());
+    assert_eq!(
+        waiting,
+        Waiting {
+            oldest: Some(3),
+            next_retry: Some(5)
+        }
+    );
+    let (all, _) = s.due_and_waiting("wf", "a", None).unwrap();
+    assert_eq!(keys(&all), ["id:pending", "id:later"]);
+    let (none, nothing) = s.due_and_waiting("empty", "a", None).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(nothing, Waiting::default());
 }

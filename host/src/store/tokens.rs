@@ -36,7 +36,14 @@ impl Store {
     /// authorization, a refresh, or a mark that one is needed. A paused trigger watches it
     /// to resume as soon as credentials change, in this process or another.
     pub fn credentials_fingerprint(&self) -> Result<String> {
-        let sql = match self.conn.db.dialect {
+        self.conn
+            .row(self.fingerprint_sql(), args![], |r| get::<String>(r, 0))
+            .map(Option::unwrap_or_default)
+    }
+
+    /// The query of [`Store::credentials_fingerprint`]: one row, one text column.
+    pub(super) fn fingerprint_sql(&self) -> &'static str {
+        match self.conn.db.dialect {
             Dialect::Sqlite => {
                 "SELECT COALESCE(group_concat(account || ':' || version, ','), '')
                  FROM (SELECT account, version FROM oauth_tokens ORDER BY account)"
@@ -45,10 +52,7 @@ impl Store {
                 "SELECT COALESCE(string_agg(account || ':' || version, ',' ORDER BY account), '')
                  FROM oauth_tokens"
             }
-        };
-        self.conn
-            .row(sql, args![], |r| get::<String>(r, 0))
-            .map(Option::unwrap_or_default)
+        }
     }
 
     /// The sealed OAuth2 tokens of `account`.

@@ -99,6 +99,29 @@ pub struct Owed {
     pub post_actions: Vec<HandledRow>,
 }
 
+impl Owed {
+    fn of(rows: Vec<HandledRow>) -> Self {
+        let (interrupted, post_actions) = rows
+            .into_iter()
+            .partition(|row| row.status == Handling::Running);
+        Self {
+            interrupted,
+            post_actions,
+        }
+    }
+}
+
+/// What a trigger's catch-up reads before it looks at the mailbox ([`Store::outset`]).
+#[derive(Debug, Default)]
+pub struct Outset {
+    /// The stored credentials' fingerprint ([`Store::credentials_fingerprint`]), as it
+    /// was before the catch-up's runs.
+    pub credentials: String,
+    pub owed: Owed,
+    /// Where the trigger stopped reading ([`Store::cursor`]).
+    pub cursor: Option<String>,
+}
+
 /// What of a trigger's messages still waits for a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Waiting {
@@ -111,6 +134,36 @@ pub struct Waiting {
 /// The columns [`handled_row`] reads, in its order.
 const HANDLED_COLUMNS: &str =
     "key, message, status, attempts, first_seen, next_attempt, last_error, post_pending";
+
+/// The records a catch-up owes work on ([`Store::owed`]).
+fn owed_sql() -> String {
+    format!(
+        "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
+           AND (status = 'running' OR (status IN ('done', 'dead') AND post_pending != 0))
+         ORDER BY first_seen, {{seq}}"
+    )
+}
+
+/// The records in one state, due by a time ([`Store::handled_in`]).
+fn handled_in_sql() -> String {
+    format!(
+        "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
+           AND status = $3 AND next_attempt <= $4
+         ORDER BY first_seen, {{seq}}"
+    )
+}
+
+/// What waits for a run ([`Store::waiting`]).
+const WAITING_READ: &str =
+    "SELECT MIN(first_seen), MIN(CASE WHEN status = 'pending' THEN next_attempt END)
+       FROM handled WHERE workflow = $1 AND account = $2 AND status IN ('pending', 'running')";
+
+fn waiting_row(r: &AnyRow) -> std::result::Result<Waiting, sqlx::Error> {
+    Ok(Waiting {
+        oldest: get::<Option<i64>>(r, 0)?,
+        next_retry: get::<Option<i64>>(r, 1)?,
+    })
+}
 
 impl Store {
     /// The record of message `key` with `workflow`.
@@ -134,22 +187,44 @@ impl Store {
     /// short (records still `running`), and the post-actions and dead-letter actions not
     /// yet taken, each oldest first.
     pub fn owed(&self, workflow: &str, account: &str) -> Result<Owed> {
-        let rows = self.conn.rows(
-            &format!(
-                "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
-                   AND (status = 'running'
-                        OR (status IN ('done', 'dead') AND post_pending != 0))
-                 ORDER BY first_seen, {{seq}}"
+        let rows = self
+            .conn
+            .rows(&owed_sql(), args![workflow, account], handled_row)?;
+        Ok(Owed::of(rows))
+    }
+
+    /// What a trigger's catch-up reads before it looks at the mailbox, in one visit to
+    /// the store: the credentials' fingerprint, what it owes, and its cursor.
+    pub fn outset(&self, workflow: &str, account: &str) -> Result<Outset> {
+        let err = self.conn.sql_err();
+        let owed = owed_sql();
+        let read = self.conn.reads(vec![
+            (self.fingerprint_sql(), args![]),
+            (&owed, args![workflow, account]),
+            (super::CURSOR_READ, args![workflow, account]),
+        ])?;
+        // One set of rows per query, in their order.
+        let mut sets = read.into_iter();
+        let (credentials, owed, cursor) = (
+            sets.next().unwrap_or_default(),
+            sets.next().unwrap_or_default(),
+            sets.next().unwrap_or_default(),
+        );
+        let first = |rows: &[AnyRow]| -> Result<Option<String>> {
+            rows.first()
+                .map(|r| get::<Option<String>>(r, 0).map_err(&err))
+                .transpose()
+                .map(Option::flatten)
+        };
+        Ok(Outset {
+            credentials: first(&credentials)?.unwrap_or_default(),
+            owed: Owed::of(
+                owed.iter()
+                    .map(handled_row)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(&err)?,
             ),
-            args![workflow, account],
-            handled_row,
-        )?;
-        let (interrupted, post_actions) = rows
-            .into_iter()
-            .partition(|row| row.status == Handling::Running);
-        Ok(Owed {
-            interrupted,
-            post_actions,
+            cursor: first(&cursor)?,
         })
     }
 
@@ -193,11 +268,7 @@ impl Store {
         due_by: Option<i64>,
     ) -> Result<Vec<HandledRow>> {
         self.conn.rows(
-            &format!(
-                "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
-                   AND status = $3 AND next_attempt <= $4
-                 ORDER BY first_seen, {{seq}}"
-            ),
+            &handled_in_sql(),
             args![
                 workflow,
                 account,
@@ -263,19 +334,52 @@ impl Store {
     /// What of `workflow`'s messages in `account` waits for a run, in one query: the
     /// trigger asks after every look.
     pub fn waiting(&self, workflow: &str, account: &str) -> Result<Waiting> {
-        let row = self.conn.row(
-            "SELECT MIN(first_seen), MIN(CASE WHEN status = 'pending' THEN next_attempt END)
-               FROM handled WHERE workflow = $1 AND account = $2
-               AND status IN ('pending', 'running')",
-            args![workflow, account],
-            |r| {
-                Ok(Waiting {
-                    oldest: get::<Option<i64>>(r, 0)?,
-                    next_retry: get::<Option<i64>>(r, 1)?,
-                })
-            },
-        )?;
+        let row = self
+            .conn
+            .row(WAITING_READ, args![workflow, account], waiting_row)?;
         Ok(row.unwrap_or_default())
+    }
+
+    /// The messages of `workflow` waiting for a retry that is due by `due_by` (all of
+    /// them without it), oldest first, and what waits for a run ([`Store::waiting`]),
+    /// in one visit to the store.
+    pub fn due_and_waiting(
+        &self,
+        workflow: &str,
+        account: &str,
+        due_by: Option<i64>,
+    ) -> Result<(Vec<HandledRow>, Waiting)> {
+        let err = self.conn.sql_err();
+        let due = handled_in_sql();
+        let read = self.conn.reads(vec![
+            (
+                &due,
+                args![
+                    workflow,
+                    account,
+                    Handling::Pending.as_str(),
+                    due_by.unwrap_or(i64::MAX)
+                ],
+            ),
+            (WAITING_READ, args![workflow, account]),
+        ])?;
+        let mut sets = read.into_iter();
+        let (due, waiting) = (
+            sets.next().unwrap_or_default(),
+            sets.next().unwrap_or_default(),
+        );
+        let due = due
+            .iter()
+            .map(handled_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(&err)?;
+        let waiting = waiting
+            .first()
+            .map(waiting_row)
+            .transpose()
+            .map_err(&err)?
+            .unwrap_or_default();
+        Ok((due, waiting))
     }
 
     /// Writes a trigger's watchdog state. It is what `status` shows, not a promise: it

@@ -165,6 +165,12 @@ pub struct RunReport {
     pub(crate) attempted: std::collections::HashSet<String>,
     /// How many of `lines` a catch-up already told its `Events` as they happened.
     pub shown: usize,
+    /// The stored credentials' fingerprint as a catch-up read it before its runs, so
+    /// that a trigger that pauses notices a change made during them.
+    pub credentials: Option<String>,
+    /// What waits for a run once a catch-up ended, when its last read of the store
+    /// could tell (nothing ran after it).
+    pub waiting: Option<crate::store::Waiting>,
 }
 
 /// How a catch-up treats retries and shows progress.

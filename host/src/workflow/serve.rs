@@ -299,9 +299,7 @@ async fn watch_one(
         if *stop.borrow() {
             break;
         }
-        // Catch up from the cursor, then run the retries that are due. The credentials
-        // as they were before, so that a change during the catch-up is not missed.
-        let credentials = store.credentials_fingerprint().ok();
+        // Catch up from the cursor, then run the retries that are due.
         let mut report = RunReport::default();
         let options = RunOptions {
             retry_now: false,
@@ -310,11 +308,21 @@ async fn watch_one(
         let result = catch_up
             .catch_up(wf, trigger, options, &mut report, Some(&stop))
             .await;
+        // The credentials as they were before the catch-up's runs, so that a change
+        // during them is not missed (read here only if the catch-up ended before it
+        // read the store).
+        let credentials = report
+            .credentials
+            .take()
+            .or_else(|| store.credentials_fingerprint().ok());
         let waiting = match result {
             Ok(()) => {
                 failures = 0;
                 row.last_ok = Some(crate::unix_now());
-                let waiting = store.waiting(name, account).unwrap_or_default();
+                let waiting = match report.waiting.take() {
+                    Some(waiting) => waiting,
+                    None => store.waiting(name, account).unwrap_or_default(),
+                };
                 row.unhandled_since = waiting.oldest;
                 // A pause lasts until a run succeeds: a catch-up with nothing due proves
                 // nothing about the credentials.

@@ -131,11 +131,13 @@ impl<'a> CatchUp<'a> {
             .map_err(|(f, r)| RunError::new("trigger", Some(&format!("filter.{f}")), r))?;
         let account = trigger.account.as_str();
         let now = crate::unix_now();
-        let owed = self
+        let outset = self
             .runner
             .store
-            .owed(&wf.name, account)
+            .outset(&wf.name, account)
             .map_err(store_failure)?;
+        report.credentials = Some(outset.credentials);
+        let owed = outset.owed;
         // A run that was cut short (the process died) counts as a failed attempt.
         for mut row in owed.interrupted {
             row.status = Handling::Pending;
@@ -151,11 +153,7 @@ impl<'a> CatchUp<'a> {
             .await?;
         let mut progress = false;
         // This process holds the workflow's lock, so the cursor is only written here.
-        let mut cursor = self
-            .runner
-            .store
-            .cursor(&wf.name, account)
-            .map_err(store_failure)?;
+        let mut cursor = outset.cursor;
         let mailbox = self.runner.mailboxes.mailbox(account);
         let mut limit = trigger.batch;
         loop {
@@ -297,13 +295,17 @@ impl<'a> CatchUp<'a> {
         let account = trigger.account.as_str();
         let mailbox = self.runner.mailboxes.mailbox(account);
         let due_by = (!options.retry_now).then(crate::unix_now);
-        let mut due = self
+        let (mut due, waiting) = self
             .runner
             .store
-            .handled_in(&wf.name, account, Handling::Pending, due_by)
+            .due_and_waiting(&wf.name, account, due_by)
             .map_err(store_failure)?;
         // A message met again while reading new mail has had its attempt already.
         due.retain(|row| !report.attempted.contains(&row.key));
+        if due.is_empty() {
+            // Nothing runs after this read: what waits is what it saw.
+            report.waiting = Some(waiting);
+        }
         let mut found = Vec::new();
         for mut row in due {
             let Some(after) = mailbox.as_ref().and_then(|b| b.cursor_before(&row.message)) else {
