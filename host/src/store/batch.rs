@@ -22,7 +22,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::db::{Arg, Conn, Db, Dialect, bind, blocking};
+use super::db::{Conn, Db, Dialect, blocking};
+use super::values::{Arg, bind};
 use super::{Result, StoreError};
 
 /// One statement of a write.

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::db::{self, Conn, args, get};
+use super::db::Conn;
+use super::values::{self, args, get};
 use super::{Result, Store, StoreError};
 
 /// How long a lease lasts without renewal, unless the node says otherwise
@@ -293,7 +294,7 @@ async fn renew(conn: Weak<Conn>, leases: Weak<Leases>) {
         drop(conn);
         let renewed = match db.writer().await {
             Ok(mut writer) => {
-                db::bind(sqlx::query(sql), args![&owner, LEASE_TTL.as_secs() as i64])
+                values::bind(sqlx::query(sql), args![&owner, LEASE_TTL.as_secs() as i64])
                     .fetch_all(&mut *writer)
                     .await
             }

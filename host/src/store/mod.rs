@@ -16,6 +16,7 @@ mod outbox;
 mod probes;
 mod tokens;
 mod triggers;
+mod values;
 mod web;
 
 pub use self::locks::{LEASE_TTL, WorkflowLock};
@@ -119,7 +120,9 @@ impl Store {
     /// Where `workflow` stopped reading `account`: the mailbox backend's cursor.
     pub fn cursor(&self, workflow: &str, account: &str) -> Result<Option<String>> {
         self.conn
-            .row(CURSOR_READ, db::args![workflow, account], |r| db::get(r, 0))
+            .row(CURSOR_READ, values::args![workflow, account], |r| {
+                values::get(r, 0)
+            })
     }
 
     /// Moves `workflow`'s cursor for `account`, after its run succeeded.
@@ -163,7 +166,7 @@ impl Store {
     /// Runs `insert` (whose `$1` is `workflow`): as it is when this process holds no lease
     /// of `workflow`; with a lease, only while that lease is still this process's, and
     /// [`StoreError::Fenced`] when it no longer is.
-    fn fenced_write(&self, workflow: &str, insert: &str, args: Vec<db::Arg>) -> Result<()> {
+    fn fenced_write(&self, workflow: &str, insert: &str, args: Vec<values::Arg>) -> Result<()> {
         self.fenced_write_as(workflow, insert, args, true)
     }
 
@@ -173,7 +176,7 @@ impl Store {
         &self,
         workflow: &str,
         insert: &str,
-        args: Vec<db::Arg>,
+        args: Vec<values::Arg>,
         durable: bool,
     ) -> Result<()> {
         let write = fenced_statement(self.leases.epoch(workflow), insert, args);
@@ -260,8 +263,8 @@ impl Store {
         self.conn
             .row(
                 "SELECT COUNT(*) FROM runs WHERE workflow = $1 AND outcome = $2",
-                db::args![workflow, outcome],
-                |r| db::get::<i64>(r, 0),
+                values::args![workflow, outcome],
+                |r| values::get::<i64>(r, 0),
             )
             .map(|n| n.unwrap_or_default().max(0) as u64)
     }
@@ -270,13 +273,13 @@ impl Store {
     pub fn recent_runs(&self, limit: u32) -> Result<Vec<(String, i64, String, String)>> {
         self.conn.rows(
             "SELECT workflow, finished_at, outcome, detail FROM runs ORDER BY id DESC LIMIT $1",
-            db::args![limit],
+            values::args![limit],
             |r| {
                 Ok((
-                    db::get(r, 0)?,
-                    db::get(r, 1)?,
-                    db::get(r, 2)?,
-                    db::get(r, 3)?,
+                    values::get(r, 0)?,
+                    values::get(r, 1)?,
+                    values::get(r, 2)?,
+                    values::get(r, 3)?,
                 ))
             },
         )
@@ -319,11 +322,11 @@ const RUN_WRITE: &str = "INSERT INTO runs (workflow, started_at, finished_at, ou
 fn fenced_statement(
     epoch: Option<i64>,
     insert: &str,
-    mut args: Vec<db::Arg>,
-) -> (String, Vec<db::Arg>, bool) {
+    mut args: Vec<values::Arg>,
+) -> (String, Vec<values::Arg>, bool) {
     match epoch {
         Some(epoch) => {
-            args.push(db::Arg::from(epoch));
+            args.push(values::Arg::from(epoch));
             (locks::fenced(insert, args.len()), args, true)
         }
         None => (insert.to_owned(), args, false),
@@ -341,8 +344,8 @@ fn fenced(workflow: &str, written: batch::Written) -> Result<()> {
     }
 }
 
-fn run_args(workflow: &str, run: &RunRecord) -> Vec<db::Arg> {
-    db::args![
+fn run_args(workflow: &str, run: &RunRecord) -> Vec<values::Arg> {
+    values::args![
         workflow,
         run.started_at,
         crate::unix_now(),
@@ -358,8 +361,8 @@ const CURSOR_WRITE: &str = "INSERT INTO cursors (workflow, account, cursor, upda
      ON CONFLICT (workflow, account) DO UPDATE SET
        cursor = excluded.cursor, updated_at = excluded.updated_at";
 
-fn cursor_args(workflow: &str, account: &str, cursor: &str) -> Vec<db::Arg> {
-    db::args![workflow, account, cursor, crate::unix_now()]
+fn cursor_args(workflow: &str, account: &str, cursor: &str) -> Vec<values::Arg> {
+    values::args![workflow, account, cursor, crate::unix_now()]
 }
 
 /// `url` without its password, for messages.

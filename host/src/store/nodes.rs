@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::db::{args, get};
+use super::values::{args, get};
 use super::{Result, Store, StoreError};
 
 /// A node as registered.

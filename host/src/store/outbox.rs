@@ -4,7 +4,8 @@
 //! same message; SQLite serialises its writers). A lease that runs out (its node died)
 //! makes the message claimable again, as river and graphile-worker do.
 
-use super::db::{Dialect, args, get};
+use super::db::Dialect;
+use super::values::{args, get};
 use super::{Result, Store};
 
 /// A message waiting in, or done with, the outbox.

@@ -4,7 +4,8 @@
 //! claims it, sends, and writes the report back. Page settings travel with their secrets
 //! sealed, and the secrets are erased once the probe is claimed.
 
-use super::db::{Dialect, args, get};
+use super::db::Dialect;
+use super::values::{args, get};
 use super::{Result, Store};
 
 /// A probe, as the node that runs it sees it.
@@ -71,7 +72,7 @@ impl Store {
                 path: name.clone(),
                 source,
             };
-            let job = super::db::bind(
+            let job = super::values::bind(
                 sqlx::query(db.sql(&format!(
                     "SELECT id, account, recipient, settings, secrets FROM probes
                      WHERE data_center = $1 AND status = 'queued' AND created_at >= $2
@@ -92,7 +93,7 @@ impl Store {
                 settings: get(&row, 3).map_err(err)?,
                 secrets: get(&row, 4).map_err(err)?,
             };
-            let taken = super::db::bind(
+            let taken = super::values::bind(
                 sqlx::query(db.sql(
                     "UPDATE probes SET status = 'running', node = $2, claimed_at = $3,
                         secrets = NULL WHERE id = $1 AND status = 'queued'",

@@ -123,7 +123,9 @@ fn a_query_inside_block_on_leaves_the_outer_tasks_wake_up_to_it() {
                     // Longer than the timer: it fires while the query runs.
                     let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
                                 WHERE x < 3000000) SELECT count(*) FROM c";
-                    let n = store.conn.rows(slow, db::args![], |r| db::get::<i64>(r, 0));
+                    let n = store
+                        .conn
+                        .rows(slow, values::args![], |r| values::get::<i64>(r, 0));
                     assert_eq!(n.unwrap(), vec![3_000_000]);
                 }
                 std::task::Poll::Pending
@@ -213,7 +215,7 @@ fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("s.db")).unwrap();
     let db = s.conn.db.clone();
-    let write = |sql: &str, args: Vec<db::Arg>, required: bool| Write {
+    let write = |sql: &str, args: Vec<values::Arg>, required: bool| Write {
         sql: db.sql(sql),
         args,
         required,
@@ -230,7 +232,7 @@ fn a_write_that_fails_in_a_shared_commit_loses_only_its_own_statements() {
             write(CURSOR_WRITE, cursor_args("undone", "a", "1:2"), false),
             write(
                 "DELETE FROM cursors WHERE workflow = $1",
-                db::args!["nobody"],
+                values::args!["nobody"],
                 true,
             ),
         ],
@@ -269,7 +271,7 @@ fn a_deferred_write_lands_and_every_durable_write_after_it_is_flushed() {
                         path: String::new(),
                         source: e,
                     })?;
-                Ok(db::get::<i64>(&row, 0).unwrap())
+                Ok(values::get::<i64>(&row, 0).unwrap())
             })
             .unwrap()
     };

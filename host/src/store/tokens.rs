@@ -1,6 +1,7 @@
 //! Sealed OAuth2 tokens, one row per account, written with compare-and-swap.
 
-use super::db::{Dialect, args, get};
+use super::db::Dialect;
+use super::values::{args, get};
 use super::{Result, Store};
 
 /// An account's OAuth2 tokens as stored: the tokens sealed, the rest plain.

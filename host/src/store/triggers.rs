@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 
-use super::db::{args, get};
+use super::values::{args, get};
 use super::{Result, Store, StoreError};
 
 /// Where a message stands with a workflow.
@@ -491,7 +491,11 @@ pub(super) const HANDLED_WRITE: &str =
         next_attempt = excluded.next_attempt, last_error = excluded.last_error,
         updated_at = excluded.updated_at";
 
-pub(super) fn handled_args(workflow: &str, account: &str, row: &HandledRow) -> Vec<super::db::Arg> {
+pub(super) fn handled_args(
+    workflow: &str,
+    account: &str,
+    row: &HandledRow,
+) -> Vec<super::values::Arg> {
     args![
         workflow,
         account,

@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyRow;
 
-use super::db::{args, get};
+use super::values::{args, get};
 use super::{Result, Store};
 
 /// A user of the settings page.
