@@ -350,17 +350,7 @@ impl Conn {
         let err = self.sql_err();
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
-            let reads = Db::reads_only(&sql.0);
-            let query = bind(sqlx::query(sql), args);
-            let rows = if reads {
-                query.fetch_all(&db.pool).await
-            } else {
-                match db.writer().await {
-                    Ok(mut conn) => query.fetch_all(&mut *conn).await,
-                    Err(e) => Err(e),
-                }
-            }
-            .map_err(&err)?;
+            let rows = fetch(&db, sql, args, false).await.map_err(&err)?;
             rows.iter().map(|r| map(r).map_err(&err)).collect()
         })
     }
@@ -375,18 +365,8 @@ impl Conn {
         let err = self.sql_err();
         let sql = self.db.sql(sql);
         self.run(move |db| async move {
-            let reads = Db::reads_only(&sql.0);
-            let query = bind(sqlx::query(sql), args);
-            let row = if reads {
-                query.fetch_optional(&db.pool).await
-            } else {
-                match db.writer().await {
-                    Ok(mut conn) => query.fetch_optional(&mut *conn).await,
-                    Err(e) => Err(e),
-                }
-            }
-            .map_err(&err)?;
-            row.as_ref().map(|r| map(r).map_err(&err)).transpose()
+            let rows = fetch(&db, sql, args, true).await.map_err(&err)?;
+            rows.first().map(|r| map(r).map_err(&err)).transpose()
         })
     }
 
@@ -431,6 +411,34 @@ impl Conn {
             tx.commit().await.map_err(&err)?;
             Ok(value)
         })
+    }
+}
+
+/// The rows of `sql` (only the first with `first`): a plain `SELECT` on the readers'
+/// pool, anything else on the writer, whose commits are then flushed ([`Db::writer`]).
+async fn fetch(
+    db: &Db,
+    sql: sqlx::AssertSqlSafe<String>,
+    args: Vec<Arg>,
+    first: bool,
+) -> sqlx::Result<Vec<AnyRow>> {
+    let reads = Db::reads_only(&sql.0);
+    let query = bind(sqlx::query(sql), args);
+    match (reads, first) {
+        (true, false) => query.fetch_all(&db.pool).await,
+        (true, true) => Ok(query.fetch_optional(&db.pool).await?.into_iter().collect()),
+        (false, _) => {
+            let mut writer = db.writer().await?;
+            if first {
+                Ok(query
+                    .fetch_optional(&mut *writer)
+                    .await?
+                    .into_iter()
+                    .collect())
+            } else {
+                query.fetch_all(&mut *writer).await
+            }
+        }
     }
 }
 
