@@ -17,6 +17,7 @@ mod probes;
 mod tokens;
 mod triggers;
 mod values;
+mod watch;
 mod web;
 
 pub use self::locks::{LEASE_TTL, WorkflowLock};
@@ -24,7 +25,8 @@ pub use self::nodes::{NodePlugin, NodeRow};
 pub use self::outbox::{OutboxCount, OutboxFailure, OutboxJob, OutboxState};
 pub use self::probes::ProbeJob;
 pub use self::tokens::TokenRow;
-pub use self::triggers::{HandledCounts, HandledRow, Handling, Outset, Owed, Waiting, WatchRow};
+pub use self::triggers::{HandledCounts, HandledRow, Handling, Outset, Owed, Waiting};
+pub use self::watch::WatchRow;
 pub use self::web::{PageAccountRow, SessionRow, UserRow};
 
 /// Errors of the store.
