@@ -41,7 +41,8 @@ fn turn(store: &Store, workflow: &str, one_visit: bool) {
         assert_eq!(due.len(), 1);
     } else {
         store.credentials_fingerprint().unwrap();
-        store.owed(workflow, "a").unwrap();
+        // The same query as the owed part of `outset`.
+        store.post_actions_pending(workflow, "a").unwrap();
         assert!(store.cursor(workflow, "a").unwrap().is_some());
         let due = store
             .handled_in(workflow, "a", Handling::Pending, Some(10))

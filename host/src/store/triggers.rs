@@ -66,7 +66,9 @@ pub struct HandledCounts {
     pub dead: u64,
 }
 
-/// What a catch-up owes before it reads on ([`Store::owed`]).
+/// What a catch-up owes before it reads on: the runs that were cut short (records still
+/// `running`), and the post-actions and dead-letter actions not yet taken, each oldest
+/// first.
 #[derive(Debug, Default)]
 pub struct Owed {
     /// Records left `running` by a run that was cut short.
@@ -111,7 +113,7 @@ pub struct Waiting {
 const HANDLED_COLUMNS: &str =
     "key, message, status, attempts, first_seen, next_attempt, last_error, post_pending";
 
-/// The records a catch-up owes work on ([`Store::owed`]).
+/// The records a catch-up owes work on: runs cut short, post-actions not yet taken.
 fn owed_sql() -> String {
     format!(
         "SELECT {HANDLED_COLUMNS} FROM handled WHERE workflow = $1 AND account = $2
@@ -156,17 +158,10 @@ impl Store {
     /// Messages of `workflow` whose run succeeded but whose post-action has not yet taken
     /// effect (it failed, or the process died before it).
     pub fn post_actions_pending(&self, workflow: &str, account: &str) -> Result<Vec<HandledRow>> {
-        Ok(self.owed(workflow, account)?.post_actions)
-    }
-
-    /// What a catch-up owes before it reads on, in one query: the runs that were cut
-    /// short (records still `running`), and the post-actions and dead-letter actions not
-    /// yet taken, each oldest first.
-    pub fn owed(&self, workflow: &str, account: &str) -> Result<Owed> {
         let rows = self
             .conn
             .rows(&owed_sql(), args![workflow, account], handled_row)?;
-        Ok(Owed::of(rows))
+        Ok(Owed::of(rows).post_actions)
     }
 
     /// What a trigger's catch-up reads before it looks at the mailbox, in one visit to
@@ -194,12 +189,7 @@ impl Store {
         };
         Ok(Outset {
             credentials: first(&credentials)?.unwrap_or_default(),
-            owed: Owed::of(
-                owed.iter()
-                    .map(handled_row)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(&err)?,
-            ),
+            owed: Owed::of(handled_rows(&owed).map_err(&err)?),
             cursor: first(&cursor)?,
         })
     }
@@ -344,11 +334,7 @@ impl Store {
             sets.next().unwrap_or_default(),
             sets.next().unwrap_or_default(),
         );
-        let due = due
-            .iter()
-            .map(handled_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(&err)?;
+        let due = handled_rows(&due).map_err(&err)?;
         let waiting = waiting
             .first()
             .map(waiting_row)
@@ -371,6 +357,10 @@ impl Store {
             |r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)),
         )
     }
+}
+
+fn handled_rows(rows: &[AnyRow]) -> std::result::Result<Vec<HandledRow>, sqlx::Error> {
+    rows.iter().map(handled_row).collect()
 }
 
 fn handled_row(r: &AnyRow) -> std::result::Result<HandledRow, sqlx::Error> {

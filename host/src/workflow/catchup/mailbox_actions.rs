@@ -89,7 +89,7 @@ impl CatchUp<'_> {
 
     /// Does the post-action of messages whose run succeeded but whose post-action did not
     /// take effect yet (it failed, or the process died first), `pending` as the store
-    /// owes them ([`crate::store::Store::owed`]). A message gone from the mailbox needs
+    /// owes them ([`crate::store::Store::outset`]). A message gone from the mailbox needs
     /// none any more.
     pub(super) async fn finish_post_actions(
         &self,
