@@ -5,7 +5,8 @@
 //! component runs on engines with on-demand instance allocation, with and without
 //! copy-on-write memory images, and with the pooling allocator.
 //!
-//! `cargo bench -p flowmail --bench sandbox`
+//! `cargo bench -p flowmail --bench sandbox`; with `FLOWMAIL_BENCH_PERFMAP=1` the engine
+//! flowmail runs writes a perf map, so that a profile names the plugin's functions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -231,7 +232,18 @@ fn sandbox(c: &mut Criterion) {
         ),
         (
             "pooling allocator as flowmail runs it",
-            engine_for(&limits).unwrap(),
+            if std::env::var_os("FLOWMAIL_BENCH_PERFMAP").is_some() {
+                // The same engine, writing /tmp/perf-PID.map so that `perf report`
+                // names the plugin's compiled functions instead of `[JIT]`.
+                let mut c = Config::new();
+                c.allocation_strategy(InstanceAllocationStrategy::Pooling(
+                    flowmail::runtime::pooling(&limits),
+                ));
+                c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+                engine_from(c).unwrap()
+            } else {
+                engine_for(&limits).unwrap()
+            },
         ),
     ];
     let message = message();
