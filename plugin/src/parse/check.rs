@@ -66,15 +66,8 @@ fn mended(data: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
     // Whether the line being read belongs to a header, and whether that is the message's.
     let mut in_header = true;
     let mut top = true;
-    let mut start = 0;
-    while start < data.len() {
-        let end = data[start..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(data.len(), |n| start + n);
-        let line = data[start..end]
-            .strip_suffix(b"\r")
-            .unwrap_or(&data[start..end]);
+    for (start, line) in lines(data) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let delimiter = line.strip_prefix(b"--").map(|rest| rest.trim_ascii_end());
         if let Some(rest) = delimiter.filter(|rest| {
             boundaries.contains(rest)
@@ -94,7 +87,6 @@ fn mended(data: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
                 in_header = false;
             }
         }
-        start = end + 1;
     }
     let all_header = in_header && top;
     if inserts.is_empty() && !all_header {
@@ -237,17 +229,11 @@ impl<'a> ClosingDelimiters<'a> {
     fn scan(data: &'a [u8]) -> Self {
         let mut at: std::collections::HashMap<&'a [u8], Vec<usize>> =
             std::collections::HashMap::new();
-        let mut start = 0;
-        while start < data.len() {
-            let end = data[start..]
-                .iter()
-                .position(|b| *b == b'\n')
-                .map_or(data.len(), |n| start + n);
-            let line = data[start..end].trim_ascii_end();
+        for (start, line) in lines(data) {
+            let line = line.trim_ascii_end();
             if line.len() >= 4 && line.starts_with(b"--") && line.ends_with(b"--") {
                 at.entry(&line[2..line.len() - 2]).or_default().push(start);
             }
-            start = end + 1;
         }
         Self { at }
     }
@@ -260,4 +246,22 @@ impl<'a> ClosingDelimiters<'a> {
             lines.get(i).is_some_and(|p| *p < to)
         })
     }
+}
+
+/// The lines of `data`, each with the offset it starts at, without its `\n`; a last line
+/// without one is a line too.
+fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= data.len() {
+            return None;
+        }
+        let end = data[start..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |n| start + n);
+        let line = (start, &data[start..end]);
+        start = end + 1;
+        Some(line)
+    })
 }
