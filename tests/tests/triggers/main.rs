@@ -7,6 +7,7 @@
 mod alerts;
 mod exactly_once;
 mod reading;
+mod saved_search;
 mod waiting;
 
 use std::collections::HashSet;

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use async_imap::Session;
 use async_imap::imap_proto::{
-    BodyStructure, MailboxDatum, MessageSection, Response, SectionPath, Status, StatusAttribute,
+    AttributeValue, BodyStructure, MailboxDatum, MessageSection, Response, SectionPath, Status,
+    StatusAttribute,
 };
 use async_imap::types::Flag as ImapFlag;
 use futures_util::TryStreamExt;
@@ -102,6 +103,14 @@ pub(super) async fn status(
         .unwrap_or(mailbox))
 }
 
+/// What a look found: the folder's state, the UIDs the search found, and, when the
+/// look asked for them in the same round trip, their sizes and flags.
+pub(super) struct Look {
+    pub(super) mailbox: async_imap::types::Mailbox,
+    pub(super) found: Vec<u32>,
+    pub(super) sizes: Option<Vec<(u32, u64, Vec<String>)>>,
+}
+
 /// The folder's state and the UIDs `query` finds, as [`status`] then a UID SEARCH would
 /// give them, in one round trip instead of three: NOOP, STATUS and UID SEARCH go out
 /// together (RFC 3501 5.5 lets a client send commands without waiting, and UID
@@ -112,13 +121,21 @@ pub(super) async fn status(
 /// with the query for the new one. News of messages among the answers (EXISTS,
 /// RECENT), which async-imap's own commands leave in the session's unsolicited queue, is
 /// told through `heard`, for the next IDLE to look again.
+///
+/// With `with_sizes` (for a server that offers SEARCHRES, RFC 5182), the search saves
+/// its result on the server (`RETURN (SAVE)`) and `UID FETCH $ (UID FLAGS RFC822.SIZE)`
+/// goes out in the same round trip, so the sizes a size cap needs come without a round
+/// trip of their own; the UIDs found are those the FETCH names. A command the server
+/// refuses does not leave the others' answers unread on the connection: every answer is
+/// read before the first refusal is returned.
 pub(super) async fn status_and_search(
     session: &mut Session<Stream>,
     server: &str,
     folder: &str,
     (selected, heard): (&AtomicU32, &AtomicBool),
     query: impl Fn(u32) -> String,
-) -> Result<(async_imap::types::Mailbox, Vec<u32>), MailError> {
+    with_sizes: bool,
+) -> Result<Look, MailError> {
     let quoted = quote(folder).map_err(|c| {
         classify(
             server,
@@ -126,14 +143,20 @@ pub(super) async fn status_and_search(
             async_imap::error::Error::Validate(async_imap::error::ValidateError(c)),
         )
     })?;
-    let sent = [
+    let search = query(selected.load(Ordering::SeqCst));
+    let mut sent = vec![
         ("NOOP", "NOOP".to_owned()),
         ("STATUS", format!("STATUS {quoted} (UIDVALIDITY UIDNEXT)")),
-        (
-            "UID SEARCH",
-            format!("UID SEARCH {}", query(selected.load(Ordering::SeqCst))),
-        ),
     ];
+    if with_sizes {
+        sent.push(("UID SEARCH", format!("UID SEARCH RETURN (SAVE) {search}")));
+        sent.push((
+            "UID FETCH",
+            "UID FETCH $ (UID FLAGS RFC822.SIZE)".to_owned(),
+        ));
+    } else {
+        sent.push(("UID SEARCH", format!("UID SEARCH {search}")));
+    }
     let mut tags = Vec::with_capacity(sent.len());
     for (what, command) in &sent {
         tags.push(
@@ -145,6 +168,8 @@ pub(super) async fn status_and_search(
     }
     let mut mailbox = async_imap::types::Mailbox::default();
     let mut uids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut refused = None;
     let mut answered = 0;
     while answered < tags.len() {
         let what = sent.get(answered).map_or("UID SEARCH", |(what, _)| *what);
@@ -163,6 +188,7 @@ pub(super) async fn status_and_search(
                 let Some(index) = tags.iter().position(|t| t == tag) else {
                     continue;
                 };
+                answered += 1;
                 let what = sent.get(index).map_or(what, |(what, _)| *what);
                 let text = || {
                     outcome
@@ -171,19 +197,12 @@ pub(super) async fn status_and_search(
                         .unwrap_or_default()
                         .to_owned()
                 };
-                match status {
-                    Status::Ok => answered += 1,
-                    Status::No => {
-                        return Err(classify(server, what, async_imap::error::Error::No(text())));
-                    }
-                    _ => {
-                        return Err(classify(
-                            server,
-                            what,
-                            async_imap::error::Error::Bad(text()),
-                        ));
-                    }
-                }
+                let error = match status {
+                    Status::Ok => continue,
+                    Status::No => async_imap::error::Error::No(text()),
+                    _ => async_imap::error::Error::Bad(text()),
+                };
+                refused.get_or_insert_with(|| classify(server, what, error));
             }
             Response::MailboxData(MailboxDatum::Status { status, .. }) => {
                 for item in status {
@@ -194,7 +213,30 @@ pub(super) async fn status_and_search(
                     }
                 }
             }
-            Response::MailboxData(MailboxDatum::Search(found)) => uids.extend(found.iter()),
+            Response::MailboxData(MailboxDatum::Search(found)) if !with_sizes => {
+                uids.extend(found.iter());
+            }
+            // Only the FETCH of the saved result, once the search has answered, names
+            // found messages: a FETCH among NOOP's answers is news of a flag. Each found
+            // message comes with its UID and size, which a flag's news lacks.
+            Response::Fetch(_, attributes) if with_sizes && answered >= 3 => {
+                let (mut uid, mut size, mut flags) = (None, None, Vec::new());
+                for attribute in attributes {
+                    match attribute {
+                        AttributeValue::Uid(u) => uid = Some(*u),
+                        AttributeValue::Rfc822Size(n) => size = Some(u64::from(*n)),
+                        AttributeValue::Flags(raw) => flags.extend(
+                            raw.iter()
+                                .filter_map(|f| flag_text(&ImapFlag::from(f.as_ref()))),
+                        ),
+                        _ => {}
+                    }
+                }
+                if let (Some(uid), Some(size)) = (uid, size) {
+                    uids.push(uid);
+                    sizes.push((uid, size, flags));
+                }
+            }
             Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) => {
                 heard.store(true, Ordering::SeqCst);
             }
@@ -203,15 +245,26 @@ pub(super) async fn status_and_search(
             _ => {}
         }
     }
+    if let Some(refused) = refused {
+        return Err(refused);
+    }
     match reselected(session, server, folder, selected, &mailbox).await? {
         Some(fresh) => {
             let found = session
                 .uid_search(query(fresh.uid_validity.unwrap_or_default()))
                 .await
                 .map_err(|e| classify(server, "UID SEARCH", e))?;
-            Ok((fresh, found.into_iter().collect()))
+            Ok(Look {
+                mailbox: fresh,
+                found: found.into_iter().collect(),
+                sizes: None,
+            })
         }
-        None => Ok((mailbox, uids)),
+        None => Ok(Look {
+            mailbox,
+            found: uids,
+            sizes: with_sizes.then_some(sizes),
+        }),
     }
 }
 
@@ -314,6 +367,9 @@ pub(super) async fn sizes(
     server: &str,
     uids: &[u32],
 ) -> Result<Vec<(u32, u64, Vec<String>)>, MailError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
     let fetched: Vec<_> =
         uid_fetch(session, server, uid_set(uids), "(UID FLAGS RFC822.SIZE)").await?;
     Ok(fetched

@@ -226,13 +226,16 @@ impl Imap {
         Ok(outcome)
     }
 
-    /// Whether the server offers IDLE, asked once per account and remembered.
+    /// Whether the server offers IDLE (and SEARCHRES), asked once per account and
+    /// remembered.
     async fn offers_idle(&self, session: &mut Session<Stream>) -> Result<(), MailError> {
         let server = self.server();
         let caps = session
             .capabilities()
             .await
             .map_err(|e| classify(&server, "CAPABILITY", e))?;
+        self.saves_searches
+            .store(caps.has_str("SEARCHRES"), Ordering::SeqCst);
         if caps.has_str("IDLE") {
             self.idle_offered.store(OFFERED, Ordering::SeqCst);
         } else {

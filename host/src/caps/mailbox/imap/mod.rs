@@ -8,7 +8,7 @@ mod fetch;
 mod idle;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use async_imap::{Authenticator, Client, Session};
 use futures_util::TryStreamExt;
@@ -63,6 +63,12 @@ pub struct Imap {
     selected: Arc<AtomicU32>,
     /// News of messages that reached a look outside async-imap's unsolicited queue.
     heard: Arc<AtomicBool>,
+    /// Whether the server offers SEARCHRES (RFC 5182), so that a look can ask for the
+    /// sizes of what its search finds in the same round trip; learnt with IDLE's
+    /// capability, and unlearnt if the server refuses such a look.
+    saves_searches: Arc<AtomicBool>,
+    /// The UIDVALIDITY (high half) and UIDNEXT (low half) the last look saw.
+    seen_next: Arc<AtomicU64>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -98,6 +104,8 @@ impl Imap {
             idle_offered: AtomicU8::new(UNKNOWN),
             selected: Arc::new(AtomicU32::new(0)),
             heard: Arc::new(AtomicBool::new(false)),
+            saves_searches: Arc::new(AtomicBool::new(false)),
+            seen_next: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -271,13 +279,24 @@ impl UidFolder for Imap {
         let server = self.server();
         let folder = self.folder.clone();
         let (selected, heard) = (self.selected.clone(), self.heard.clone());
+        let (saves, seen_next) = (self.saves_searches.clone(), self.seen_next.clone());
+        // The sizes come with the search when the trigger had caught up as of the last
+        // look, within a batch: the FETCH of the saved result names every message found,
+        // and a cursor far behind would have it name thousands beyond the batch.
+        let caught_up = after.is_some_and(|c| {
+            let seen = seen_next.load(Ordering::SeqCst);
+            (seen >> 32) as u32 == c.uid_validity
+                && (seen as u32).saturating_sub(1).saturating_sub(c.last_uid) <= limit
+        });
         Box::pin(self.with_session(move |session| {
-            let (server, folder, search, selected, heard) = (
+            let (server, folder, search, selected, heard, saves, seen_next) = (
                 server.clone(),
                 folder.clone(),
                 search.clone(),
                 selected.clone(),
                 heard.clone(),
+                saves.clone(),
+                seen_next.clone(),
             );
             Box::pin(async move {
                 // Past the cursor when it holds for the folder's UIDVALIDITY; from the
@@ -286,15 +305,48 @@ impl UidFolder for Imap {
                     Some(c) if c.uid_validity == validity => c.last_uid,
                     _ => 0,
                 };
-                let (mailbox, found) =
-                    status_and_search(session, &server, &folder, (&selected, &heard), |v| {
-                        search_query(start_for(v), &search)
-                    })
-                    .await?;
+                let with_sizes = caught_up && cap.is_some() && saves.load(Ordering::SeqCst);
+                let query = |v| search_query(start_for(v), &search);
+                let look = match status_and_search(
+                    session,
+                    &server,
+                    &folder,
+                    (&selected, &heard),
+                    query,
+                    with_sizes,
+                )
+                .await
+                {
+                    Err(MailError::Permanent(why)) if with_sizes => {
+                        // A server that names SEARCHRES but refuses it: look as before,
+                        // from now on.
+                        tracing::info!(
+                            "{server} refused a saved search ({why}); searching without it"
+                        );
+                        saves.store(false, Ordering::SeqCst);
+                        status_and_search(
+                            session,
+                            &server,
+                            &folder,
+                            (&selected, &heard),
+                            query,
+                            false,
+                        )
+                        .await?
+                    }
+                    other => other?,
+                };
+                let (mailbox, found, listed_with) = (look.mailbox, look.found, look.sizes);
+                seen_next.store(
+                    u64::from(mailbox.uid_validity.unwrap_or_default()) << 32
+                        | u64::from(mailbox.uid_next.unwrap_or_default()),
+                    Ordering::SeqCst,
+                );
                 let validity = mailbox.uid_validity.unwrap_or_default();
                 let start = start_for(validity);
                 let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > start).collect();
                 uids.sort_unstable();
+                uids.dedup();
                 let mut more = uids.len() > limit as usize;
                 uids.truncate(limit as usize);
                 // Every UID below UIDNEXT as of the SELECT was searched; when nothing was
@@ -308,8 +360,15 @@ impl UidFolder for Imap {
                 let messages = match cap {
                     None => fetch_raw(session, &server, &uids).await?,
                     Some(cap) => {
-                        let mut listed = sizes(session, &server, &uids).await?;
+                        let mut listed = match listed_with {
+                            Some(mut listed) => {
+                                listed.retain(|(uid, _, _)| uids.binary_search(uid).is_ok());
+                                listed
+                            }
+                            None => sizes(session, &server, &uids).await?,
+                        };
                         listed.sort_by_key(|(uid, _, _)| *uid);
+                        listed.dedup_by_key(|(uid, _, _)| *uid);
                         let within = within_budget(listed.iter().map(|(_, size, _)| {
                             match (*size <= cap.max_size, cap.oversize) {
                                 (true, _) => *size,

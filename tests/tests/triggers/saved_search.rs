@@ -1,0 +1,255 @@
+//! A look after news with a server that saves searches (SEARCHRES, RFC 5182): the sizes
+//! come with the search in one round trip against dovecot, and a server that names the
+//! extension but refuses it is looked at the old way.
+
+use super::*;
+
+/// Against a dovecot that offers SEARCHRES (RFC 5182), a look after news asks for the
+/// sizes of what its search finds in the same round trip (`UID SEARCH RETURN (SAVE)`,
+/// then `UID FETCH $`), and the size cap still holds: a message over `max_size` runs
+/// without its attachments, the other in full. dovecot's raw log of the session shows
+/// the commands as they went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_after_news_gets_the_sizes_with_its_search() {
+    let raw = tempfile::tempdir().unwrap();
+    // dovecot's imap processes run as another user, and write their raw logs here.
+    std::process::Command::new("chmod")
+        .arg("0777")
+        .arg(raw.path())
+        .status()
+        .unwrap();
+    let stack = MailStack::start_with(
+        None,
+        &format!(
+            "protocol imap {{\n  rawlog_dir = {}\n}}",
+            raw.path().display()
+        ),
+    )
+    .unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(
+        &ws,
+        "    poll_interval: 10m\n    max_size: 2KB\n    oversize: without-attachments\n",
+        false,
+    );
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until(
+        "the trigger to wait in IDLE",
+        Duration::from_secs(20),
+        || store.watches().unwrap().iter().any(|w| w.mode == "idle"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.deliver(USER, &mail("small news")).unwrap();
+    wait_until("the first run", Duration::from_secs(10), || {
+        ws.outbox().len() == 1
+    })
+    .await;
+    let mut big = mail("big news");
+    big.truncate(big.len() - 2);
+    big.extend(std::iter::repeat_n(b"0123456789abcdef\r\n".as_slice(), 300).flatten());
+    stack.deliver(USER, &big).unwrap();
+    wait_until("the second run", Duration::from_secs(10), || {
+        ws.outbox().len() == 2
+    })
+    .await;
+    stop_serving(stop, handle).await;
+
+    let mut got = handled(&ws);
+    got.sort();
+    assert_eq!(got, ["handled: big news", "handled: small news"]);
+    // Each run tells whether its message came without attachments.
+    let mut omitted: Vec<(bool, bool)> = ws
+        .outbox()
+        .iter()
+        .map(|p| {
+            let text = String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+            (text.contains("big news"), text.contains("omitted=True"))
+        })
+        .collect();
+    omitted.sort();
+    assert_eq!(omitted, [(false, false), (true, true)]);
+    // What the client sent, across the raw logs of its sessions.
+    let mut sent = String::new();
+    for entry in std::fs::read_dir(raw.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "in") {
+            sent.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let lines: Vec<&str> = sent.lines().collect();
+    let saved: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("UID SEARCH RETURN (SAVE) "))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        saved.len() >= 2,
+        "each look after news saved its search: {lines:#?}"
+    );
+    for i in saved {
+        assert!(
+            lines
+                .get(i + 1)
+                .is_some_and(|l| l.ends_with("UID FETCH $ (UID FLAGS RFC822.SIZE)")),
+            "the sizes of the saved result were asked for with it: {lines:#?}"
+        );
+    }
+    // Sizes asked for by UID (a round trip of their own) only before the trigger had
+    // caught up, at its first look.
+    let by_uid = lines
+        .iter()
+        .filter(|l| l.contains("(UID FLAGS RFC822.SIZE)") && !l.contains(" $ "))
+        .count();
+    assert!(by_uid <= 1, "{lines:#?}");
+}
+
+/// What the refusing server saw.
+#[derive(Default)]
+struct Seen {
+    saved_searches: std::sync::atomic::AtomicUsize,
+    plain_searches: std::sync::atomic::AtomicUsize,
+}
+
+/// An IMAP server that names SEARCHRES among its capabilities but refuses
+/// `SEARCH RETURN (SAVE)` and `FETCH $` with BAD. Its folder (UIDVALIDITY 7) starts
+/// empty; at each of its first two IDLEs a message arrives, UID 1 then UID 2, and is
+/// announced with EXISTS.
+fn refusing_peer(seen: Arc<Seen>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = 0u32;
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            let mut out = sock.try_clone().unwrap();
+            let mut lines = BufReader::new(sock);
+            let mut read = move || {
+                let mut line = String::new();
+                match lines.read_line(&mut line) {
+                    Ok(n) if n > 0 => Some(line.trim_end().to_owned()),
+                    _ => None,
+                }
+            };
+            let caps = "IMAP4rev1 IDLE SEARCHRES";
+            if out
+                .write_all(format!("* OK [CAPABILITY {caps}] ready\r\n").as_bytes())
+                .is_err()
+            {
+                continue;
+            }
+            while let Some(line) = read() {
+                let (tag, command) = line.split_once(' ').unwrap_or((&line, ""));
+                let verb = command.to_ascii_uppercase();
+                let mut reply = Vec::new();
+                if verb.starts_with("SELECT") {
+                    reply.extend(
+                        format!(
+                            "* {held} EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT {}] n\r\n{tag} OK [READ-WRITE] selected\r\n",
+                            held + 1
+                        )
+                        .bytes(),
+                    );
+                } else if verb == "CAPABILITY" {
+                    reply.extend(format!("* CAPABILITY {caps}\r\n{tag} OK\r\n").bytes());
+                } else if verb.starts_with("STATUS") {
+                    reply.extend(
+                        format!(
+                            "* STATUS INBOX (UIDVALIDITY 7 UIDNEXT {})\r\n{tag} OK status\r\n",
+                            held + 1
+                        )
+                        .bytes(),
+                    );
+                } else if verb.starts_with("UID SEARCH RETURN (SAVE)") {
+                    seen.saved_searches.fetch_add(1, SeqCst);
+                    reply.extend(format!("{tag} BAD saved searches are not kept here\r\n").bytes());
+                } else if verb.starts_with("UID FETCH $") {
+                    reply.extend(format!("{tag} BAD no saved result\r\n").bytes());
+                } else if verb.starts_with("UID SEARCH") {
+                    seen.plain_searches.fetch_add(1, SeqCst);
+                    let uids: String = (1..=held).map(|u| format!(" {u}")).collect();
+                    reply.extend(format!("* SEARCH{uids}\r\n{tag} OK search\r\n").bytes());
+                } else if verb.starts_with("UID FETCH") {
+                    let set = command.split(' ').nth(2).unwrap_or_default();
+                    for uid in set.split(',').filter_map(|u| u.parse::<u32>().ok()) {
+                        if uid == 0 || uid > held {
+                            continue;
+                        }
+                        let body = mail(&format!("refused news {uid}"));
+                        reply.extend(
+                            format!(
+                                "* {uid} FETCH (UID {uid} FLAGS () RFC822.SIZE {n} BODY[] {{{n}}}\r\n",
+                                n = body.len()
+                            )
+                            .bytes(),
+                        );
+                        reply.extend(body);
+                        reply.extend(b")\r\n");
+                    }
+                    reply.extend(format!("{tag} OK fetch\r\n").bytes());
+                } else if verb == "IDLE" {
+                    let _ = out.write_all(b"+ idling\r\n");
+                    if held < 2 {
+                        std::thread::sleep(Duration::from_millis(300));
+                        held += 1;
+                        let _ = out.write_all(format!("* {held} EXISTS\r\n").as_bytes());
+                    }
+                    // Until DONE.
+                    while read().is_some_and(|l| !l.eq_ignore_ascii_case("DONE")) {}
+                    reply.extend(format!("{tag} OK idle done\r\n").bytes());
+                } else if verb.starts_with("LOGOUT") {
+                    reply.extend(format!("* BYE\r\n{tag} OK bye\r\n").bytes());
+                } else {
+                    reply.extend(format!("{tag} OK done\r\n").bytes());
+                }
+                if out.write_all(&reply).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way() {
+    let seen = Arc::new(Seen::default());
+    let port = refusing_peer(seen.clone());
+    let ws = Workspace::with_config("").unwrap();
+    let password = ws.path().join("imap-password");
+    std::fs::write(&password, "pw").unwrap();
+    ws.write_config(format!(
+        "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{USER}\"\n\
+         [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+         [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfolder = \"INBOX\"\ntimeout_secs = 10\n\
+         [accounts.box.auth]\nkind = \"basic\"\nusername = \"{USER}\"\npassword = {{ file = \"{}\" }}\n",
+        password.display()
+    ))
+    .unwrap();
+    let wf = workflow(&ws, "    poll_interval: 10m\n", false);
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("both runs", Duration::from_secs(20), || {
+        ws.outbox().len() == 2
+    })
+    .await;
+    stop_serving(stop, handle).await;
+    let mut got = handled(&ws);
+    got.sort();
+    assert_eq!(got, ["handled: refused news 1", "handled: refused news 2"]);
+    // Refused once, then never asked again: the second news was looked at the old way.
+    assert_eq!(
+        seen.saved_searches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(
+        seen.plain_searches
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
+}
