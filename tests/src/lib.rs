@@ -275,6 +275,22 @@ impl Workspace {
         Ok(Self { dir, database })
     }
 
+    /// A workspace whose account `box` reads the folder INBOX of `user` on a scripted
+    /// IMAP server at 127.0.0.1:`port` (no TLS, password `pw`) and sends to the outbox.
+    pub fn with_scripted_imap(user: &str, port: u16) -> anyhow::Result<Self> {
+        let ws = Self::with_config("")?;
+        let password = ws.path().join("imap-password");
+        std::fs::write(&password, "pw")?;
+        ws.write_config(format!(
+            "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{user}\"\n\
+             [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
+             [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfolder = \"INBOX\"\ntimeout_secs = 10\n\
+             [accounts.box.auth]\nkind = \"basic\"\nusername = \"{user}\"\npassword = {{ file = \"{}\" }}\n",
+            password.display()
+        ))?;
+        Ok(ws)
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

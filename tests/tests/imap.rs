@@ -333,17 +333,7 @@ fn holding_peer() -> (u16, std::sync::mpsc::Receiver<bool>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_asks_for_the_folder_and_searches_it_in_one_round_trip() {
     let (port, together) = holding_peer();
-    let ws = Workspace::with_config("").unwrap();
-    let password = ws.path().join("imap-password");
-    std::fs::write(&password, "pw").unwrap();
-    ws.write_config(format!(
-        "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{USER}\"\n\
-         [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
-         [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfolder = \"INBOX\"\ntimeout_secs = 10\n\
-         [accounts.box.auth]\nkind = \"basic\"\nusername = \"{USER}\"\npassword = {{ file = \"{}\" }}\n",
-        password.display()
-    ))
-    .unwrap();
+    let ws = Workspace::with_scripted_imap(USER, port).unwrap();
     let (_rt, page) = first_page(&ws).await;
     assert!(
         together.recv().unwrap(),

@@ -219,17 +219,7 @@ fn refusing_peer(seen: Arc<Seen>) -> u16 {
 async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way() {
     let seen = Arc::new(Seen::default());
     let port = refusing_peer(seen.clone());
-    let ws = Workspace::with_config("").unwrap();
-    let password = ws.path().join("imap-password");
-    std::fs::write(&password, "pw").unwrap();
-    ws.write_config(format!(
-        "[store]\npath = \"var/flowmail.db\"\n[runtime]\ncache_dir = \"\"\n[accounts.box]\nfrom = \"{USER}\"\n\
-         [accounts.box.transport]\nkind = \"outbox\"\ndir = \"var/outbox\"\n\
-         [accounts.box.mailbox]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfolder = \"INBOX\"\ntimeout_secs = 10\n\
-         [accounts.box.auth]\nkind = \"basic\"\nusername = \"{USER}\"\npassword = {{ file = \"{}\" }}\n",
-        password.display()
-    ))
-    .unwrap();
+    let ws = Workspace::with_scripted_imap(USER, port).unwrap();
     let wf = workflow(&ws, "    poll_interval: 10m\n", false);
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
