@@ -1,14 +1,15 @@
-//! A look after news with a server that saves searches (SEARCHRES, RFC 5182): the sizes
-//! come with the search in one round trip against dovecot, and a server that names the
-//! extension but refuses it is looked at the old way.
+//! A look after news with a server that saves searches (SEARCHRES, RFC 5182): the sizes,
+//! and small messages whole, come with the search in one round trip against dovecot,
+//! and a server that names the extension but refuses it is looked at the old way.
 
 use super::*;
 
 /// Against a dovecot that offers SEARCHRES (RFC 5182), a look after news asks for the
 /// sizes of what its search finds in the same round trip (`UID SEARCH RETURN (SAVE)`,
-/// then `UID FETCH $`), and the size cap still holds: a message over `max_size` runs
-/// without its attachments, the other in full. dovecot's raw log of the session shows
-/// the commands as they went out.
+/// then `UID FETCH $`) and reads the messages just past its cursor ahead, and the size
+/// cap still holds: a message over `max_size` runs without its attachments, the other in
+/// full, taken whole from the look. dovecot's raw log of the session shows the commands
+/// as they went out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_look_after_news_gets_the_sizes_with_its_search() {
     let raw = tempfile::tempdir().unwrap();
@@ -96,7 +97,18 @@ async fn a_look_after_news_gets_the_sizes_with_its_search() {
                 .is_some_and(|l| l.ends_with("UID FETCH $ (UID FLAGS RFC822.SIZE)")),
             "the sizes of the saved result were asked for with it: {lines:#?}"
         );
+        // And the first bytes of the messages just past the cursor behind them.
+        assert!(
+            lines.get(i + 2).is_some_and(
+                |l| l.contains(" UID FETCH ") && l.ends_with(" (UID BODY.PEEK[]<0.65536>)")
+            ),
+            "the messages past the cursor were read ahead with it: {lines:#?}"
+        );
     }
+    // Both messages came from the look itself: the small one whole, read ahead; the big
+    // one over the cap by its parts. No message was fetched whole on its own.
+    let whole = lines.iter().filter(|l| l.contains("BODY.PEEK[])")).count();
+    assert_eq!(whole, 0, "{lines:#?}");
     // Sizes asked for by UID (a round trip of their own) only before the trigger had
     // caught up, at its first look.
     let by_uid = lines
@@ -104,6 +116,85 @@ async fn a_look_after_news_gets_the_sizes_with_its_search() {
         .filter(|l| l.contains("(UID FLAGS RFC822.SIZE)") && !l.contains(" $ "))
         .count();
     assert!(by_uid <= 1, "{lines:#?}");
+}
+
+/// A message longer than the look reads ahead is fetched whole on its own, not cut at
+/// the bytes read ahead; one shorter comes whole from the look. Each run's text ends
+/// with its message's last line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_longer_than_the_read_ahead_is_fetched_whole() {
+    let raw = tempfile::tempdir().unwrap();
+    std::process::Command::new("chmod")
+        .arg("0777")
+        .arg(raw.path())
+        .status()
+        .unwrap();
+    let stack = MailStack::start_with(
+        None,
+        &format!(
+            "protocol imap {{\n  rawlog_dir = {}\n}}",
+            raw.path().display()
+        ),
+    )
+    .unwrap();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(&ws, "    poll_interval: 10m\n", false);
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until(
+        "the trigger to wait in IDLE",
+        Duration::from_secs(20),
+        || store.watches().unwrap().iter().any(|w| w.mode == "idle"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 60 KB fits in the 64 KB read ahead, 200 KB does not.
+    for (n, (subject, lines)) in [("short", 3_400), ("long", 11_400)].into_iter().enumerate() {
+        let mut m = mail(subject);
+        m.extend(std::iter::repeat_n(b"0123456789abcdef\r\n".as_slice(), lines).flatten());
+        m.extend(format!("last line of {subject}\r\n").bytes());
+        stack.deliver(USER, &m).unwrap();
+        wait_until("the run", Duration::from_secs(10), || {
+            ws.outbox().len() == n + 1
+        })
+        .await;
+    }
+    stop_serving(stop, handle).await;
+    let mut ends: Vec<(bool, bool)> = ws
+        .outbox()
+        .iter()
+        .map(|p| {
+            let text = String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+            (
+                text.contains("last line of short"),
+                text.contains("last line of long"),
+            )
+        })
+        .collect();
+    ends.sort();
+    assert_eq!(
+        ends,
+        [(false, true), (true, false)],
+        "each run had its whole message"
+    );
+    let mut sent = String::new();
+    for entry in std::fs::read_dir(raw.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "in") {
+            sent.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    let lines: Vec<&str> = sent.lines().collect();
+    let ahead = lines
+        .iter()
+        .filter(|l| l.ends_with(" (UID BODY.PEEK[]<0.65536>)"))
+        .count();
+    let whole = lines.iter().filter(|l| l.contains("BODY.PEEK[])")).count();
+    assert!(ahead >= 2, "{lines:#?}");
+    assert_eq!(
+        whole, 1,
+        "only the long message was fetched on its own: {lines:#?}"
+    );
 }
 
 /// What the refusing server saw.

@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use super::Imap;
 use super::failure::{Failure, classify};
 use super::fetch::{fetch_raw, fetch_without_attachments, flag_name, require, sizes, uid_set};
-use super::look::{search_query, status, status_and_search};
+use super::look::{AHEAD_MESSAGES, search_query, status, status_and_search};
 use crate::BoxFuture;
 use crate::bindings::MailError;
 use crate::bindings::mailbox::{Content, Flag, Oversize, Search, SizeCap};
@@ -53,6 +53,11 @@ impl UidFolder for Imap {
                     _ => 0,
                 };
                 let with_sizes = caught_up && cap.is_some() && saves.load(Ordering::SeqCst);
+                // The messages just past the cursor are read ahead with the sizes.
+                let ahead = with_sizes.then(|| {
+                    let first = start_for(selected.load(Ordering::SeqCst)).saturating_add(1);
+                    first..=first.saturating_add(limit.clamp(1, AHEAD_MESSAGES) - 1)
+                });
                 let query = |v| search_query(start_for(v), &search);
                 let look = match status_and_search(
                     session,
@@ -60,7 +65,7 @@ impl UidFolder for Imap {
                     &folder,
                     (&selected, &heard),
                     query,
-                    with_sizes,
+                    ahead,
                 )
                 .await
                 {
@@ -77,13 +82,14 @@ impl UidFolder for Imap {
                             &folder,
                             (&selected, &heard),
                             query,
-                            false,
+                            None,
                         )
                         .await?
                     }
                     other => other?,
                 };
                 let (mailbox, found, listed_with) = (look.mailbox, look.found, look.sizes);
+                let mut read_ahead = look.bodies;
                 seen_next.store(
                     u64::from(mailbox.uid_validity.unwrap_or_default()) << 32
                         | u64::from(mailbox.uid_next.unwrap_or_default()),
@@ -128,12 +134,26 @@ impl UidFolder for Imap {
                             more = true;
                             scanned_to = listed.last().map_or(start, |(uid, _, _)| *uid);
                         }
-                        let small: Vec<u32> = listed
-                            .iter()
-                            .filter(|(_, size, _)| *size <= cap.max_size)
-                            .map(|(uid, _, _)| *uid)
-                            .collect();
-                        let mut messages = fetch_raw(session, &server, &small).await?;
+                        // Within the cap: whole from the look where it read them ahead,
+                        // the others fetched.
+                        let mut messages = Vec::new();
+                        let mut small = Vec::new();
+                        for (uid, size, flags) in &listed {
+                            if *size > cap.max_size {
+                                continue;
+                            }
+                            match read_ahead.iter().position(|(u, _)| u == uid) {
+                                Some(at) => messages.push(UidMessage {
+                                    uid: *uid,
+                                    flags: flags.clone(),
+                                    size: *size,
+                                    data: read_ahead.swap_remove(at).1,
+                                    content: Content::Complete,
+                                }),
+                                None => small.push(*uid),
+                            }
+                        }
+                        messages.extend(fetch_raw(session, &server, &small).await?);
                         for (uid, size, flags) in listed {
                             if size <= cap.max_size {
                                 continue;

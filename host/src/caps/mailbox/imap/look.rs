@@ -38,12 +38,21 @@ pub(super) async fn status(
 }
 
 /// What a look found: the folder's state, the UIDs the search found, and, when the
-/// look asked for them in the same round trip, their sizes and flags.
+/// look asked for them in the same round trip, their sizes and flags, and the whole
+/// text of the first messages past the cursor that are small enough to come whole.
 pub(super) struct Look {
     pub(super) mailbox: async_imap::types::Mailbox,
     pub(super) found: Vec<u32>,
     pub(super) sizes: Option<Vec<(u32, u64, Vec<String>)>>,
+    pub(super) bodies: Vec<(u32, Vec<u8>)>,
 }
+
+/// How many messages past the cursor a look with the sizes also reads ahead, and at most
+/// how many bytes of each. A message shorter than the bytes asked for came whole and
+/// needs no FETCH of its own; a longer one is fetched as before, so a look reads ahead
+/// at most a quarter of a megabyte that may go unused.
+pub(super) const AHEAD_MESSAGES: u32 = 4;
+pub(super) const AHEAD_BYTES: usize = 64 * 1024;
 
 /// The folder's state and the UIDs `query` finds, as [`status`] then a UID SEARCH would
 /// give them, in one round trip instead of three: NOOP, STATUS and UID SEARCH go out
@@ -56,20 +65,25 @@ pub(super) struct Look {
 /// RECENT), which async-imap's own commands leave in the session's unsolicited queue, is
 /// told through `heard`, for the next IDLE to look again.
 ///
-/// With `with_sizes` (for a server that offers SEARCHRES, RFC 5182), the search saves
-/// its result on the server (`RETURN (SAVE)`) and `UID FETCH $ (UID FLAGS RFC822.SIZE)`
-/// goes out in the same round trip, so the sizes a size cap needs come without a round
-/// trip of their own; the UIDs found are those the FETCH names. A command the server
-/// refuses does not leave the others' answers unread on the connection: every answer is
-/// read before the first refusal is returned.
+/// With `ahead` (for a server that offers SEARCHRES, RFC 5182), the search saves its
+/// result on the server (`RETURN (SAVE)`) and `UID FETCH $ (UID FLAGS RFC822.SIZE)` goes
+/// out in the same round trip, so the sizes a size cap needs come without a round trip
+/// of their own; the UIDs found are those the FETCH names. Behind it goes a FETCH of
+/// at most [`AHEAD_BYTES`] of each message in the UID range `ahead` (the few just past
+/// the cursor, whether the search finds them or not, so the bytes read ahead stay
+/// bounded however many messages arrived): those shorter than that came whole and are
+/// in [`Look::bodies`], so news of a small message is read in this one round trip. A
+/// command the server refuses does not leave the others' answers unread on the
+/// connection: every answer is read before the first refusal is returned.
 pub(super) async fn status_and_search(
     session: &mut Session<Stream>,
     server: &str,
     folder: &str,
     (selected, heard): (&AtomicU32, &AtomicBool),
     query: impl Fn(u32) -> String,
-    with_sizes: bool,
+    ahead: Option<std::ops::RangeInclusive<u32>>,
 ) -> Result<Look, MailError> {
+    let with_sizes = ahead.is_some();
     let quoted = quote(folder).map_err(|c| {
         classify(
             server,
@@ -88,7 +102,18 @@ pub(super) async fn status_and_search(
             "UID FETCH",
             "UID FETCH $ (UID FLAGS RFC822.SIZE)".to_owned(),
         ));
-    } else {
+    }
+    if let Some(range) = &ahead {
+        sent.push((
+            "UID FETCH",
+            format!(
+                "UID FETCH {}:{} (UID BODY.PEEK[]<0.{AHEAD_BYTES}>)",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    if !with_sizes {
         sent.push(("UID SEARCH", format!("UID SEARCH {search}")));
     }
     let mut tags = Vec::with_capacity(sent.len());
@@ -103,6 +128,7 @@ pub(super) async fn status_and_search(
     let mut mailbox = async_imap::types::Mailbox::default();
     let mut uids = Vec::new();
     let mut sizes = Vec::new();
+    let mut bodies = Vec::new();
     let mut refused = None;
     let mut answered = 0;
     while answered < tags.len() {
@@ -150,11 +176,12 @@ pub(super) async fn status_and_search(
             Response::MailboxData(MailboxDatum::Search(found)) if !with_sizes => {
                 uids.extend(found.iter());
             }
-            // Only the FETCH of the saved result, once the search has answered, names
-            // found messages: a FETCH among NOOP's answers is news of a flag. Each found
-            // message comes with its UID and size, which a flag's news lacks.
+            // Only the FETCHes after the search, once it has answered, name found
+            // messages: a FETCH among NOOP's answers is news of a flag. Each found
+            // message comes with its UID and size, which a flag's news lacks; each
+            // message read ahead with its UID and the first bytes of its text.
             Response::Fetch(_, attributes) if with_sizes && answered >= 3 => {
-                let (mut uid, mut size, mut flags) = (None, None, Vec::new());
+                let (mut uid, mut size, mut flags, mut text) = (None, None, Vec::new(), None);
                 for attribute in attributes {
                     match attribute {
                         AttributeValue::Uid(u) => uid = Some(*u),
@@ -163,12 +190,24 @@ pub(super) async fn status_and_search(
                             raw.iter()
                                 .filter_map(|f| flag_text(&ImapFlag::from(f.as_ref()))),
                         ),
+                        AttributeValue::BodySection {
+                            section: None,
+                            index: Some(0),
+                            data: Some(data),
+                        } => text = Some(data),
                         _ => {}
                     }
                 }
                 if let (Some(uid), Some(size)) = (uid, size) {
                     uids.push(uid);
                     sizes.push((uid, size, flags));
+                }
+                // Fewer bytes than asked for: the server had no more, the text is whole.
+                if let (Some(uid), Some(text)) = (uid, text)
+                    && text.len() < AHEAD_BYTES
+                    && ahead.as_ref().is_some_and(|r| r.contains(&uid))
+                {
+                    bodies.push((uid, text.to_vec()));
                 }
             }
             Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) => {
@@ -192,12 +231,14 @@ pub(super) async fn status_and_search(
                 mailbox: fresh,
                 found: found.into_iter().collect(),
                 sizes: None,
+                bodies: Vec::new(),
             })
         }
         None => Ok(Look {
             mailbox,
             found: uids,
             sizes: with_sizes.then_some(sizes),
+            bodies,
         }),
     }
 }
