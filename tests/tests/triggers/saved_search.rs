@@ -202,19 +202,44 @@ async fn a_message_longer_than_the_read_ahead_is_fetched_whole() {
 struct Seen {
     saved_searches: std::sync::atomic::AtomicUsize,
     plain_searches: std::sync::atomic::AtomicUsize,
+    refused_statuses: std::sync::atomic::AtomicUsize,
 }
 
-/// An IMAP server that names SEARCHRES among its capabilities but refuses
-/// `SEARCH RETURN (SAVE)` and `FETCH $` with BAD. Its folder (UIDVALIDITY 7) starts
-/// empty; at each of its first two IDLEs a message arrives, UID 1 then UID 2, and is
-/// announced with EXISTS.
-fn refusing_peer(seen: Arc<Seen>) -> u16 {
+/// What the scripted server refuses.
+#[derive(Clone, Copy, PartialEq)]
+enum Refuse {
+    /// `SEARCH RETURN (SAVE)` and `FETCH $`, always, with BAD.
+    SavedSearches,
+    /// The first STATUS once a message has arrived, with NO; saved searches are kept.
+    OneStatus,
+}
+
+/// An IMAP server that names SEARCHRES among its capabilities and refuses what `refuse`
+/// says. Its folder (UIDVALIDITY 7) starts empty; at each of its first two IDLEs a
+/// message arrives, UID 1 then UID 2, and is announced with EXISTS.
+fn refusing_peer(seen: Arc<Seen>, refuse: Refuse) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::Ordering::SeqCst;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let mut held = 0u32;
+        let mut saved: Vec<u32> = Vec::new();
+        let mut status_refused = false;
+        // A message's FETCH answer, with the given items before its text.
+        let answer = |uid: u32, items: &str, text: &str| {
+            let body = mail(&format!("refused news {uid}"));
+            let mut a = format!("* {uid} FETCH (UID {uid}{items}");
+            if !text.is_empty() {
+                a.push_str(&format!(" {text} {{{}}}\r\n", body.len()));
+            }
+            let mut a = a.into_bytes();
+            if !text.is_empty() {
+                a.extend(body);
+            }
+            a.extend(b")\r\n");
+            a
+        };
         for sock in listener.incoming() {
             let Ok(sock) = sock else { return };
             let mut out = sock.try_clone().unwrap();
@@ -247,6 +272,14 @@ fn refusing_peer(seen: Arc<Seen>) -> u16 {
                     );
                 } else if verb == "CAPABILITY" {
                     reply.extend(format!("* CAPABILITY {caps}\r\n{tag} OK\r\n").bytes());
+                } else if verb.starts_with("STATUS")
+                    && refuse == Refuse::OneStatus
+                    && held >= 1
+                    && !status_refused
+                {
+                    status_refused = true;
+                    seen.refused_statuses.fetch_add(1, SeqCst);
+                    reply.extend(format!("{tag} NO status is not available now\r\n").bytes());
                 } else if verb.starts_with("STATUS") {
                     reply.extend(
                         format!(
@@ -257,9 +290,39 @@ fn refusing_peer(seen: Arc<Seen>) -> u16 {
                     );
                 } else if verb.starts_with("UID SEARCH RETURN (SAVE)") {
                     seen.saved_searches.fetch_add(1, SeqCst);
-                    reply.extend(format!("{tag} BAD saved searches are not kept here\r\n").bytes());
+                    if refuse == Refuse::SavedSearches {
+                        reply.extend(
+                            format!("{tag} BAD saved searches are not kept here\r\n").bytes(),
+                        );
+                    } else {
+                        // `UID n:*`: the messages from n on.
+                        let from = verb
+                            .split(' ')
+                            .nth(5)
+                            .and_then(|r| r.split(':').next()?.parse::<u32>().ok())
+                            .unwrap_or(1);
+                        saved = (from.max(1)..=held).collect();
+                        reply.extend(format!("{tag} OK saved\r\n").bytes());
+                    }
                 } else if verb.starts_with("UID FETCH $") {
-                    reply.extend(format!("{tag} BAD no saved result\r\n").bytes());
+                    if refuse == Refuse::SavedSearches {
+                        reply.extend(format!("{tag} BAD no saved result\r\n").bytes());
+                    } else {
+                        for uid in &saved {
+                            let n = mail(&format!("refused news {uid}")).len();
+                            reply.extend(answer(*uid, &format!(" FLAGS () RFC822.SIZE {n}"), ""));
+                        }
+                        reply.extend(format!("{tag} OK fetch\r\n").bytes());
+                    }
+                } else if verb.starts_with("UID FETCH") && verb.contains("<0.") {
+                    // Read ahead: `UID FETCH a:b (UID BODY.PEEK[]<0.n>)`.
+                    let set = command.split(' ').nth(2).unwrap_or_default();
+                    let mut ends = set.split(':').filter_map(|u| u.parse::<u32>().ok());
+                    let (a, b) = (ends.next().unwrap_or(1), ends.next().unwrap_or(0));
+                    for uid in a.max(1)..=b.min(held) {
+                        reply.extend(answer(uid, "", "BODY[]<0>"));
+                    }
+                    reply.extend(format!("{tag} OK fetch\r\n").bytes());
                 } else if verb.starts_with("UID SEARCH") {
                     seen.plain_searches.fetch_add(1, SeqCst);
                     let uids: String = (1..=held).map(|u| format!(" {u}")).collect();
@@ -270,16 +333,8 @@ fn refusing_peer(seen: Arc<Seen>) -> u16 {
                         if uid == 0 || uid > held {
                             continue;
                         }
-                        let body = mail(&format!("refused news {uid}"));
-                        reply.extend(
-                            format!(
-                                "* {uid} FETCH (UID {uid} FLAGS () RFC822.SIZE {n} BODY[] {{{n}}}\r\n",
-                                n = body.len()
-                            )
-                            .bytes(),
-                        );
-                        reply.extend(body);
-                        reply.extend(b")\r\n");
+                        let n = mail(&format!("refused news {uid}")).len();
+                        reply.extend(answer(uid, &format!(" FLAGS () RFC822.SIZE {n}"), "BODY[]"));
                     }
                     reply.extend(format!("{tag} OK fetch\r\n").bytes());
                 } else if verb == "IDLE" {
@@ -309,7 +364,7 @@ fn refusing_peer(seen: Arc<Seen>) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way() {
     let seen = Arc::new(Seen::default());
-    let port = refusing_peer(seen.clone());
+    let port = refusing_peer(seen.clone(), Refuse::SavedSearches);
     let ws = Workspace::with_scripted_imap(USER, port).unwrap();
     let wf = workflow(&ws, "    poll_interval: 10m\n", false);
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
@@ -332,5 +387,37 @@ async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way()
         seen.plain_searches
             .load(std::sync::atomic::Ordering::SeqCst)
             >= 2
+    );
+}
+
+/// A STATUS the server refuses during a look with a saved search says nothing about
+/// saved searches: the trigger tries again, the later looks still save their searches,
+/// and both messages run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_status_does_not_turn_saved_searches_off() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let seen = Arc::new(Seen::default());
+    let port = refusing_peer(seen.clone(), Refuse::OneStatus);
+    let ws = Workspace::with_scripted_imap(USER, port).unwrap();
+    let wf = workflow(&ws, "    poll_interval: 10m\n", false);
+    let (rt, store) = ws.app(None, Audit::default()).unwrap();
+    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    wait_until("both runs", Duration::from_secs(30), || {
+        ws.outbox().len() == 2
+    })
+    .await;
+    stop_serving(stop, handle).await;
+    let mut got = handled(&ws);
+    got.sort();
+    assert_eq!(got, ["handled: refused news 1", "handled: refused news 2"]);
+    assert_eq!(seen.refused_statuses.load(SeqCst), 1);
+    // Only the first look, before the trigger had a cursor, searched without saving:
+    // the look the STATUS failed saved its search, and so did every look after it (its
+    // retry, and the look after the second news).
+    assert!(
+        seen.plain_searches.load(SeqCst) == 1 && seen.saved_searches.load(SeqCst) >= 3,
+        "saved searches: {}, plain: {}",
+        seen.saved_searches.load(SeqCst),
+        seen.plain_searches.load(SeqCst)
     );
 }

@@ -63,24 +63,24 @@ impl UidFolder for Imap {
                     session,
                     &server,
                     &folder,
-                    (&selected, &heard),
+                    (&selected, &heard, &saves),
                     query,
                     ahead,
                 )
                 .await
                 {
-                    Err(MailError::Permanent(why)) if with_sizes => {
+                    Err(refused) if with_sizes && !saves.load(Ordering::SeqCst) => {
                         // A server that names SEARCHRES but refuses it: look as before,
                         // from now on.
                         tracing::info!(
-                            "{server} refused a saved search ({why}); searching without it"
+                            "{server} refused a saved search ({}); searching without it",
+                            refused.message()
                         );
-                        saves.store(false, Ordering::SeqCst);
                         status_and_search(
                             session,
                             &server,
                             &folder,
-                            (&selected, &heard),
+                            (&selected, &heard, &saves),
                             query,
                             None,
                         )

@@ -72,14 +72,17 @@ pub(super) const AHEAD_BYTES: usize = 64 * 1024;
 /// at most [`AHEAD_BYTES`] of each message in the UID range `ahead` (the few just past
 /// the cursor, whether the search finds them or not, so the bytes read ahead stay
 /// bounded however many messages arrived): those shorter than that came whole and are
-/// in [`Look::bodies`], so news of a small message is read in this one round trip. A
-/// command the server refuses does not leave the others' answers unread on the
-/// connection: every answer is read before the first refusal is returned.
+/// in [`Look::bodies`], so news of a small message is read in this one round trip. When
+/// the first command the server refuses is one of these three, `saves` is cleared: the
+/// server names SEARCHRES but does not keep its promise, and the caller looks the old
+/// way. A refused NOOP or STATUS leaves it set. A command the server refuses does not
+/// leave the others' answers unread on the connection: every answer is read before the
+/// first refusal is returned.
 pub(super) async fn status_and_search(
     session: &mut Session<Stream>,
     server: &str,
     folder: &str,
-    (selected, heard): (&AtomicU32, &AtomicBool),
+    (selected, heard, saves): (&AtomicU32, &AtomicBool, &AtomicBool),
     query: impl Fn(u32) -> String,
     ahead: Option<std::ops::RangeInclusive<u32>>,
 ) -> Result<Look, MailError> {
@@ -96,25 +99,23 @@ pub(super) async fn status_and_search(
         ("NOOP", "NOOP".to_owned()),
         ("STATUS", format!("STATUS {quoted} (UIDVALIDITY UIDNEXT)")),
     ];
-    if with_sizes {
-        sent.push(("UID SEARCH", format!("UID SEARCH RETURN (SAVE) {search}")));
-        sent.push((
-            "UID FETCH",
-            "UID FETCH $ (UID FLAGS RFC822.SIZE)".to_owned(),
-        ));
-    }
-    if let Some(range) = &ahead {
-        sent.push((
-            "UID FETCH",
-            format!(
-                "UID FETCH {}:{} (UID BODY.PEEK[]<0.{AHEAD_BYTES}>)",
-                range.start(),
-                range.end()
+    match &ahead {
+        Some(range) => sent.extend([
+            ("UID SEARCH", format!("UID SEARCH RETURN (SAVE) {search}")),
+            (
+                "UID FETCH",
+                "UID FETCH $ (UID FLAGS RFC822.SIZE)".to_owned(),
             ),
-        ));
-    }
-    if !with_sizes {
-        sent.push(("UID SEARCH", format!("UID SEARCH {search}")));
+            (
+                "UID FETCH",
+                format!(
+                    "UID FETCH {}:{} (UID BODY.PEEK[]<0.{AHEAD_BYTES}>)",
+                    range.start(),
+                    range.end()
+                ),
+            ),
+        ]),
+        None => sent.push(("UID SEARCH", format!("UID SEARCH {search}"))),
     }
     let mut tags = Vec::with_capacity(sent.len());
     for (what, command) in &sent {
@@ -162,7 +163,13 @@ pub(super) async fn status_and_search(
                     Status::No => async_imap::error::Error::No(text()),
                     _ => async_imap::error::Error::Bad(text()),
                 };
-                refused.get_or_insert_with(|| classify(server, what, error));
+                refused.get_or_insert_with(|| {
+                    // The saved search, its FETCH or the read ahead.
+                    if with_sizes && index >= 2 {
+                        saves.store(false, Ordering::SeqCst);
+                    }
+                    classify(server, what, error)
+                });
             }
             Response::MailboxData(MailboxDatum::Status { status, .. }) => {
                 for item in status {
