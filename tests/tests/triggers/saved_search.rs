@@ -4,14 +4,8 @@
 
 use super::*;
 
-/// Against a dovecot that offers SEARCHRES (RFC 5182), a look after news asks for the
-/// sizes of what its search finds in the same round trip (`UID SEARCH RETURN (SAVE)`,
-/// then `UID FETCH $`) and reads the messages just past its cursor ahead, and the size
-/// cap still holds: a message over `max_size` runs without its attachments, the other in
-/// full, taken whole from the look. dovecot's raw log of the session shows the commands
-/// as they went out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_look_after_news_gets_the_sizes_with_its_search() {
+/// A dovecot that writes a raw log of each IMAP session into the returned folder.
+fn logged_dovecot() -> (tempfile::TempDir, MailStack) {
     let raw = tempfile::tempdir().unwrap();
     // dovecot's imap processes run as another user, and write their raw logs here.
     std::process::Command::new("chmod")
@@ -27,14 +21,28 @@ async fn a_look_after_news_gets_the_sizes_with_its_search() {
         ),
     )
     .unwrap();
-    let ws = workspace(&stack, "INBOX");
-    let wf = workflow(
-        &ws,
-        "    poll_interval: 10m\n    max_size: 2KB\n    oversize: without-attachments\n",
-        false,
-    );
+    (raw, stack)
+}
+
+/// What the client sent, across the raw logs of its sessions.
+fn sent_commands(raw: &tempfile::TempDir) -> String {
+    let mut sent = String::new();
+    for entry in std::fs::read_dir(raw.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "in") {
+            sent.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    sent
+}
+
+/// `wf` served until its trigger waits in IDLE.
+async fn serve_until_idle(
+    ws: &Workspace,
+    wf: Workflow,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
-    let (stop, handle) = start_serving(rt, store.clone(), wf);
+    let serving = start_serving(rt, store.clone(), wf);
     wait_until(
         "the trigger to wait in IDLE",
         Duration::from_secs(20),
@@ -42,6 +50,25 @@ async fn a_look_after_news_gets_the_sizes_with_its_search() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    serving
+}
+
+/// Against a dovecot that offers SEARCHRES (RFC 5182), a look after news asks for the
+/// sizes of what its search finds in the same round trip (`UID SEARCH RETURN (SAVE)`,
+/// then `UID FETCH $`) and reads the messages just past its cursor ahead, and the size
+/// cap still holds: a message over `max_size` runs without its attachments, the other in
+/// full, taken whole from the look. dovecot's raw log of the session shows the commands
+/// as they went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_after_news_gets_the_sizes_with_its_search() {
+    let (raw, stack) = logged_dovecot();
+    let ws = workspace(&stack, "INBOX");
+    let wf = workflow(
+        &ws,
+        "    poll_interval: 10m\n    max_size: 2KB\n    oversize: without-attachments\n",
+        false,
+    );
+    let (stop, handle) = serve_until_idle(&ws, wf).await;
     stack.deliver(USER, &mail("small news")).unwrap();
     wait_until("the first run", Duration::from_secs(10), || {
         ws.outbox().len() == 1
@@ -71,14 +98,7 @@ async fn a_look_after_news_gets_the_sizes_with_its_search() {
         .collect();
     omitted.sort();
     assert_eq!(omitted, [(false, false), (true, true)]);
-    // What the client sent, across the raw logs of its sessions.
-    let mut sent = String::new();
-    for entry in std::fs::read_dir(raw.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "in") {
-            sent.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
-    }
+    let sent = sent_commands(&raw);
     let lines: Vec<&str> = sent.lines().collect();
     let saved: Vec<usize> = lines
         .iter()
@@ -123,31 +143,10 @@ async fn a_look_after_news_gets_the_sizes_with_its_search() {
 /// with its message's last line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_longer_than_the_read_ahead_is_fetched_whole() {
-    let raw = tempfile::tempdir().unwrap();
-    std::process::Command::new("chmod")
-        .arg("0777")
-        .arg(raw.path())
-        .status()
-        .unwrap();
-    let stack = MailStack::start_with(
-        None,
-        &format!(
-            "protocol imap {{\n  rawlog_dir = {}\n}}",
-            raw.path().display()
-        ),
-    )
-    .unwrap();
+    let (raw, stack) = logged_dovecot();
     let ws = workspace(&stack, "INBOX");
     let wf = workflow(&ws, "    poll_interval: 10m\n", false);
-    let (rt, store) = ws.app(None, Audit::default()).unwrap();
-    let (stop, handle) = start_serving(rt, store.clone(), wf);
-    wait_until(
-        "the trigger to wait in IDLE",
-        Duration::from_secs(20),
-        || store.watches().unwrap().iter().any(|w| w.mode == "idle"),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (stop, handle) = serve_until_idle(&ws, wf).await;
     // 60 KB fits in the 64 KB read ahead, 200 KB does not.
     for (n, (subject, lines)) in [("short", 3_400), ("long", 11_400)].into_iter().enumerate() {
         let mut m = mail(subject);
@@ -177,13 +176,7 @@ async fn a_message_longer_than_the_read_ahead_is_fetched_whole() {
         [(false, true), (true, false)],
         "each run had its whole message"
     );
-    let mut sent = String::new();
-    for entry in std::fs::read_dir(raw.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "in") {
-            sent.push_str(&std::fs::read_to_string(&path).unwrap());
-        }
-    }
+    let sent = sent_commands(&raw);
     let lines: Vec<&str> = sent.lines().collect();
     let ahead = lines
         .iter()
