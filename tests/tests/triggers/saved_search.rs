@@ -354,15 +354,16 @@ fn refusing_peer(seen: Arc<Seen>, refuse: Refuse) -> u16 {
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way() {
+/// Serves a trigger on the scripted server until both its messages have run, and
+/// returns what the server saw.
+async fn both_runs_on(refuse: Refuse) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
-    let port = refusing_peer(seen.clone(), Refuse::SavedSearches);
+    let port = refusing_peer(seen.clone(), refuse);
     let ws = Workspace::with_scripted_imap(USER, port).unwrap();
     let wf = workflow(&ws, "    poll_interval: 10m\n", false);
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
-    wait_until("both runs", Duration::from_secs(20), || {
+    wait_until("both runs", Duration::from_secs(30), || {
         ws.outbox().len() == 2
     })
     .await;
@@ -370,6 +371,12 @@ async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way()
     let mut got = handled(&ws);
     got.sort();
     assert_eq!(got, ["handled: refused news 1", "handled: refused news 2"]);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way() {
+    let seen = both_runs_on(Refuse::SavedSearches).await;
     // Refused once, then never asked again: the second news was looked at the old way.
     assert_eq!(
         seen.saved_searches
@@ -389,20 +396,7 @@ async fn a_server_that_names_searchres_but_refuses_it_is_looked_at_the_old_way()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_status_does_not_turn_saved_searches_off() {
     use std::sync::atomic::Ordering::SeqCst;
-    let seen = Arc::new(Seen::default());
-    let port = refusing_peer(seen.clone(), Refuse::OneStatus);
-    let ws = Workspace::with_scripted_imap(USER, port).unwrap();
-    let wf = workflow(&ws, "    poll_interval: 10m\n", false);
-    let (rt, store) = ws.app(None, Audit::default()).unwrap();
-    let (stop, handle) = start_serving(rt, store.clone(), wf);
-    wait_until("both runs", Duration::from_secs(30), || {
-        ws.outbox().len() == 2
-    })
-    .await;
-    stop_serving(stop, handle).await;
-    let mut got = handled(&ws);
-    got.sort();
-    assert_eq!(got, ["handled: refused news 1", "handled: refused news 2"]);
+    let seen = both_runs_on(Refuse::OneStatus).await;
     assert_eq!(seen.refused_statuses.load(SeqCst), 1);
     // Only the first look, before the trigger had a cursor, searched without saving:
     // the look the STATUS failed saved its search, and so did every look after it (its
