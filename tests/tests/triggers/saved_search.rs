@@ -198,13 +198,16 @@ struct Seen {
     refused_statuses: std::sync::atomic::AtomicUsize,
 }
 
-/// What the scripted server refuses.
+/// What the scripted server refuses, or does beyond what was asked.
 #[derive(Clone, Copy, PartialEq)]
 enum Refuse {
     /// `SEARCH RETURN (SAVE)` and `FETCH $`, always, with BAD.
     SavedSearches,
     /// The first STATUS once a message has arrived, with NO; saved searches are kept.
     OneStatus,
+    /// Nothing; its saved search finds only even UIDs, and it answers the read ahead
+    /// with each message's RFC822.SIZE besides the text asked for.
+    Nothing,
 }
 
 /// An IMAP server that names SEARCHRES among its capabilities and refuses what `refuse`
@@ -294,7 +297,9 @@ fn refusing_peer(seen: Arc<Seen>, refuse: Refuse) -> u16 {
                             .nth(5)
                             .and_then(|r| r.split(':').next()?.parse::<u32>().ok())
                             .unwrap_or(1);
-                        saved = (from.max(1)..=held).collect();
+                        saved = (from.max(1)..=held)
+                            .filter(|u| refuse != Refuse::Nothing || u % 2 == 0)
+                            .collect();
                         reply.extend(format!("{tag} OK saved\r\n").bytes());
                     }
                 } else if verb.starts_with("UID FETCH $") {
@@ -313,7 +318,14 @@ fn refusing_peer(seen: Arc<Seen>, refuse: Refuse) -> u16 {
                     let mut ends = set.split(':').filter_map(|u| u.parse::<u32>().ok());
                     let (a, b) = (ends.next().unwrap_or(1), ends.next().unwrap_or(0));
                     for uid in a.max(1)..=b.min(held) {
-                        reply.extend(answer(uid, "", "BODY[]<0>"));
+                        let unasked = match refuse {
+                            Refuse::Nothing => {
+                                let n = mail(&format!("refused news {uid}")).len();
+                                format!(" RFC822.SIZE {n}")
+                            }
+                            _ => String::new(),
+                        };
+                        reply.extend(answer(uid, &unasked, "BODY[]<0>"));
                     }
                     reply.extend(format!("{tag} OK fetch\r\n").bytes());
                 } else if verb.starts_with("UID SEARCH") {
@@ -354,22 +366,30 @@ fn refusing_peer(seen: Arc<Seen>, refuse: Refuse) -> u16 {
     port
 }
 
-/// Serves a trigger on the scripted server until both its messages have run, and
-/// returns what the server saw.
-async fn both_runs_on(refuse: Refuse) -> Arc<Seen> {
+/// Serves a trigger on the scripted server until `runs` runs, then `settle` longer, and
+/// returns the subjects handled (sorted) and what the server saw.
+async fn runs_on(refuse: Refuse, runs: usize, settle: Duration) -> (Vec<String>, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let port = refusing_peer(seen.clone(), refuse);
     let ws = Workspace::with_scripted_imap(USER, port).unwrap();
     let wf = workflow(&ws, "    poll_interval: 10m\n", false);
     let (rt, store) = ws.app(None, Audit::default()).unwrap();
     let (stop, handle) = start_serving(rt, store.clone(), wf);
-    wait_until("both runs", Duration::from_secs(30), || {
-        ws.outbox().len() == 2
+    wait_until("the runs", Duration::from_secs(30), || {
+        ws.outbox().len() == runs
     })
     .await;
+    tokio::time::sleep(settle).await;
     stop_serving(stop, handle).await;
     let mut got = handled(&ws);
     got.sort();
+    (got, seen)
+}
+
+/// Serves a trigger on the scripted server until both its messages have run, and
+/// returns what the server saw.
+async fn both_runs_on(refuse: Refuse) -> Arc<Seen> {
+    let (got, seen) = runs_on(refuse, 2, Duration::ZERO).await;
     assert_eq!(got, ["handled: refused news 1", "handled: refused news 2"]);
     seen
 }
@@ -406,5 +426,20 @@ async fn a_refused_status_does_not_turn_saved_searches_off() {
         "saved searches: {}, plain: {}",
         seen.saved_searches.load(SeqCst),
         seen.plain_searches.load(SeqCst)
+    );
+}
+
+/// A message read ahead is not one the search found, even when the server sends its
+/// size unasked: the saved search finds only the second message, and only it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_read_ahead_runs_only_when_the_search_found_it() {
+    // The first arrived a look earlier, and would have run before the second; half a
+    // second more leaves time for any run after it.
+    let (got, seen) = runs_on(Refuse::Nothing, 1, Duration::from_millis(500)).await;
+    assert_eq!(got, ["handled: refused news 2"]);
+    assert!(
+        seen.saved_searches
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
     );
 }

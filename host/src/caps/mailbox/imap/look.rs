@@ -186,9 +186,14 @@ pub(super) async fn status_and_search(
             // Only the FETCHes after the search, once it has answered, name found
             // messages: a FETCH among NOOP's answers is news of a flag. Each found
             // message comes with its UID and size, which a flag's news lacks; each
-            // message read ahead with its UID and the first bytes of its text.
+            // message read ahead with its UID and the first bytes of its text, and
+            // names no found message even if the server sent its size unasked (the
+            // read ahead covers messages whether the search found them or not).
             Response::Fetch(_, attributes) if with_sizes && answered >= 3 => {
                 let (mut uid, mut size, mut flags, mut text) = (None, None, Vec::new(), None);
+                let read_ahead = attributes
+                    .iter()
+                    .any(|a| matches!(a, AttributeValue::BodySection { .. }));
                 for attribute in attributes {
                     match attribute {
                         AttributeValue::Uid(u) => uid = Some(*u),
@@ -205,7 +210,7 @@ pub(super) async fn status_and_search(
                         _ => {}
                     }
                 }
-                if let (Some(uid), Some(size)) = (uid, size) {
+                if let (Some(uid), Some(size), false) = (uid, size, read_ahead) {
                     uids.push(uid);
                     sizes.push((uid, size, flags));
                 }
