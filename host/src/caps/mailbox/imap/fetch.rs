@@ -90,6 +90,23 @@ pub(super) async fn uid_fetch(
         .map_err(|e| classify(server, "UID FETCH", e))
 }
 
+/// `UID STORE uids change`, its answers read and dropped (`.SILENT` changes send none).
+pub(super) async fn store_flags(
+    session: &mut Session<Stream>,
+    server: &str,
+    uids: &[u32],
+    change: impl AsRef<str>,
+) -> Result<(), MailError> {
+    let _: Vec<_> = session
+        .uid_store(uid_set(uids), change)
+        .await
+        .map_err(|e| classify(server, "UID STORE", e))?
+        .try_collect()
+        .await
+        .map_err(|e| classify(server, "UID STORE", e))?;
+    Ok(())
+}
+
 /// Size and flags of `uids`, for the size cap.
 pub(super) async fn sizes(
     session: &mut Session<Stream>,

@@ -7,7 +7,9 @@ use futures_util::TryStreamExt;
 
 use super::Imap;
 use super::failure::{Failure, classify};
-use super::fetch::{fetch_raw, fetch_without_attachments, flag_name, require, sizes, uid_set};
+use super::fetch::{
+    fetch_raw, fetch_without_attachments, flag_name, require, sizes, store_flags, uid_set,
+};
 use super::look::{AHEAD_MESSAGES, search_query, status, status_and_search};
 use crate::BoxFuture;
 use crate::bindings::MailError;
@@ -218,16 +220,8 @@ impl UidFolder for Imap {
                         continue;
                     }
                     let names: Vec<&str> = flags.iter().map(|f| flag_name(*f)).collect();
-                    let _: Vec<_> = session
-                        .uid_store(
-                            uid_set(&uids),
-                            format!("{sign}FLAGS.SILENT ({})", names.join(" ")),
-                        )
-                        .await
-                        .map_err(|e| classify(&server, "UID STORE", e))?
-                        .try_collect()
-                        .await
-                        .map_err(|e| classify(&server, "UID STORE", e))?;
+                    let change = format!("{sign}FLAGS.SILENT ({})", names.join(" "));
+                    store_flags(session, &server, &uids, change).await?;
                 }
                 Ok(())
             })
@@ -291,13 +285,7 @@ impl UidFolder for Imap {
                     return Ok(());
                 }
                 require(session, &server, &uids).await?;
-                let _: Vec<_> = session
-                    .uid_store(uid_set(&uids), "+FLAGS.SILENT (\\Deleted)")
-                    .await
-                    .map_err(|e| classify(&server, "UID STORE", e))?
-                    .try_collect()
-                    .await
-                    .map_err(|e| classify(&server, "UID STORE", e))?;
+                store_flags(session, &server, &uids, "+FLAGS.SILENT (\\Deleted)").await?;
                 // UID EXPUNGE removes only these messages, not others marked by someone else.
                 let _: Vec<_> = session
                     .uid_expunge(uid_set(&uids))
