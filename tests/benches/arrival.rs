@@ -8,7 +8,8 @@
 //!    one before;
 //! 2. 1,000 mailboxes (1,000 dovecot users, one trigger each): the time until every
 //!    trigger waits, resident memory after that, CPU while idle, then 200 messages to 200
-//!    different users delivered as fast as LMTP takes them.
+//!    different users delivered as fast as LMTP takes them, and last a restart of serve
+//!    on the same store and mailboxes, measured as the first start.
 //!
 //! For each message: the delivery (LMTP's 250 after the data), the trigger's wake with news
 //! (the server's share ends there) and the start of the run (flowmail's share), both read
@@ -90,22 +91,9 @@ fn main() {
     one.stop();
 
     let serve = Serve::start(&stack, many);
-    println!(
-        "{many} mailboxes: every trigger waiting {:.1} s after start, serve's CPU meanwhile {:.1} s; RSS {:.1} MB; {} IMAP connections",
-        serve.ready.as_secs_f64(),
-        serve.ready_cpu,
-        serve.rss_mb("VmRSS"),
-        flowmail_tests::connections_to(stack.ports.imap),
-    );
-    // The rest of the machine's CPU went mostly to dovecot: its logins, one imap
-    // process forked per mailbox, and its TLS.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    println!(
-        "{many} mailboxes: the machine's busy CPU meanwhile {:.1} s of {:.1} s on {cores} cores: serve {:.1} s, the rest (dovecot mostly) {:.1} s",
-        serve.ready_machine_cpu,
-        serve.ready.as_secs_f64() * cores,
-        serve.ready_cpu,
-        serve.ready_machine_cpu - serve.ready_cpu,
+    serve.report_start(
+        &stack,
+        "first start (new store, dovecot creates each mailbox)",
     );
     let cpu = serve.cpu_share(Duration::from_secs(30));
     println!(
@@ -127,6 +115,9 @@ fn main() {
         &lat,
     );
     println!("{many} mailboxes: peak RSS {:.1} MB", serve.rss_mb("VmHWM"));
+    // What every later start meets: the store, its cursors and the mailboxes exist.
+    let serve = serve.restart();
+    serve.report_start(&stack, "restart (same store and mailboxes)");
     serve.stop();
 }
 
@@ -211,13 +202,27 @@ struct Serve {
     /// The whole machine's busy CPU time meanwhile (serve's, dovecot's, everyone's).
     ready_machine_cpu: f64,
     count: usize,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Serve {
     fn start(stack: &MailStack, count: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+        Self::write_workspace(dir.path(), stack, count);
+        Self::launch(dir, count)
+    }
+
+    /// Stops this serve and starts another in the same workspace: the same store (with
+    /// every trigger's cursor), lock files and dovecot mailboxes, as a restart or a
+    /// deployment of serve meets them.
+    fn restart(self) -> Self {
+        let count = self.count;
+        let dir = self.stop();
+        Self::launch(dir, count)
+    }
+
+    /// The workflows and `flowmail.toml` of `count` mailboxes in `root`.
+    fn write_workspace(root: &std::path::Path, stack: &MailStack, count: usize) {
         std::fs::create_dir_all(root.join("workflows")).unwrap();
         let password = root.join("imap-password");
         std::fs::write(&password, PASSWORD).unwrap();
@@ -247,6 +252,11 @@ impl Serve {
             .unwrap();
         }
         std::fs::write(root.join("flowmail.toml"), config).unwrap();
+    }
+
+    /// Starts serve in the workspace `dir` and waits until every trigger waits.
+    fn launch(dir: tempfile::TempDir, count: usize) -> Self {
+        let root = dir.path();
         let log = root.join("serve.log");
         let started = Instant::now();
         let machine_before = machine_cpu_secs();
@@ -271,7 +281,7 @@ impl Serve {
             ready_cpu: 0.0,
             ready_machine_cpu: 0.0,
             count,
-            _dir: dir,
+            dir,
         };
         // Every trigger's first wait ends as soon as it knows it waits in IDLE.
         loop {
@@ -300,6 +310,28 @@ impl Serve {
         // Let the first looks after the first waits end.
         std::thread::sleep(Duration::from_secs(2));
         serve
+    }
+
+    /// Prints how long the start took until every trigger waited, and what it cost.
+    fn report_start(&self, stack: &MailStack, what: &str) {
+        let many = self.count;
+        println!(
+            "{many} mailboxes, {what}: every trigger waiting {:.1} s after start, serve's CPU meanwhile {:.1} s; RSS {:.1} MB; {} IMAP connections",
+            self.ready.as_secs_f64(),
+            self.ready_cpu,
+            self.rss_mb("VmRSS"),
+            flowmail_tests::connections_to(stack.ports.imap),
+        );
+        // The rest of the machine's CPU went mostly to dovecot: its logins, one imap
+        // process forked per mailbox, and its TLS.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!(
+            "{many} mailboxes, {what}: the machine's busy CPU meanwhile {:.1} s of {:.1} s on {cores} cores: serve {:.1} s, the rest (dovecot mostly) {:.1} s",
+            self.ready_machine_cpu,
+            self.ready.as_secs_f64() * cores,
+            self.ready_cpu,
+            self.ready_machine_cpu - self.ready_cpu,
+        );
     }
 
     /// Waits for the run of `user`'s workflow that starts after `delivered`.
@@ -369,16 +401,33 @@ impl Serve {
         (self.cpu_secs() - before) / span.as_secs_f64()
     }
 
-    fn stop(self) {
+    /// Stops serve and waits for it to end; the workspace, for a restart.
+    fn stop(mut self) -> tempfile::TempDir {
         // FLOWMAIL_BENCH_LOGS=DIR keeps serve's log of each round there, for a closer look.
         if let Some(keep) = std::env::var_os("FLOWMAIL_BENCH_LOGS") {
-            let to = std::path::Path::new(&keep).join(format!("serve-{}.log", self.count));
+            let keep = std::path::Path::new(&keep);
+            let mut n = 1;
+            let to = loop {
+                let to = keep.join(format!("serve-{}-{n}.log", self.count));
+                if !to.exists() {
+                    break to;
+                }
+                n += 1;
+            };
             let _ = std::fs::copy(&self.log, to);
         }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        // Drop waits for it.
+        let started = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
     }
 }
 
