@@ -18,7 +18,9 @@ use rustls::ClientConfig;
 pub use self::http::http_client;
 pub use self::stream::{Recording, Stream};
 pub use self::tcp::{connect, resolve};
-pub use self::tls::{MinTls, TlsInfo, explain as explain_tls, handshake, tls_config};
+pub use self::tls::{
+    MinTls, TlsInfo, explain as explain_tls, full_handshakes, handshake, tls_config,
+};
 
 /// How a connection to a mail server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

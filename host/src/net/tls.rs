@@ -9,8 +9,9 @@
 //! trusted as itself (pinned): byte for byte the one in the CA file, for the names it lists,
 //! within its validity, and with the handshake signed by its key.
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -23,15 +24,63 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// The lowest TLS version an account accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MinTls {
     V12,
     V13,
 }
 
-/// Builds the rustls configuration: the account's CA file alone if it has one, else the
-/// public web PKI roots; TLS 1.2 and 1.3, or 1.3 only.
+/// What a configuration is built from: the CA file's bytes (`None`: the web PKI) and the
+/// lowest version.
+type Policy = (Option<Vec<u8>>, MinTls);
+
+/// The configurations in use, by the policy they were built from. Accounts with the same
+/// CA file and minimum version share one: one parse of the roots instead of one per
+/// account (the web PKI's are some 150), and one cache of TLS sessions, so that a
+/// connection to a server another account of the same policy reached before resumes that
+/// session instead of a full handshake (the server then signs nothing). A resumed session
+/// was verified by the same roots and rules, so sharing it trusts nothing the account
+/// would not. Held weakly: a policy no account uses any more is dropped.
+static SHARED: LazyLock<Mutex<HashMap<Policy, Weak<ClientConfig>>>> =
+    LazyLock::new(Default::default);
+
+/// The shared configurations. A poisoned lock only means that another thread panicked
+/// while it held the map, which cannot be left half-written.
+fn shared() -> std::sync::MutexGuard<'static, HashMap<Policy, Weak<ClientConfig>>> {
+    SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The rustls configuration of an account: the account's CA file alone if it has one,
+/// else the public web PKI roots; TLS 1.2 and 1.3, or 1.3 only. Shared with every other
+/// account of the same policy.
 pub fn tls_config(ca_pem: Option<&[u8]>, min: MinTls) -> Result<Arc<ClientConfig>, String> {
+    let policy = (ca_pem.map(<[u8]>::to_vec), min);
+    if let Some(config) = shared().get(&policy).and_then(Weak::upgrade) {
+        return Ok(config);
+    }
+    let config = build(ca_pem, min)?;
+    let mut map = shared();
+    map.retain(|_, c| c.strong_count() > 0);
+    // Two threads may have built the same policy at once: the first one stored is kept.
+    if let Some(first) = map.get(&policy).and_then(Weak::upgrade) {
+        return Ok(first);
+    }
+    map.insert(policy, Arc::downgrade(&config));
+    Ok(config)
+}
+
+/// The same policy without session resumption: every handshake shows and checks the
+/// server's certificate as it is now. For Test Mail, which reports the certificate.
+pub fn full_handshakes(config: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::clone(config);
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// Builds a configuration of its own for the policy.
+fn build(ca_pem: Option<&[u8]>, min: MinTls) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let mut pinned = Vec::new();
     match ca_pem {
@@ -256,6 +305,8 @@ pub struct TlsInfo {
     pub issuer: String,
     pub not_before: String,
     pub not_after: String,
+    /// The handshake resumed an earlier session: the certificate is the one checked then.
+    pub resumed: bool,
 }
 
 impl TlsInfo {
@@ -291,6 +342,7 @@ impl TlsInfo {
             issuer,
             not_before,
             not_after,
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         }
     }
 }
@@ -306,6 +358,45 @@ mod tests {
         let e = tls_config(Some(b"not a certificate"), MinTls::V12).unwrap_err();
         assert!(e.contains("no certificate"), "{e}");
         assert!(tls_config(None, MinTls::V13).is_ok());
+    }
+
+    /// A CA certificate of this test alone, so that no other test holds its policy.
+    const CA: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBmDCCAT2gAwIBAgIUeoGvLzNntzPjuZ3iAiKl111VbrcwCgYIKoZIzj0EAwIw\n\
+IDEeMBwGA1UEAwwVZmxvd21haWwgdW5pdCB0ZXN0IENBMCAXDTI2MTIwNzIxNDMy\n\
+OVoYDzIxMjYxMTEzMjE0MzI5WjAgMR4wHAYDVQQDDBVmbG93bWFpbCB1bml0IHRl\n\
+c3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAS5kcyMlbE9aLkqaIdN6p3B\n\
+2/Bnm1RYgkZavB4VdVOk8lSGYvRPeWJ5yxgs8qPmTybaDjdHozh4/XhkX4UM3qLg\n\
+o1MwUTAdBgNVHQ4EFgQUtSXnwcfAlratZPbuUABhHjauQNIwHwYDVR0jBBgwFoAU\n\
+tSXnwcfAlratZPbuUABhHjauQNIwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQD\n\
+AgNJADBGAiEA+DkZMK98MepwTW5GTZ2IgtWknKEJBxoP2PJcJOwYpKwCIQCU7GHo\n\
+NwMUnhuHLUlIyLUIe+zrLNha0x7uLISF2C2Ukg==\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn accounts_of_one_policy_share_a_configuration_while_one_holds_it() {
+        let one = tls_config(Some(CA.as_bytes()), MinTls::V13).unwrap();
+        let read_again = CA.as_bytes().to_vec();
+        assert!(Arc::ptr_eq(
+            &one,
+            &tls_config(Some(&read_again), MinTls::V13).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &one,
+            &tls_config(Some(CA.as_bytes()), MinTls::V12).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(&one, &tls_config(None, MinTls::V13).unwrap()));
+        // Once no account holds a policy, it is built anew (its sessions are gone).
+        let weak = Arc::downgrade(&one);
+        drop(one);
+        assert!(weak.upgrade().is_none());
+        let again = tls_config(Some(CA.as_bytes()), MinTls::V13).unwrap();
+        assert!(weak.upgrade().is_none());
+        assert!(Arc::ptr_eq(
+            &again,
+            &tls_config(Some(CA.as_bytes()), MinTls::V13).unwrap()
+        ));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 use super::*;
 
+use flowmail::net::{MinTls, TlsInfo, tls_config};
+use rustls::ClientConfig;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_policy_is_enforced_at_the_tls_stage() {
     let stack = MailStack::start(None).unwrap();
@@ -192,4 +195,100 @@ async fn the_test_mail_command_reports_each_stage_as_text_and_json() {
         stdout.contains("TLS handshake") && stdout.contains("ca_file"),
         "the text report names the stage and the fix: {stdout}"
     );
+}
+
+/// Opens implicit TLS to postfix's SMTPS port with `tls` and reads the greeting (the
+/// server's session tickets come before it); what the handshake agreed on.
+async fn greeting_over(stack: &MailStack, tls: &std::sync::Arc<ClientConfig>) -> TlsInfo {
+    use tokio::io::AsyncReadExt;
+    let addrs = flowmail::net::resolve("localhost", stack.ports.smtps)
+        .await
+        .unwrap();
+    let tcp = flowmail::net::connect(&addrs, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut stream = flowmail::net::handshake(tcp, "localhost", tls.clone())
+        .await
+        .unwrap();
+    let mut greeting = Vec::new();
+    while !greeting.ends_with(b"\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "postfix hung up");
+        greeting.push(byte[0]);
+    }
+    assert!(
+        greeting.starts_with(b"220 "),
+        "{}",
+        String::from_utf8_lossy(&greeting)
+    );
+    TlsInfo::of(&stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_of_one_tls_policy_resume_each_others_sessions_but_test_mail_never_does() {
+    let stack = MailStack::start(None).unwrap();
+    // Two accounts that name the same CA file (read twice, as each account reads it).
+    let ca = std::fs::read(&stack.certs.ca).unwrap();
+    let one = tls_config(Some(&ca), MinTls::V12).unwrap();
+    let other = tls_config(Some(&std::fs::read(&stack.certs.ca).unwrap()), MinTls::V12).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&one, &other),
+        "one policy, one configuration"
+    );
+
+    let first = greeting_over(&stack, &one).await;
+    assert!(!first.resumed, "nothing to resume yet");
+    let second = greeting_over(&stack, &other).await;
+    assert!(
+        second.resumed,
+        "the second account resumes the session the first one's handshake left"
+    );
+    assert_eq!(
+        second.subject, first.subject,
+        "the certificate checked then"
+    );
+
+    // Another policy keeps its sessions to itself.
+    let strict = tls_config(Some(&ca), MinTls::V13).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&one, &strict));
+    assert!(!greeting_over(&stack, &strict).await.resumed);
+
+    // postfix gives a session ticket with a full handshake and none with a resumed one:
+    // shake hands until one is full, and a fresh ticket waits in the shared cache.
+    let mut full = false;
+    for _ in 0..10 {
+        if !greeting_over(&stack, &one).await.resumed {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "every handshake resumed");
+
+    // Test Mail, through an account of the first policy, shakes hands in full although
+    // that policy holds a session (the last line shows that it still does).
+    let ws = Workspace::with_config("").unwrap();
+    let auth = basic(ws.path(), "trusted", "ops@demo.example", PASSWORD, None);
+    let account = stack.account(
+        "trusted",
+        "ops@demo.example",
+        stack.ports.smtps,
+        true,
+        &auth,
+    );
+    ws.write_config(format!("{HEAD}{account}")).unwrap();
+    let config = ws.config().unwrap();
+    let relay = flowmail::app::relay(&config, "trusted", &Default::default()).unwrap();
+    let report = test_mail::run("trusted", &relay, "ops@demo.example", "bob@demo.example").await;
+    assert!(report.ok, "{}", report.render());
+    let tls = report
+        .stages
+        .iter()
+        .find(|s| s.title == "TLS handshake")
+        .unwrap();
+    assert!(
+        tls.detail.contains("CN=localhost") && !tls.detail.contains("resumed"),
+        "{}",
+        tls.detail
+    );
+    assert!(greeting_over(&stack, &one).await.resumed);
 }

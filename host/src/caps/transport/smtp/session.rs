@@ -198,7 +198,7 @@ pub async fn open(s: &Settings, auth: &Auth, observe: Observer<'_>) -> Result<Se
                 Stage::Tls,
                 t.elapsed(),
                 format!(
-                    "{} {}, {}; certificate {} issued by {}, valid {} to {}",
+                    "{} {}, {}{}; certificate {} issued by {}, valid {} to {}",
                     if s.security == Security::StartTls {
                         "STARTTLS"
                     } else {
@@ -206,6 +206,11 @@ pub async fn open(s: &Settings, auth: &Auth, observe: Observer<'_>) -> Result<Se
                     },
                     info.version,
                     info.cipher,
+                    if info.resumed {
+                        ", an earlier session resumed"
+                    } else {
+                        ""
+                    },
                     info.subject,
                     info.issuer,
                     info.not_before,
