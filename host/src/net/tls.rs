@@ -293,7 +293,18 @@ pub async fn handshake(
 ) -> io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    TlsConnector::from(config).connect(name, tcp).await
+    let tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let conn = tls.get_ref().1;
+    tracing::debug!(
+        "TLS with {host}: {:?}, {}",
+        conn.protocol_version(),
+        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            "an earlier session resumed"
+        } else {
+            "a full handshake"
+        }
+    );
+    Ok(tls)
 }
 
 /// What the TLS handshake agreed on, for Test Mail.
