@@ -202,7 +202,8 @@ struct Serve {
     /// The whole machine's busy CPU time meanwhile (serve's, dovecot's, everyone's).
     ready_machine_cpu: f64,
     count: usize,
-    dir: tempfile::TempDir,
+    /// The workspace; taken by `stop`, for a restart.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Serve {
@@ -281,7 +282,7 @@ impl Serve {
             ready_cpu: 0.0,
             ready_machine_cpu: 0.0,
             count,
-            dir,
+            dir: Some(dir),
         };
         // Every trigger's first wait ends as soon as it knows it waits in IDLE.
         loop {
@@ -426,8 +427,7 @@ impl Serve {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self.dir, dir)
+        self.dir.take().unwrap()
     }
 }
 

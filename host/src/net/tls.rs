@@ -294,17 +294,21 @@ pub async fn handshake(
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let tls = TlsConnector::from(config).connect(name, tcp).await?;
-    let conn = tls.get_ref().1;
     tracing::debug!(
         "TLS with {host}: {:?}, {}",
-        conn.protocol_version(),
-        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        tls.get_ref().1.protocol_version(),
+        if resumed(&tls) {
             "an earlier session resumed"
         } else {
             "a full handshake"
         }
     );
     Ok(tls)
+}
+
+/// Whether the handshake resumed an earlier session instead of a full one.
+fn resumed(tls: &TlsStream<TcpStream>) -> bool {
+    tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
 
 /// What the TLS handshake agreed on, for Test Mail.
@@ -353,7 +357,7 @@ impl TlsInfo {
             issuer,
             not_before,
             not_after,
-            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            resumed: resumed(tls),
         }
     }
 }
