@@ -115,7 +115,7 @@ pub struct StepState {
     scope: caps::Scope,
     log: caps::log::Budget,
     /// Keeps the epoch ticking while the step runs.
-    running: Option<Running>,
+    _running: Running,
 }
 
 impl WasiView for StepState {
@@ -139,27 +139,6 @@ pub struct Runtime {
     /// One permit per slot of the engine's pool: a step holds one while its instance
     /// lives, so that a busy moment waits for a slot instead of failing.
     slots: Arc<tokio::sync::Semaphore>,
-}
-
-/// Ends a step's instance once its call has returned. Dropping the store resets the
-/// instance's pool slot (the pages the step dirtied are set back to the image), about a
-/// third of a step's cost in the sandbox. Inside a tokio runtime that happens in a task
-/// of its own, so that the step's result does not wait for it and the reset can run
-/// while the next step waits on the network. The slot's permit goes with the store, so
-/// no step is given a slot whose reset is not done; the step stops counting as running
-/// (for the epoch's ticker) at once.
-fn retire(mut store: Store<StepState>, slot: tokio::sync::OwnedSemaphorePermit) {
-    store.data_mut().running = None;
-    let end = move || {
-        drop(store);
-        drop(slot);
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn(async move { end() });
-        }
-        Err(_) => end(),
-    }
 }
 
 /// The engine flowmail runs plugins on, with the default limits.
@@ -316,12 +295,6 @@ impl Runtime {
             .map_err(|e| StepError::Trap(format!("no instance slot: {e}")))
     }
 
-    /// Slots of the pool that no instance holds now: neither a step's nor one whose
-    /// reset has not run yet.
-    pub fn free_slots(&self) -> usize {
-        self.slots.available_permits()
-    }
-
     fn current(&self) -> Arc<Prepared> {
         match self.pre.read() {
             Ok(pre) => pre.clone(),
@@ -358,7 +331,7 @@ impl Runtime {
             step: step.to_owned(),
             scope,
             log: caps::log::Budget::default(),
-            running: Some(Running::start()),
+            _running: Running::start(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -411,14 +384,14 @@ impl Runtime {
                 .iter()
                 .map(|a| a.account.clone()),
         );
-        let slot = self.slot().await?;
+        let _slot = self.slot().await?;
         let mut store = self.store(step, caps::Scope::of(named));
         let send_mail = self.instantiate(&mut store, Prepared::send_mail).await?;
         self.audit
             .record(|| format!("export actions.send-mail account={account} message={message:?}"));
         let result = send_mail.call_async(&mut store, (account, message)).await;
         let (result,) = result.map_err(|e| self.classify(&store, e))?;
-        retire(store, slot);
+        drop(store);
         if let Ok(receipt) = &result {
             check_receipt(receipt, message)?;
         }
@@ -437,7 +410,7 @@ impl Runtime {
         limit: u32,
         cap: Option<SizeCap>,
     ) -> Result<MailboxPage, StepError> {
-        let slot = self.slot().await?;
+        let _slot = self.slot().await?;
         let mut store = self.store(step, caps::Scope::of([account.to_owned()]));
         let read_mailbox = self.instantiate(&mut store, Prepared::read_mailbox).await?;
         self.audit.record(|| {
@@ -449,7 +422,7 @@ impl Runtime {
             .call_async(&mut store, (account, filter, after.as_ref(), limit, cap))
             .await;
         let (result,) = result.map_err(|e| self.classify(&store, e))?;
-        retire(store, slot);
+        drop(store);
         if let Ok(page) = &result {
             check_page(page, limit)?;
         }

@@ -347,35 +347,6 @@ async fn more_steps_than_instance_slots_wait_for_a_slot_and_all_run() {
     assert_eq!(ws.outbox().len(), 12);
 }
 
-#[tokio::test]
-async fn a_step_returns_before_its_slot_is_reset_and_the_slot_is_free_once_it_is() {
-    let ws = pool_of_one();
-    let (app, _) = ws.app(None, Audit::default()).unwrap();
-    let rt = app.runtime().unwrap();
-    assert_eq!(rt.free_slots(), 1);
-    rt.send_mail("first", "demo", &message("first"))
-        .await
-        .unwrap();
-    // The slot's reset runs in a task of its own, which this one-threaded runtime runs
-    // only once the test yields: the step has its result, and the slot is still taken.
-    assert_eq!(
-        rt.free_slots(),
-        0,
-        "the slot was given back before its reset"
-    );
-    for _ in 0..100 {
-        if rt.free_slots() == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(rt.free_slots(), 1, "the slot is free again once reset");
-    rt.send_mail("second", "demo", &message("second"))
-        .await
-        .unwrap();
-    assert_eq!(ws.outbox().len(), 2);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_of_one_step_reaches_the_next_through_a_reused_slot() {
     // A pool of one: every step runs in the same slot, reset in between (by PAGEMAP_SCAN
